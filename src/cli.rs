@@ -1,0 +1,52 @@
+//! The command line: `offstage serve` and `offstage stdio`, with the flags that override
+//! configuration. Parsing only; `main.rs` runs the result.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigSources, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "offstage", version, about = "An MCP tool server for realtime voice agents")]
+pub struct Cli {
+    /// Configuration file (default: ./offstage.toml when present).
+    #[arg(long, global = true, env = "OFFSTAGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8787 or a bare port.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Where jobs (offstage.db) and images are kept.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Image provider: auto, sketch or openai.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Log filter, e.g. info or offstage=debug (logs go to stderr).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve MCP over Streamable HTTP at /mcp, plus the job views.
+    Serve,
+    /// Serve MCP over stdin/stdout for desktop clients (image URLs still served over HTTP).
+    Stdio,
+}
+
+impl Cli {
+    pub fn sources(&self) -> ConfigSources {
+        ConfigSources {
+            config_file: self.config.clone(),
+            overrides: Overrides {
+                listen: self.listen.clone(),
+                data_dir: self.data_dir.clone(),
+                provider: self.provider.clone(),
+                log: self.log.clone(),
+            },
+        }
+    }
+}

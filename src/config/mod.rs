@@ -1,0 +1,309 @@
+//! Configuration: `offstage.toml`, then `OFFSTAGE_*` environment variables, then flags,
+//! validated once at start into a [`Config`] with clear errors. Nothing else reads `std::env`.
+
+mod raw;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use raw::{ConfigSources, Overrides, RawConfig};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The validated configuration every other module receives.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP server (MCP at `/mcp`, job views at `/v1`) listens.
+    pub listen: SocketAddr,
+    /// Root of the embedded store: `offstage.db` and `images/`.
+    pub data_dir: PathBuf,
+    /// Base of the absolute URLs we hand out (`image_url`). `None`: derived from the bound address.
+    pub public_url: Option<Url>,
+    pub security: SecurityConfig,
+    pub jobs: JobsConfig,
+    /// Never `Auto` after validation.
+    pub provider: ProviderChoice,
+    pub providers: ProvidersConfig,
+    /// `tracing` filter directive, e.g. `info` or `offstage=debug`.
+    pub log: String,
+}
+
+/// Who may talk to us and how much they may send.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Bearer tokens accepted on `/mcp` and `/v1/jobs`; empty means no authentication.
+    pub tokens: Vec<String>,
+    /// `Host` header values accepted (DNS-rebinding guard). An entry without a port matches any port.
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin` values accepted; `:*` matches any port. Requests without `Origin` pass.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The job runner's limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs of one tool running at once (default for every tool).
+    pub concurrency: usize,
+    /// Jobs of one tool waiting for a slot; beyond this callers are told to retry later.
+    pub queue: usize,
+    /// Longest a job may take, all attempts included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per job, the first included; also bounds restarts of an interrupted job.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max`, unless the provider says when.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long finished jobs and their images are kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long a job stays claimed by a process that stops renewing it (crash detection).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// After a crash, run interrupted jobs again (true) or mark them failed (false).
+    pub resume_interrupted: bool,
+    /// Per-tool overrides of `concurrency` and `queue`.
+    pub tools: BTreeMap<String, LaneConfig>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            queue: 64,
+            timeout: Duration::from_secs(300),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            retention: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(15),
+            resume_interrupted: true,
+            tools: BTreeMap::new(),
+        }
+    }
+}
+
+/// Limits of one tool's lane in the job runner.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    pub concurrency: Option<usize>,
+    pub queue: Option<usize>,
+}
+
+impl JobsConfig {
+    /// `(concurrency, queue)` for one tool.
+    pub fn lane(&self, tool: &str) -> (usize, usize) {
+        let lane = self.tools.get(tool);
+        (
+            lane.and_then(|l| l.concurrency).unwrap_or(self.concurrency),
+            lane.and_then(|l| l.queue).unwrap_or(self.queue),
+        )
+    }
+}
+
+/// Which image provider draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderChoice {
+    /// OpenAI when `OPENAI_API_KEY` is set, `sketch` otherwise.
+    Auto,
+    Sketch,
+    Openai,
+}
+
+impl ProviderChoice {
+    const NAMES: &'static str = "auto, sketch, openai";
+
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "sketch" => Ok(Self::Sketch),
+            "openai" => Ok(Self::Openai),
+            _ => Err(ConfigError::UnknownProvider(value.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Sketch => "sketch",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// Settings of every provider; only the chosen one is used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    pub sketch: SketchConfig,
+    pub openai: OpenAiConfig,
+}
+
+/// The built-in offline provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SketchConfig {
+    /// Simulated provider latency before the image is drawn, so the async path behaves as
+    /// with a real provider. `0s` draws at once.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Mixed into every drawing: the same prompt and seed always give the same image.
+    pub seed: u64,
+}
+
+impl Default for SketchConfig {
+    fn default() -> Self {
+        Self { latency: Duration::from_secs(3), seed: 0 }
+    }
+}
+
+/// OpenAI Images API (`POST {base_url}/v1/images/generations`).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAiConfig {
+    /// From `OPENAI_API_KEY`; never logged.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Override for compatible servers (also `OPENAI_BASE_URL`). Without `/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// `low`, `medium`, `high` or `auto`.
+    pub quality: String,
+    /// One HTTP request's limit; the job's own timeout bounds all attempts.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Typical generation time, reported to callers as `eta_ms`.
+    #[serde(with = "humantime_serde")]
+    pub typical_latency: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://api.openai.com".to_owned(),
+            model: "gpt-image-1".to_owned(),
+            quality: "auto".to_owned(),
+            request_timeout: Duration::from_secs(180),
+            typical_latency: Duration::from_secs(25),
+        }
+    }
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("quality", &self.quality)
+            .field("request_timeout", &self.request_timeout)
+            .field("typical_latency", &self.typical_latency)
+            .finish()
+    }
+}
+
+/// A configuration that cannot be used, said so that the operator knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Source(#[from] Box<figment::Error>),
+    #[error("config file `{0}` does not exist")]
+    MissingFile(PathBuf),
+    #[error(
+        "listen: `{value}` is not an address to listen on ({reason}); use host:port such as 127.0.0.1:8787"
+    )]
+    BadListen { value: String, reason: String },
+    #[error("data_dir: `{path}` is not a writable directory: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("data_dir: no home directory to put the default data directory in; set --data-dir")]
+    NoDefaultDataDir,
+    #[error("provider: unknown provider `{0}`; expected one of {names}", names = ProviderChoice::NAMES)]
+    UnknownProvider(String),
+    #[error("provider `openai` needs an API key: set OPENAI_API_KEY")]
+    MissingApiKey,
+    #[error("public_url: `{0}` is not an absolute http(s) URL")]
+    BadPublicUrl(String),
+    #[error("providers.openai.base_url: `{0}` is not an absolute http(s) URL")]
+    BadBaseUrl(String),
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads every source, applies flags last and validates the result.
+    pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+        let raw = RawConfig::gather(sources)?;
+        raw.validate(sources)
+    }
+
+    /// A configuration for tests and embedding: everything default, data under `data_dir`,
+    /// listening on an ephemeral loopback port, the `sketch` provider.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            data_dir: data_dir.into(),
+            public_url: None,
+            security: SecurityConfig {
+                tokens: Vec::new(),
+                allowed_hosts: raw::default_allowed_hosts(),
+                allowed_origins: raw::default_allowed_origins(),
+                max_body_bytes: raw::DEFAULT_MAX_BODY_BYTES,
+            },
+            jobs: JobsConfig::default(),
+            provider: ProviderChoice::Sketch,
+            providers: ProvidersConfig::default(),
+            log: "info".to_owned(),
+        }
+    }
+
+    /// Path of the embedded SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("offstage.db")
+    }
+}
+
+/// Parses `host:port`, `[v6]:port` or a bare port (which means 127.0.0.1).
+fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    let value = value.replacen("localhost:", "127.0.0.1:", 1);
+    value.parse::<SocketAddr>().map_err(|error| ConfigError::BadListen {
+        value: value.clone(),
+        reason: if value.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_err()) {
+            "the port must be a number from 0 to 65535".to_owned()
+        } else {
+            error.to_string()
+        },
+    })
+}
+
+/// Creates the directory if needed and proves we can write there.
+fn ensure_writable_dir(path: &Path) -> Result<(), ConfigError> {
+    let fail = |source| ConfigError::DataDir { path: path.to_owned(), source };
+    std::fs::create_dir_all(path).map_err(fail)?;
+    let probe = path.join(format!(".offstage-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
+    Ok(())
+}
+
+fn parse_http_url(value: &str) -> Option<Url> {
+    Url::parse(value).ok().filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! The unvalidated configuration as serde reads it, and the layering of its sources.
+
+use std::path::{Path, PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, SecurityConfig,
+    ensure_writable_dir, parse_http_url, parse_listen,
+};
+
+pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_CONFIG_FILE: &str = "offstage.toml";
+const ENV_PREFIX: &str = "OFFSTAGE_";
+
+pub(super) fn default_allowed_hosts() -> Vec<String> {
+    vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()]
+}
+
+pub(super) fn default_allowed_origins() -> Vec<String> {
+    vec![
+        "http://localhost:*".to_owned(),
+        "http://127.0.0.1:*".to_owned(),
+        "http://[::1]:*".to_owned(),
+    ]
+}
+
+/// Where configuration comes from besides the environment: the CLI's file and flags.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// `--config`: must exist. Without it `./offstage.toml` is read when present.
+    pub config_file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// Settings given as flags; they win over file and environment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// Every setting with its default; see README "Configuration" for the reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: String,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub provider: String,
+    pub tokens: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub log: String,
+    pub jobs: JobsConfig,
+    pub providers: ProvidersConfig,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".to_owned(),
+            data_dir: None,
+            public_url: None,
+            provider: "auto".to_owned(),
+            tokens: Vec::new(),
+            allowed_hosts: default_allowed_hosts(),
+            allowed_origins: default_allowed_origins(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            log: "info".to_owned(),
+            jobs: JobsConfig::default(),
+            providers: ProvidersConfig::default(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Layers defaults < file < `OPENAI_*` < `OFFSTAGE_*` < flags.
+    pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        match &sources.config_file {
+            Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.clone())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        // The conventional OpenAI variables, so an existing key just works.
+        if let Some(key) = env_string("OPENAI_API_KEY") {
+            figment = figment.merge(("providers.openai.api_key", key));
+        }
+        if let Some(base) = env_string("OPENAI_BASE_URL") {
+            let base = base.trim_end_matches('/').trim_end_matches("/v1").to_owned();
+            figment = figment.merge(("providers.openai.base_url", base));
+        }
+        // Tokens and the config path are read raw: figment would turn a numeric token into an
+        // integer, and `config` is not a setting.
+        figment =
+            figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["tokens", "config"]));
+        if let Some(tokens) = env_string("OFFSTAGE_TOKENS") {
+            let tokens: Vec<String> = tokens
+                .split(',')
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned)
+                .collect();
+            figment = figment.merge(("tokens", tokens));
+        }
+        figment = figment.merge(Serialized::defaults(&sources.overrides));
+        figment.extract().map_err(|error| ConfigError::Source(Box::new(error)))
+    }
+
+    pub(super) fn validate(self, _sources: &ConfigSources) -> Result<Config, ConfigError> {
+        let listen = parse_listen(&self.listen)?;
+        let provider = match ProviderChoice::parse(&self.provider)? {
+            ProviderChoice::Auto if self.providers.openai.api_key.is_some() => {
+                ProviderChoice::Openai
+            }
+            ProviderChoice::Auto => ProviderChoice::Sketch,
+            ProviderChoice::Openai if self.providers.openai.api_key.is_none() => {
+                return Err(ConfigError::MissingApiKey);
+            }
+            chosen => chosen,
+        };
+        if parse_http_url(&self.providers.openai.base_url).is_none() {
+            return Err(ConfigError::BadBaseUrl(self.providers.openai.base_url));
+        }
+        let public_url = match &self.public_url {
+            Some(url) => {
+                Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
+            }
+            None => None,
+        };
+        validate_jobs(&self.jobs)?;
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "max_body_bytes",
+                message: format!("{} is too small; use at least 1024", self.max_body_bytes),
+            });
+        }
+        let data_dir = match self.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        };
+        ensure_writable_dir(&data_dir)?;
+        Ok(Config {
+            listen,
+            data_dir,
+            public_url,
+            security: SecurityConfig {
+                tokens: self.tokens,
+                allowed_hosts: self.allowed_hosts,
+                allowed_origins: self.allowed_origins,
+                max_body_bytes: self.max_body_bytes,
+            },
+            jobs: self.jobs,
+            provider,
+            providers: self.providers,
+            log: self.log,
+        })
+    }
+}
+
+fn validate_jobs(jobs: &JobsConfig) -> Result<(), ConfigError> {
+    let invalid =
+        |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+    if jobs.concurrency == 0 || jobs.tools.values().any(|lane| lane.concurrency == Some(0)) {
+        return invalid("jobs.concurrency", "must be at least 1");
+    }
+    if jobs.max_attempts == 0 {
+        return invalid("jobs.max_attempts", "must be at least 1");
+    }
+    if jobs.timeout.is_zero() {
+        return invalid("jobs.timeout", "must be longer than 0s");
+    }
+    if jobs.lease < std::time::Duration::from_secs(1) {
+        return invalid("jobs.lease", "must be at least 1s");
+    }
+    if jobs.retention.is_zero() {
+        return invalid("jobs.retention", "must be longer than 0s");
+    }
+    Ok(())
+}
+
+fn default_data_dir() -> Result<PathBuf, ConfigError> {
+    directories::ProjectDirs::from("", "", "offstage")
+        .map(|dirs| dirs.data_local_dir().to_owned())
+        .ok_or(ConfigError::NoDefaultDataDir)
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "config is the one module that reads the environment"
+)]
+fn env_string(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}

@@ -1,0 +1,71 @@
+//! HTTP errors: every 4xx/5xx we produce carries a JSON body `{"error": {"code", "message"}}`.
+//! Internal causes are logged once here and never sent to the client.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token; send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("Host `{0}` is not allowed; add it to allowed_hosts to serve it")]
+    ForbiddenHost(String),
+    #[error("Origin `{0}` is not allowed; add it to allowed_origins to serve it")]
+    ForbiddenOrigin(String),
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("no job {0}")]
+    JobNotFound(String),
+    #[error("no route for {0}; see /healthz, /mcp and /v1/jobs/{{job_id}}")]
+    NoRoute(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::MissingHost => StatusCode::BAD_REQUEST,
+            ApiError::JobNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ForbiddenHost(_) => "forbidden_host",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::MissingHost => "missing_host",
+            ApiError::JobNotFound(_) => "job_not_found",
+            ApiError::NoRoute(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, ApiError::Unauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

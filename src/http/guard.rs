@@ -1,0 +1,258 @@
+//! Request guards in front of every route: DNS-rebinding protection (`Host`), cross-origin
+//! protection (`Origin`), and bearer-token authentication that names the [`Caller`].
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, header, uri::Authority},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::{config::SecurityConfig, tools::Caller};
+
+/// Accepted `Host` and `Origin` values, parsed once.
+#[derive(Debug)]
+pub struct OriginGuard {
+    hosts: Vec<(String, Option<u16>)>,
+    origins: Vec<AllowedOrigin>,
+}
+
+#[derive(Debug)]
+enum AllowedOrigin {
+    Null,
+    /// `None` port: any port (`:*`, or no port given).
+    Tuple {
+        scheme: String,
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+fn normalize(host: &str) -> String {
+    host.trim_matches(['[', ']']).to_ascii_lowercase()
+}
+
+fn parse_authority(value: &str) -> (String, Option<u16>) {
+    match Authority::try_from(value.trim()) {
+        Ok(authority) => (normalize(authority.host()), authority.port_u16()),
+        Err(_) => (normalize(value.trim()), None),
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+impl OriginGuard {
+    pub fn new(security: &SecurityConfig) -> OriginGuard {
+        let hosts = security.allowed_hosts.iter().map(|host| parse_authority(host)).collect();
+        let origins = security
+            .allowed_origins
+            .iter()
+            .filter_map(|origin| {
+                if origin.trim() == "null" {
+                    return Some(AllowedOrigin::Null);
+                }
+                let (scheme, rest) = origin.trim().split_once("://")?;
+                let (host, port) = match rest.strip_suffix(":*") {
+                    Some(host) => (normalize(host), None),
+                    None => parse_authority(rest),
+                };
+                Some(AllowedOrigin::Tuple { scheme: scheme.to_ascii_lowercase(), host, port })
+            })
+            .collect();
+        OriginGuard { hosts, origins }
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if !self.hosts.is_empty() {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .ok_or(ApiError::MissingHost)?;
+            let (name, port) = parse_authority(host);
+            let allowed = self.hosts.iter().any(|(allowed, allowed_port)| {
+                *allowed == name && allowed_port.is_none_or(|p| Some(p) == port)
+            });
+            if !allowed {
+                return Err(ApiError::ForbiddenHost(host.to_owned()));
+            }
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+        if self.origins.is_empty() {
+            return Ok(());
+        }
+        let origin = origin.to_str().unwrap_or("<non-ascii>");
+        if self.origin_allowed(origin) {
+            Ok(())
+        } else {
+            Err(ApiError::ForbiddenOrigin(origin.to_owned()))
+        }
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        let parsed = origin.split_once("://").map(|(scheme, rest)| {
+            let scheme = scheme.to_ascii_lowercase();
+            let (host, port) = parse_authority(rest);
+            let port = port.or_else(|| default_port(&scheme));
+            (scheme, host, port)
+        });
+        self.origins.iter().any(|allowed| match (allowed, &parsed) {
+            (AllowedOrigin::Null, _) => origin == "null",
+            (AllowedOrigin::Tuple { scheme, host, port }, Some((s, h, p))) => {
+                scheme == s && host == h && port.is_none_or(|port| Some(port) == *p)
+            }
+            (AllowedOrigin::Tuple { .. }, None) => false,
+        })
+    }
+}
+
+/// Rejects requests whose `Host` or `Origin` is not on the allow-lists.
+pub async fn check_origin(
+    State(guard): State<Arc<OriginGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match guard.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            tracing::warn!(%error, "rejected request");
+            error.into_response()
+        }
+    }
+}
+
+/// Bearer tokens, kept only as SHA-256 digests so the secrets never sit in memory twice.
+#[derive(Debug)]
+pub struct Authenticator {
+    digests: Vec<[u8; 32]>,
+}
+
+impl Authenticator {
+    pub fn new(tokens: &[String]) -> Authenticator {
+        Authenticator { digests: tokens.iter().map(|token| digest(token)).collect() }
+    }
+
+    /// The caller behind these headers. Without configured tokens everyone is the local owner.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.digests.is_empty() {
+            return Ok(Caller::local());
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+            })
+            .ok_or(ApiError::Unauthorized)?;
+        // Comparing digests, not secrets, means timing reveals nothing about a token.
+        let presented = digest(token);
+        let known = self.digests.iter().find(|known| **known == presented);
+        let known = known.ok_or(ApiError::Unauthorized)?;
+        let hex: String = known[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Caller { owner: format!("token:{hex}") })
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Attaches the [`Caller`] to the request or answers 401.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth.caller(request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn security(hosts: &[&str], origins: &[&str]) -> SecurityConfig {
+        SecurityConfig {
+            tokens: vec![],
+            allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            max_body_bytes: 1024,
+        }
+    }
+
+    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn hosts_match_with_any_port_unless_one_is_given() {
+        let guard = OriginGuard::new(&security(&["localhost", "[::1]", "example.com:443"], &[]));
+        assert!(guard.check(&headers("localhost:8787", None)).is_ok());
+        assert!(guard.check(&headers("LOCALHOST", None)).is_ok());
+        assert!(guard.check(&headers("[::1]:9", None)).is_ok());
+        assert!(guard.check(&headers("example.com:443", None)).is_ok());
+        assert!(matches!(
+            guard.check(&headers("example.com:80", None)),
+            Err(ApiError::ForbiddenHost(_))
+        ));
+        assert!(matches!(
+            guard.check(&headers("evil.test", None)),
+            Err(ApiError::ForbiddenHost(_))
+        ));
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port() {
+        let guard = OriginGuard::new(&security(
+            &[],
+            &["http://localhost:*", "https://app.example.com", "http://127.0.0.1:3000"],
+        ));
+        assert!(guard.check(&headers("x", Some("http://localhost:5173"))).is_ok());
+        assert!(guard.check(&headers("x", Some("https://app.example.com"))).is_ok());
+        assert!(guard.check(&headers("x", Some("http://127.0.0.1:3000"))).is_ok());
+        for bad in ["http://127.0.0.1:3001", "https://localhost:5173", "http://evil.test", "null"] {
+            assert!(guard.check(&headers("x", Some(bad))).is_err(), "{bad} must be rejected");
+        }
+        assert!(guard.check(&headers("x", None)).is_ok(), "no Origin: not a browser");
+    }
+
+    #[test]
+    fn tokens_name_distinct_owners_and_reject_everything_else() {
+        let auth = Authenticator::new(&["alpha".to_owned(), "beta".to_owned()]);
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            auth.caller(&headers)
+        };
+        let alpha = with("Bearer alpha").unwrap();
+        let beta = with("bearer  beta").unwrap();
+        assert_ne!(alpha, beta);
+        assert!(!alpha.owner.contains("alpha"), "owner ids must not embed the secret");
+        assert!(matches!(with("Bearer gamma"), Err(ApiError::Unauthorized)));
+        assert!(matches!(with("Basic alpha"), Err(ApiError::Unauthorized)));
+        assert!(matches!(auth.caller(&HeaderMap::new()), Err(ApiError::Unauthorized)));
+        assert_eq!(Authenticator::new(&[]).caller(&HeaderMap::new()).unwrap(), Caller::local());
+    }
+}

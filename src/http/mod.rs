@@ -1,0 +1,80 @@
+//! The HTTP face: one axum router with the MCP endpoint at `/mcp`, job views under `/v1`, and
+//! `/healthz`. The only module that imports axum.
+//!
+//! Every route sits behind the Host/Origin guard; `/mcp` and the job JSON also behind bearer
+//! authentication. The image route is a capability URL (see `jobs.rs`).
+
+mod error;
+pub mod guard;
+mod jobs;
+mod mcp_errors;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Request},
+    middleware::from_fn_with_state,
+    response::IntoResponse,
+    routing::get,
+};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+use guard::{Authenticator, OriginGuard, authenticate, check_origin};
+
+use crate::{
+    config::SecurityConfig,
+    mcp::{McpState, OffstageServer},
+};
+
+/// Builds the whole HTTP surface.
+pub fn router(
+    mcp: Arc<McpState>,
+    security: &SecurityConfig,
+    shutdown: &CancellationToken,
+) -> Router {
+    let services = mcp.services.clone();
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_allowed_hosts(security.allowed_hosts.clone())
+        .with_allowed_origins(security.allowed_origins.clone())
+        .with_max_request_body_bytes(security.max_body_bytes)
+        .with_cancellation_token(shutdown.child_token());
+    let mcp_service: StreamableHttpService<OffstageServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(OffstageServer::new(mcp.clone())),
+            Arc::new(LocalSessionManager::default()),
+            mcp_config,
+        );
+    let authenticator = Arc::new(Authenticator::new(&security.tokens));
+    let mcp_route = Router::new()
+        .route_service("/mcp", mcp_service)
+        .layer(axum::middleware::from_fn(mcp_errors::jsonify));
+    let authenticated = Router::new()
+        .route("/v1/jobs/{id}", get(jobs::job))
+        .merge(mcp_route)
+        .route_layer(from_fn_with_state(authenticator, authenticate));
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/jobs/{id}/image", get(jobs::image))
+        .merge(authenticated)
+        .fallback(no_route)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn_with_state(Arc::new(OriginGuard::new(security)), check_origin))
+        .layer(DefaultBodyLimit::max(security.max_body_bytes))
+        .with_state(services)
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::NoRoute(format!("{} {}", request.method(), request.uri().path()))
+}

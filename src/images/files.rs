@@ -1,0 +1,84 @@
+//! Generated images on disk: `<data_dir>/images/<job_id>.<ext>`, written atomically.
+//!
+//! A file is complete or absent, never half-written: bytes go to a temporary name, are synced,
+//! then renamed into place. Only then does the job become `completed`, so a reader that sees a
+//! completed job always finds its file.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use tokio::io::AsyncWriteExt;
+
+use super::ImageFormat;
+use crate::jobs::JobId;
+
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    dir: PathBuf,
+}
+
+impl ImageFiles {
+    /// Uses (and creates) `<data_dir>/images`.
+    pub fn open(data_dir: &Path) -> io::Result<ImageFiles> {
+        let dir = data_dir.join("images");
+        std::fs::create_dir_all(&dir)?;
+        Ok(ImageFiles { dir })
+    }
+
+    pub fn path(&self, id: &JobId, format: ImageFormat) -> PathBuf {
+        self.dir.join(format!("{id}.{}", format.extension()))
+    }
+
+    pub async fn write(&self, id: &JobId, format: ImageFormat, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(id, format);
+        let temporary = self.dir.join(format!(".{id}.{}.tmp", ulid::Ulid::generate()));
+        let written = async {
+            let mut file = tokio::fs::File::create(&temporary).await?;
+            file.write_all(bytes).await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&temporary, &path).await
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&temporary).await;
+        }
+        written
+    }
+
+    /// Removes the job's image in whatever format it was stored. Missing files are fine.
+    pub async fn delete(&self, id: &JobId) {
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp] {
+            match tokio::fs::remove_file(self.path(id, format)).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(job = %id, %error, "could not delete image file"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_atomically_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        let id = JobId::generate();
+        files.write(&id, ImageFormat::Png, b"first").await.unwrap();
+        files.write(&id, ImageFormat::Png, b"second").await.unwrap();
+        let path = files.path(&id, ImageFormat::Png);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files may remain: {leftovers:?}");
+        files.delete(&id).await;
+        assert!(!path.exists());
+        files.delete(&id).await;
+    }
+}

@@ -1,0 +1,181 @@
+//! Jobs: the durable unit of background work, its states and its public face.
+//!
+//! A job is a tool name plus JSON input, owned by one caller. [`runner::JobRunner`] moves it
+//! through its states and [`store::JobStore`] is the single source of truth every view reads.
+//! This module knows nothing about images, MCP or HTTP: handlers registered per tool do the work.
+
+pub mod events;
+pub mod runner;
+pub mod sqlite;
+pub mod store;
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An unguessable job identifier: a lowercase ULID (time-ordered, 80 random bits).
+///
+/// Job ids double as capabilities in image URLs, so they must never be sequential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn generate() -> JobId {
+        JobId(ulid::Ulid::generate().to_string().to_ascii_lowercase())
+    }
+
+    /// Accepts exactly the shape [`JobId::generate`] produces, case-insensitively.
+    pub fn parse(value: &str) -> Option<JobId> {
+        let value = value.trim();
+        let valid = value.len() == 26 && ulid::Ulid::from_string(value).is_ok();
+        valid.then(|| JobId(value.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// MCP's task vocabulary, so the same words mean the same thing in every view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Working,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Working)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Working => "working",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<JobStatus> {
+        match value {
+            "working" => Some(JobStatus::Working),
+            "completed" => Some(JobStatus::Completed),
+            "failed" => Some(JobStatus::Failed),
+            "cancelled" => Some(JobStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// Why a job failed or was cancelled: a stable code and a sentence a voice model can say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Microseconds since the Unix epoch: precise enough to measure push latency, sortable in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Micros(pub i64);
+
+impl Micros {
+    pub fn now() -> Micros {
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Micros(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    pub fn plus(self, duration: Duration) -> Micros {
+        let delta = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+        Micros(self.0.saturating_add(delta))
+    }
+
+    pub fn minus(self, duration: Duration) -> Micros {
+        let delta = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+        Micros(self.0.saturating_sub(delta))
+    }
+
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-23T19:19:44.123456Z`.
+    pub fn to_rfc3339(self) -> String {
+        let time = UNIX_EPOCH + Duration::from_micros(u64::try_from(self.0).unwrap_or(0));
+        humantime::format_rfc3339_micros(time).to_string()
+    }
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    /// The tool whose handler runs this job.
+    pub tool: String,
+    /// Who created it; only they may read, cancel or be notified about it.
+    pub owner: String,
+    pub input: Value,
+    pub status: JobStatus,
+    /// The handler's result once `completed`.
+    pub output: Option<Value>,
+    /// Set when `failed` or `cancelled`.
+    pub error: Option<JobError>,
+    /// Attempts started so far, restarts after a crash included.
+    pub attempts: u32,
+    /// The estimate given to the caller when the job was created.
+    pub eta_ms: u64,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    pub started_at: Option<Micros>,
+    pub finished_at: Option<Micros>,
+}
+
+/// How a job ended; the runner writes exactly one of these, once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(Value),
+    Failed(JobError),
+    Cancelled(JobError),
+}
+
+impl Outcome {
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Outcome::Completed(_) => JobStatus::Completed,
+            Outcome::Failed(_) => JobStatus::Failed,
+            Outcome::Cancelled(_) => JobStatus::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_reject_junk() {
+        let id = JobId::generate();
+        assert_eq!(id.as_str().len(), 26);
+        assert_eq!(JobId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(JobId::parse(&id.as_str().to_ascii_uppercase()), Some(id));
+        assert_eq!(JobId::parse("job-1"), None);
+        assert_eq!(JobId::parse("../../etc/passwd"), None);
+        assert_ne!(JobId::generate(), JobId::generate());
+    }
+
+    #[test]
+    fn micros_format_as_rfc3339_utc() {
+        assert_eq!(Micros(1_500_000).to_rfc3339(), "1970-01-01T00:00:01.500000Z");
+    }
+}

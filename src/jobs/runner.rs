@@ -1,0 +1,514 @@
+//! The job runner: admits jobs into bounded per-tool lanes, runs them off the request path with
+//! a timeout, retries and cancellation, and keeps them alive across crashes through leases.
+//!
+//! Invariants:
+//! - `submit` never waits for work: it takes an admission permit without blocking (or reports
+//!   `Busy`), writes the job, spawns it and returns.
+//! - Every state change goes through the store's compare-and-set and is published once on
+//!   [`JobEvents`]; a cancel racing a completion ends the job exactly one way.
+//! - A job is driven by at most one process: the one holding its lease. Shutdown and crashes
+//!   leave it `working`; whoever next finds the lease expired resumes it.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    Job, JobError, JobId, JobStatus, Micros, Outcome,
+    events::JobEvents,
+    store::{JobStore, Lease, StoreError},
+};
+use crate::config::JobsConfig;
+
+/// Work behind one tool. The runner knows jobs only through this trait.
+#[async_trait]
+pub trait JobHandler: Send + Sync + fmt::Debug + 'static {
+    /// Runs one attempt and returns the job's output. Dropping the future cancels the attempt.
+    async fn run(&self, job: &Job) -> Result<Value, JobFailure>;
+
+    /// Removes whatever an attempt left behind for a job that will not (or no longer) be read.
+    async fn discard(&self, _id: &JobId) {}
+
+    /// How long one attempt usually takes; seeds the estimates given to callers.
+    fn typical_duration(&self) -> Duration;
+}
+
+/// A failed attempt, described so the runner can decide to retry and the user can be told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    pub code: String,
+    /// A sentence a voice model can say.
+    pub message: String,
+    pub retryable: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// What a caller asks to run.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub tool: String,
+    pub owner: String,
+    pub input: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the {tool} queue is full; retry in {} s", retry_after.as_secs())]
+    Busy { tool: String, retry_after: Duration },
+    #[error("no job handler for tool {0}")]
+    UnknownTool(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `cancel` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    Cancelled(Job),
+    AlreadyEnded(Job),
+    NotFound,
+}
+
+/// Handle to the runner; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobRunner {
+    inner: Arc<Inner>,
+}
+
+/// Builds a runner: one handler per tool, registered before anything runs.
+#[derive(Debug)]
+pub struct JobRunnerBuilder {
+    store: Arc<dyn JobStore>,
+    config: JobsConfig,
+    lanes: HashMap<String, Lane>,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    events: JobEvents,
+    lanes: HashMap<String, Lane>,
+    /// Jobs this process is driving, with the token that stops them when a caller cancels.
+    running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Names this process in leases; random so a restarted process never inherits them.
+    instance: Arc<str>,
+    config: JobsConfig,
+    /// Stops every job without ending it, so that the next process resumes it.
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobRunner").field("instance", &self.instance).finish_non_exhaustive()
+    }
+}
+
+/// One tool's share of the runner.
+#[derive(Debug)]
+struct Lane {
+    handler: Arc<dyn JobHandler>,
+    concurrency: usize,
+    /// Running jobs; a job waits here for its turn once admitted.
+    slots: Arc<Semaphore>,
+    /// Running plus waiting jobs; exhausted means the caller hears "busy".
+    admission: Arc<Semaphore>,
+    capacity: usize,
+    /// Recent attempt durations (exponential moving average), for estimates.
+    mean_ms: AtomicU64,
+}
+
+impl Lane {
+    fn new(handler: Arc<dyn JobHandler>, concurrency: usize, queue: usize) -> Lane {
+        let mean_ms = u64::try_from(handler.typical_duration().as_millis()).unwrap_or(u64::MAX);
+        Lane {
+            handler,
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            admission: Arc::new(Semaphore::new(concurrency + queue)),
+            capacity: concurrency + queue,
+            mean_ms: AtomicU64::new(mean_ms.max(1)),
+        }
+    }
+
+    fn mean(&self) -> Duration {
+        Duration::from_millis(self.mean_ms.load(Ordering::Relaxed))
+    }
+
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let mean = self.mean_ms.load(Ordering::Relaxed);
+        // A racy update only blurs an estimate, so relaxed load-then-store is enough.
+        self.mean_ms.store((mean * 4 + took) / 5, Ordering::Relaxed);
+    }
+
+    /// Time until this job (already admitted) is likely done: its wave in the queue times the mean.
+    fn eta(&self) -> Duration {
+        let admitted = self.capacity - self.admission.available_permits();
+        let waves = admitted.max(1).div_ceil(self.concurrency);
+        self.mean() * u32::try_from(waves).unwrap_or(u32::MAX)
+    }
+
+    /// When a full queue will likely have room again: one slot's worth of work.
+    fn retry_after(&self) -> Duration {
+        let per_slot = self.mean() / u32::try_from(self.concurrency).unwrap_or(1).max(1);
+        Duration::from_secs(per_slot.as_secs_f64().ceil().max(1.0) as u64)
+    }
+}
+
+impl JobRunnerBuilder {
+    pub fn handler(mut self, tool: &str, handler: Arc<dyn JobHandler>) -> Self {
+        let (concurrency, queue) = self.config.lane(tool);
+        self.lanes.insert(tool.to_owned(), Lane::new(handler, concurrency, queue));
+        self
+    }
+
+    pub fn build(self) -> JobRunner {
+        let instance =
+            format!("{}-{}", std::process::id(), ulid::Ulid::generate()).to_ascii_lowercase();
+        JobRunner {
+            inner: Arc::new(Inner {
+                store: self.store,
+                events: JobEvents::default(),
+                lanes: self.lanes,
+                running: Mutex::new(HashMap::new()),
+                instance: instance.into(),
+                config: self.config,
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+}
+
+impl JobRunner {
+    pub fn builder(store: Arc<dyn JobStore>, config: JobsConfig) -> JobRunnerBuilder {
+        JobRunnerBuilder { store, config, lanes: HashMap::new() }
+    }
+
+    pub fn events(&self) -> &JobEvents {
+        &self.inner.events
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// Starts the maintenance loop: lease renewal, resuming interrupted jobs, retention.
+    pub fn start(&self) {
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move { inner.maintain().await });
+    }
+
+    /// Admits, persists and spawns a job. Never waits for a slot.
+    pub async fn submit(&self, new: NewJob) -> Result<Job, SubmitError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let lane =
+            inner.lanes.get(&new.tool).ok_or_else(|| SubmitError::UnknownTool(new.tool.clone()))?;
+        let permit = lane.admission.clone().try_acquire_owned().map_err(|_| SubmitError::Busy {
+            tool: new.tool.clone(),
+            retry_after: lane.retry_after(),
+        })?;
+        let now = Micros::now();
+        let job = Job {
+            id: JobId::generate(),
+            tool: new.tool,
+            owner: new.owner,
+            input: new.input,
+            status: JobStatus::Working,
+            output: None,
+            error: None,
+            attempts: 0,
+            eta_ms: u64::try_from(lane.eta().as_millis()).unwrap_or(u64::MAX),
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        };
+        inner.store.insert(&job, &inner.lease(now)).await?;
+        inner.events.publish(job.clone());
+        inner.spawn(job.clone(), Some(permit));
+        Ok(job)
+    }
+
+    pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// Ends a working job as cancelled and stops its work. Ownership is the caller's check.
+    pub async fn cancel(&self, id: &JobId, reason: JobError) -> Result<CancelOutcome, StoreError> {
+        let inner = &self.inner;
+        let Some(job) = inner.store.finish(id, &Outcome::Cancelled(reason), Micros::now()).await?
+        else {
+            return Ok(match inner.store.get(id).await? {
+                Some(job) => CancelOutcome::AlreadyEnded(job),
+                None => CancelOutcome::NotFound,
+            });
+        };
+        let token = inner.running.lock().expect("running map lock poisoned").get(id).cloned();
+        if let Some(token) = token {
+            token.cancel();
+        }
+        inner.events.publish(job.clone());
+        Ok(CancelOutcome::Cancelled(job))
+    }
+
+    /// Waits until the job has ended or `deadline` passes, returning its latest state.
+    pub async fn wait_for_end(
+        &self,
+        id: &JobId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Job>, StoreError> {
+        // Subscribe before reading so a change between the two cannot be missed.
+        let mut changes = self.inner.events.subscribe();
+        let mut latest = self.inner.store.get(id).await?;
+        loop {
+            match &latest {
+                Some(job) if !job.status.is_terminal() => {}
+                _ => return Ok(latest),
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_elapsed) => return Ok(latest),
+                Ok(Ok(job)) if job.id == *id => latest = Some(Job::clone(&job)),
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(_))) => latest = self.inner.store.get(id).await?,
+                Ok(Err(RecvError::Closed)) => return Ok(latest),
+            }
+        }
+    }
+
+    /// Stops every job without ending it and hands their leases back for the next process.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutdown.cancel();
+        inner.tracker.close();
+        inner.tracker.wait().await;
+        if let Err(error) = inner.store.release_leases(&inner.instance).await {
+            tracing::warn!(%error, "could not release job leases; they resume after expiry");
+        }
+    }
+}
+
+impl Inner {
+    fn lease(&self, now: Micros) -> Lease {
+        Lease { instance: self.instance.clone(), until: now.plus(self.config.lease) }
+    }
+
+    fn spawn(self: &Arc<Self>, job: Job, permit: Option<OwnedSemaphorePermit>) {
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .expect("running map lock poisoned")
+            .insert(job.id.clone(), cancel.clone());
+        let inner = self.clone();
+        self.tracker.spawn(async move {
+            let _admission = permit;
+            let id = job.id.clone();
+            inner.drive(job, cancel).await;
+            inner.running.lock().expect("running map lock poisoned").remove(&id);
+        });
+    }
+
+    async fn drive(&self, job: Job, cancel: CancellationToken) {
+        let Some(lane) = self.lanes.get(&job.tool) else {
+            let error = JobError {
+                code: "unknown_tool".to_owned(),
+                message: format!("The tool {} is no longer available.", job.tool),
+            };
+            return self.commit(&job, None, Outcome::Failed(error)).await;
+        };
+        let outcome = tokio::select! {
+            biased;
+            // Left working on purpose: the lease hands it to the next process.
+            () = self.shutdown.cancelled() => return,
+            // `cancel` already wrote the outcome.
+            () = cancel.cancelled() => return,
+            ended = tokio::time::timeout(self.config.timeout, self.attempts(&job, lane)) => {
+                match ended {
+                    Ok(Some(outcome)) => outcome,
+                    Ok(None) => return,
+                    Err(_elapsed) => Outcome::Failed(JobError {
+                        code: "timeout".to_owned(),
+                        message: format!(
+                            "This took longer than {} and was stopped; please try again.",
+                            humantime::format_duration(self.config.timeout)
+                        ),
+                    }),
+                }
+            }
+        };
+        self.commit(&job, Some(lane), outcome).await;
+    }
+
+    /// Runs attempts until one succeeds, fails for good, or the job stops being `working`.
+    async fn attempts(&self, job: &Job, lane: &Lane) -> Option<Outcome> {
+        let _slot = lane.slots.acquire().await.ok()?;
+        let started = Instant::now();
+        loop {
+            let current = match self.store.start_attempt(&job.id, Micros::now()).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::error!(job = %job.id, %error, "could not record attempt");
+                    return None;
+                }
+            };
+            if current.attempts > self.config.max_attempts {
+                return Some(Outcome::Failed(JobError {
+                    code: "interrupted".to_owned(),
+                    message: "This was interrupted too many times and was stopped; please try \
+                              again."
+                        .to_owned(),
+                }));
+            }
+            let attempt_started = Instant::now();
+            let result = AssertUnwindSafe(lane.handler.run(&current)).catch_unwind().await;
+            let failure = match result {
+                Ok(Ok(output)) => {
+                    lane.record(attempt_started.elapsed());
+                    return Some(Outcome::Completed(output));
+                }
+                Ok(Err(failure)) => failure,
+                Err(_panic) => {
+                    tracing::error!(job = %job.id, tool = %job.tool, "job handler panicked");
+                    JobFailure {
+                        code: "internal".to_owned(),
+                        message: "Something went wrong on our side; please try again.".to_owned(),
+                        retryable: false,
+                        retry_after: None,
+                    }
+                }
+            };
+            let delay = self.backoff(current.attempts, failure.retry_after);
+            let out_of_time = started.elapsed() + delay >= self.config.timeout;
+            if !failure.retryable || current.attempts >= self.config.max_attempts || out_of_time {
+                tracing::info!(job = %job.id, code = %failure.code, attempts = current.attempts, "job failed");
+                return Some(Outcome::Failed(JobError {
+                    code: failure.code,
+                    message: failure.message,
+                }));
+            }
+            tracing::info!(job = %job.id, code = %failure.code, ?delay, "attempt failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Exponential backoff with ±20% jitter, or exactly what the provider asked for.
+    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(asked) = retry_after {
+            return asked;
+        }
+        let exponent = attempts.saturating_sub(1).min(16);
+        let base = self.config.retry_base.saturating_mul(1 << exponent).min(self.config.retry_max);
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+
+    async fn commit(&self, job: &Job, lane: Option<&Lane>, outcome: Outcome) {
+        let completed = matches!(outcome, Outcome::Completed(_));
+        match self.store.finish(&job.id, &outcome, Micros::now()).await {
+            Ok(Some(ended)) => {
+                self.events.publish(ended);
+                if completed {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // Leaving the job working lets recovery run it again once the store is back.
+                tracing::error!(job = %job.id, %error, "could not record job outcome");
+                return;
+            }
+        }
+        if let Some(lane) = lane {
+            lane.handler.discard(&job.id).await;
+        }
+    }
+
+    async fn maintain(self: Arc<Self>) {
+        let tick = (self.config.lease / 3).max(Duration::from_millis(100));
+        let purge_every =
+            (self.config.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut last_purge: Option<Instant> = None;
+        loop {
+            self.renew().await;
+            self.recover().await;
+            if last_purge.is_none_or(|at| at.elapsed() >= purge_every) {
+                self.purge().await;
+                last_purge = Some(Instant::now());
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    async fn renew(&self) {
+        let ids: Vec<JobId> =
+            self.running.lock().expect("running map lock poisoned").keys().cloned().collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.renew_leases(&self.lease(Micros::now()), &ids).await {
+            tracing::warn!(%error, "could not renew job leases");
+        }
+    }
+
+    /// Takes over jobs whose process died (or shut down) and runs or fails them.
+    async fn recover(self: &Arc<Self>) {
+        let now = Micros::now();
+        let claimed = match self.store.claim_expired(&self.lease(now), now, 256).await {
+            Ok(claimed) => claimed,
+            Err(error) => return tracing::warn!(%error, "could not look for interrupted jobs"),
+        };
+        for job in claimed {
+            if self.config.resume_interrupted {
+                tracing::info!(job = %job.id, tool = %job.tool, attempts = job.attempts, "resuming interrupted job");
+                self.spawn(job, None);
+            } else {
+                let error = JobError {
+                    code: "interrupted".to_owned(),
+                    message: "The server restarted while this was running; please ask again."
+                        .to_owned(),
+                };
+                self.commit(&job, self.lanes.get(&job.tool), Outcome::Failed(error)).await;
+            }
+        }
+    }
+
+    async fn purge(&self) {
+        let cutoff = Micros::now().minus(self.config.retention);
+        let purged = match self.store.purge_finished_before(cutoff, 512).await {
+            Ok(purged) => purged,
+            Err(error) => return tracing::warn!(%error, "could not purge old jobs"),
+        };
+        for job in &purged {
+            if let Some(lane) = self.lanes.get(&job.tool) {
+                lane.handler.discard(&job.id).await;
+            }
+        }
+        if !purged.is_empty() {
+            tracing::info!(count = purged.len(), "purged jobs past retention");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

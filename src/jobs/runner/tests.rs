@@ -1,0 +1,1 @@
+//! Runner tests (to be written).

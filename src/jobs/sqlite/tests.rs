@@ -1,0 +1,1 @@
+//! SQLite store tests (to be written).

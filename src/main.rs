@@ -1,0 +1,48 @@
+//! The `offstage` binary: parse flags, load configuration, start logging, run the server.
+
+use anyhow::Context;
+use clap::Parser;
+use offstage::{
+    cli::{Cli, Command},
+    config::Config,
+    server::{self, Server},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(&cli.sources()).context("invalid configuration")?;
+    offstage::telemetry::init(&config.log, cli.command == Command::Serve);
+    match cli.command {
+        Command::Serve => {
+            let server = Server::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            server.stop().await;
+        }
+        Command::Stdio => server::start_for_stdio(config).await?.serve_stdio().await?,
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

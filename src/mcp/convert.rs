@@ -1,0 +1,79 @@
+//! Domain ⇄ rmcp types: tool definitions, tool results and errors, job resources.
+//! The one place where MCP wire shapes are decided.
+
+use rmcp::model::{
+    CacheScope, CallToolResult, ContentBlock, ReadResourceResult, Resource, ResourceContents,
+    ResourceTemplate, Tool, ToolAnnotations,
+};
+use serde_json::json;
+
+use crate::tools::{JobView, ToolDefinition, ToolError, ToolOutput, view::RESOURCE_PREFIX};
+
+/// `tools/list` may be cached this long: the built-in set only changes with a new release.
+pub const TOOLS_TTL_MS: u64 = 60_000;
+
+pub fn tool(definition: &ToolDefinition) -> Tool {
+    let hints = definition.annotations;
+    // Destructive and idempotent hints only mean something for tools that write; leaving them
+    // out of read-only tools saves tokens without losing information.
+    let writes = !hints.read_only;
+    let annotations = ToolAnnotations::from_raw(
+        None,
+        Some(hints.read_only),
+        writes.then_some(hints.destructive),
+        writes.then_some(hints.idempotent),
+        Some(hints.open_world),
+    );
+    let mut tool = Tool::default();
+    tool.name = definition.name.into();
+    tool.description = Some(definition.description.into());
+    tool.input_schema = definition.input_schema.clone();
+    tool.annotations = Some(annotations);
+    tool
+}
+
+pub fn call_result(result: Result<ToolOutput, ToolError>, tool: &str) -> CallToolResult {
+    match result {
+        Ok(output) => {
+            let mut content = vec![ContentBlock::text(output.text)];
+            content.extend(output.links.into_iter().map(|link| {
+                ContentBlock::resource_link(
+                    Resource::new(link.uri, link.name).with_mime_type(link.mime_type),
+                )
+            }));
+            let mut result = CallToolResult::success(content);
+            result.structured_content = Some(output.structured);
+            result
+        }
+        Err(error) => {
+            if let ToolError::Internal(detail) = &error {
+                tracing::error!(tool, detail = %detail, "tool failed");
+            }
+            let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
+            // Informative errors stop models from blind retry sweeps: say whether and when.
+            let mut body = json!({
+                "code": error.code(),
+                "message": error.to_string(),
+                "retryable": error.retryable(),
+            });
+            if let Some(after) = error.retry_after() {
+                body["retry_after_s"] = json!(after.as_secs());
+            }
+            result.structured_content = Some(json!({ "error": body }));
+            result
+        }
+    }
+}
+
+pub fn job_template() -> ResourceTemplate {
+    ResourceTemplate::new(format!("{RESOURCE_PREFIX}{{job_id}}"), "job")
+        .with_description("A background job: status, image_url and error, as JSON.")
+        .with_mime_type("application/json")
+}
+
+pub fn job_resource(uri: &str, view: &JobView) -> ReadResourceResult {
+    let text = serde_json::to_string(view).unwrap_or_default();
+    let contents = ResourceContents::text(text, uri).with_mime_type("application/json");
+    // A job changes under the reader's feet: never cache it, and only for its owner.
+    ReadResourceResult::new(vec![contents]).with_ttl_ms(0).with_cache_scope(CacheScope::Private)
+}

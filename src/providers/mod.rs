@@ -1,0 +1,174 @@
+//! Image providers: one trait, one file per backend, chosen by configuration.
+//!
+//! Providers know nothing about tools, jobs or MCP. They turn an [`ImageRequest`] into
+//! encoded image bytes or a typed [`ProviderError`] whose variant decides whether the job
+//! runner retries and what the user hears when it gives up.
+
+pub mod openai;
+pub mod sketch;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::config::{ProviderChoice, ProvidersConfig};
+
+/// What to draw, at which pixel size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRequest {
+    /// The user's description, already validated (non-empty, bounded).
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+    /// Providers that support seeds use it; `sketch` is fully determined by prompt and seed.
+    pub seed: u64,
+}
+
+/// Encoded image bytes as the provider returned them (PNG, JPEG or WebP).
+///
+/// The caller validates and sniffs the bytes; a provider does not need to decode them.
+#[derive(Clone)]
+pub struct GeneratedImage {
+    pub bytes: Bytes,
+    /// The model that drew it, for the job record.
+    pub model: String,
+}
+
+impl fmt::Debug for GeneratedImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeneratedImage")
+            .field("bytes", &self.bytes.len())
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+/// Why a provider could not produce an image.
+///
+/// Variants name what went wrong, not where; [`ProviderError::is_retryable`] and
+/// [`ProviderError::speakable`] are the two questions the job runner asks.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider rejected the API key")]
+    Unauthorized,
+    #[error("the provider is rate limiting us")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the provider account is out of quota")]
+    QuotaExhausted,
+    #[error("the provider is unavailable (HTTP {status})")]
+    Unavailable { status: u16, retry_after: Option<Duration> },
+    #[error("the provider did not answer in time")]
+    Timeout,
+    #[error("could not reach the provider: {0}")]
+    Connect(String),
+    #[error("the provider refused the prompt: {reason}")]
+    Refused { reason: String },
+    #[error("the provider rejected the request: {0}")]
+    BadRequest(String),
+    #[error("the provider sent an unusable response: {0}")]
+    InvalidResponse(String),
+}
+
+impl ProviderError {
+    /// Transient failures worth another attempt: rate limits, 5xx, timeouts, connect errors.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Timeout | Self::Connect(_)
+        )
+    }
+
+    /// The wait the provider asked for, if it said (HTTP `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// A stable machine-readable code, stored with the failed job.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "provider_unauthorized",
+            Self::RateLimited { .. } => "provider_rate_limited",
+            Self::QuotaExhausted => "provider_quota_exhausted",
+            Self::Unavailable { .. } => "provider_unavailable",
+            Self::Timeout => "provider_timeout",
+            Self::Connect(_) => "provider_unreachable",
+            Self::Refused { .. } => "content_refused",
+            Self::BadRequest(_) => "provider_bad_request",
+            Self::InvalidResponse(_) => "provider_invalid_response",
+        }
+    }
+
+    /// One sentence a voice model can say to the user, saying what to change when anything can.
+    pub fn speakable(&self) -> String {
+        match self {
+            Self::Unauthorized => {
+                "The image service rejected our credentials, so I can't make images right now."
+                    .to_owned()
+            }
+            Self::RateLimited { .. } => {
+                "The image service is busy right now; please try again in a minute.".to_owned()
+            }
+            Self::QuotaExhausted => {
+                "The image service account has run out of credit, so I can't make images right now."
+                    .to_owned()
+            }
+            Self::Unavailable { .. } | Self::Connect(_) => {
+                "The image service is having trouble right now; please try again shortly."
+                    .to_owned()
+            }
+            Self::Timeout => {
+                "The image took too long to make; please try again, maybe with a simpler description."
+                    .to_owned()
+            }
+            Self::Refused { .. } => {
+                "The image service refused that description; try describing it differently."
+                    .to_owned()
+            }
+            Self::BadRequest(_) | Self::InvalidResponse(_) => {
+                "Something went wrong making that image; please try again.".to_owned()
+            }
+        }
+    }
+}
+
+/// A backend that draws images.
+#[async_trait]
+pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
+    /// The configuration name (`sketch`, `openai`).
+    fn name(&self) -> &'static str;
+    /// How long a typical image takes, for the `eta_ms` callers see.
+    fn typical_latency(&self) -> Duration;
+    /// True when the provider talks to a service outside this machine (MCP `openWorldHint`).
+    fn is_remote(&self) -> bool;
+    /// Draw one image. Dropping the future cancels the work.
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
+}
+
+/// Builds the chosen provider. Configuration validation has already resolved `auto`.
+pub fn from_config(
+    choice: ProviderChoice,
+    config: &ProvidersConfig,
+    http: reqwest::Client,
+) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
+    match choice {
+        ProviderChoice::Openai => Ok(Arc::new(openai::OpenAiProvider::new(&config.openai, http)?)),
+        ProviderChoice::Sketch | ProviderChoice::Auto => {
+            Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
+        }
+    }
+}
+
+/// A provider that cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderBuildError {
+    #[error("provider `openai` needs an API key: set OPENAI_API_KEY")]
+    MissingApiKey,
+    #[error("provider `openai`: base_url `{0}` is not an http(s) URL")]
+    BadBaseUrl(String),
+}

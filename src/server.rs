@@ -1,0 +1,203 @@
+//! Composition root: builds the store, provider, runner, tools and MCP state from a [`Config`],
+//! serves HTTP (and optionally stdio), and shuts everything down in order.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::serve::ListenerExt;
+use rmcp::ServiceExt;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::{
+    config::Config,
+    images::files::ImageFiles,
+    jobs::{
+        runner::JobRunner,
+        sqlite::SqliteJobStore,
+        store::{JobStore, StoreError},
+    },
+    mcp::{McpState, OffstageServer, Subscriptions},
+    providers::{self, ProviderBuildError},
+    tools::{
+        Links, Services, ToolRegistry,
+        generate_image::{self, GenerateImageJob},
+    },
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderBuildError),
+    #[error("cannot prepare {what}: {source}")]
+    Io { what: &'static str, source: io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+    #[error("stdio transport failed: {0}")]
+    Stdio(String),
+}
+
+/// A running server. Dropping it without [`Server::stop`] leaves jobs to lease recovery.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    links: Links,
+    core: Core,
+    http: JoinHandle<io::Result<()>>,
+}
+
+/// Everything behind the transports, shared by HTTP and stdio.
+#[derive(Debug)]
+struct Core {
+    store: SqliteJobStore,
+    runner: JobRunner,
+    mcp: Arc<McpState>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Binds `config.listen`, builds everything and starts serving. Returns once accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        Server::start_on(config, listener).await
+    }
+
+    async fn start_on(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Io { what: "the listener", source })?;
+        let links = Links::new(public_base(&config, local_addr));
+        let core = Core::build(&config, links.clone()).await?;
+        let app = crate::http::router(core.mcp.clone(), &config.security, &core.shutdown);
+        // rmcp writes a reply in several small pieces; without TCP_NODELAY, Nagle's algorithm
+        // holds the last one for the peer's delayed ACK and every call takes ~40 ms.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let shutdown = core.shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        });
+        tracing::info!(
+            mcp = %format!("http://{local_addr}/mcp"),
+            data_dir = %config.data_dir.display(),
+            provider = config.provider.as_str(),
+            "offstage is serving"
+        );
+        Ok(Server { local_addr, links, core, http })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base our absolute URLs start with (`public_url`, or the bound address).
+    pub fn base_url(&self) -> &Url {
+        self.links.base()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.local_addr)
+    }
+
+    /// Serves MCP on stdin/stdout until the client closes it, then stops the server.
+    pub async fn serve_stdio(self) -> Result<(), StartError> {
+        let handler = OffstageServer::new(self.core.mcp.clone());
+        let running = handler
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|error| StartError::Stdio(error.to_string()))?;
+        let quit = running.waiting().await;
+        tracing::info!(?quit, "stdio client went away");
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops accepting, ends open streams, stops jobs (they resume on the next start), closes
+    /// the store.
+    pub async fn stop(self) {
+        self.core.shutdown.cancel();
+        self.core.runner.shutdown().await;
+        // Open SSE streams end with the shutdown token; don't let a stuck one hold us forever.
+        match tokio::time::timeout(Duration::from_secs(5), self.http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
+            Err(_elapsed) => tracing::warn!("HTTP server did not stop within 5 s"),
+        }
+        self.core.store.close().await;
+    }
+}
+
+/// Starts the server for the stdio transport. Image URLs need an HTTP listener; when the
+/// configured port is taken (say by a running `offstage serve`) an ephemeral one is used.
+pub async fn start_for_stdio(config: Config) -> Result<Server, StartError> {
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
+            let fallback = SocketAddr::new(config.listen.ip(), 0);
+            tracing::warn!(addr = %config.listen, "port in use; serving images on an ephemeral port");
+            TcpListener::bind(fallback)
+                .await
+                .map_err(|source| StartError::Bind { addr: fallback, source })?
+        }
+        Err(source) => return Err(StartError::Bind { addr: config.listen, source }),
+    };
+    Server::start_on(config, listener).await
+}
+
+impl Core {
+    async fn build(config: &Config, links: Links) -> Result<Core, StartError> {
+        let store = SqliteJobStore::open(&config.database_path()).await?;
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("offstage/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|error| StartError::HttpClient(error.to_string()))?;
+        let provider = providers::from_config(config.provider, &config.providers, http_client)?;
+        let images = ImageFiles::open(&config.data_dir)
+            .map_err(|source| StartError::Io { what: "the images directory", source })?;
+        let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
+        let runner = JobRunner::builder(job_store, config.jobs.clone())
+            .handler(
+                generate_image::NAME,
+                Arc::new(GenerateImageJob::new(provider.clone(), images.clone())),
+            )
+            .build();
+        let services = Arc::new(Services { runner: runner.clone(), links, provider, images });
+        let registry = ToolRegistry::builtin(&services);
+        let shutdown = CancellationToken::new();
+        let subscriptions = Arc::new(Subscriptions::default());
+        subscriptions.spawn_notifier(&runner, shutdown.clone());
+        let mcp = Arc::new(McpState::new(registry, services, subscriptions, shutdown.clone()));
+        runner.start();
+        Ok(Core { store, runner, mcp, shutdown })
+    }
+}
+
+/// `public_url` when set; otherwise the bound address, with a wildcard IP replaced by loopback
+/// so the URL is fetchable from this machine.
+fn public_base(config: &Config, bound: SocketAddr) -> Url {
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    let ip = if bound.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on all interfaces without public_url: image URLs will say 127.0.0.1"
+        );
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        bound.ip()
+    };
+    let host = SocketAddr::new(ip, bound.port());
+    Url::parse(&format!("http://{host}/")).expect("a socket address always forms a valid URL")
+}

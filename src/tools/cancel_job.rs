@@ -1,0 +1,80 @@
+//! `cancel_job`: stops a background job the caller owns ("never mind").
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{
+    Annotations, JobView, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
+    job_status::status_line, parse_arguments, schema,
+};
+use crate::jobs::{JobError, runner::CancelOutcome};
+
+pub const NAME: &str = "cancel_job";
+
+const DESCRIPTION: &str =
+    "Stop a background job, e.g. an image being made. Use when the user says cancel or never mind.";
+
+/// Arguments of `cancel_job`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobInput {
+    pub job_id: String,
+}
+
+#[derive(Debug)]
+pub struct CancelJob {
+    services: Arc<Services>,
+    definition: ToolDefinition,
+}
+
+impl CancelJob {
+    pub fn new(services: Arc<Services>) -> CancelJob {
+        let definition = ToolDefinition {
+            name: NAME,
+            description: DESCRIPTION,
+            input_schema: schema::input_schema::<CancelJobInput>(),
+            annotations: Annotations {
+                read_only: false,
+                // It throws away work in progress, which cannot be undone.
+                destructive: true,
+                idempotent: true,
+                open_world: false,
+            },
+        };
+        CancelJob { services, definition }
+    }
+}
+
+#[async_trait]
+impl Tool for CancelJob {
+    fn definition(&self) -> &ToolDefinition {
+        &self.definition
+    }
+
+    async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
+        let input: CancelJobInput = parse_arguments(NAME, call.arguments)?;
+        let job = self.services.job_for(&call.caller, &input.job_id).await?;
+        let reason = JobError {
+            code: "cancelled".to_owned(),
+            message: "Cancelled at the user's request.".to_owned(),
+        };
+        let outcome = self.services.runner.cancel(&job.id, reason).await;
+        let (job, text) = match outcome.map_err(|error| ToolError::Internal(error.to_string()))? {
+            CancelOutcome::Cancelled(job) => {
+                let text = format!("Cancelled job {}.", job.id);
+                (job, text)
+            }
+            CancelOutcome::AlreadyEnded(job) => {
+                let view = JobView::of(&job, &self.services.links);
+                let text = format!("Too late to cancel. {}", status_line(&job, &view));
+                (job, text)
+            }
+            CancelOutcome::NotFound => return Err(ToolError::JobNotFound(input.job_id)),
+        };
+        let view = JobView::of(&job, &self.services.links);
+        Ok(ToolOutput { text, structured: view.to_json(), links: vec![] })
+    }
+}

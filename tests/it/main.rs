@@ -1,0 +1,17 @@
+//! The one integration-test binary: the real server over real HTTP and stdio, driven by rmcp's
+//! own client. One module per area.
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod http_views;
+mod legacy_session;
+mod openai_jobs;
+mod openai_provider;
+mod openai_standin;
+mod progress;
+mod restart;
+mod stateless;
+mod stdio;
+mod tidy;

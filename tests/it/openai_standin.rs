@@ -1,0 +1,434 @@
+//! A local stand-in for OpenAI's Images API (`POST /v1/images/generations`): it answers from a
+//! script, validates requests the way the real API does, and records them for assertions.
+//!
+//! Bodies follow the documented shapes: `ImagesResponse` (`created`, `data[].b64_json`,
+//! `usage`, ...) from openai-python `types/images_response.py`, and errors as
+//! `{"error": {"message", "type", "param", "code"}}` with the types and codes OpenAI sends.
+
+// Each test binary uses a different part of this shared module; unused helpers are expected.
+#![allow(dead_code)]
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+/// What the stand-in answers to one request that passed validation.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 with a real PNG of this size in `data[0].b64_json`, plus `created` and `usage`.
+    Image { width: u32, height: u32 },
+    /// An OpenAI error body. An empty `code` is sent as `null`, as OpenAI does for 5xx.
+    Error {
+        status: u16,
+        code: &'static str,
+        message: &'static str,
+        /// The raw `Retry-After` header value, if any.
+        retry_after: Option<&'static str>,
+    },
+    /// Never answers (sleeps for an hour, or until the stand-in is dropped).
+    Hang,
+    /// 200 whose `data[0].b64_json` is valid base64 of bytes that are not an image.
+    Garbage,
+    /// 200 with `data: []`.
+    NoData,
+}
+
+impl Reply {
+    pub fn image(width: u32, height: u32) -> Self {
+        Self::Image { width, height }
+    }
+
+    /// 429 `rate_limit_exceeded` (type `requests`), retryable after the given wait.
+    pub fn rate_limited(retry_after: Option<&'static str>) -> Self {
+        Self::Error {
+            status: 429,
+            code: "rate_limit_exceeded",
+            message: "Rate limit reached for gpt-image-1 in organization org-standin on images \
+                      per min (IPM): Limit 5, Used 5, Requested 1. Please try again in 12s. \
+                      Visit https://platform.openai.com/account/rate-limits to learn more.",
+            retry_after,
+        }
+    }
+
+    /// 429 `insufficient_quota`: the account is out of credit; retrying cannot help.
+    pub fn insufficient_quota() -> Self {
+        Self::Error {
+            status: 429,
+            code: "insufficient_quota",
+            message: "You exceeded your current quota, please check your plan and billing \
+                      details. For more information on this error, read the docs: \
+                      https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            retry_after: None,
+        }
+    }
+
+    /// 400 `moderation_blocked` (type `image_generation_user_error`) from gpt-image's safety
+    /// system.
+    pub fn moderation_blocked() -> Self {
+        Self::Error {
+            status: 400,
+            code: "moderation_blocked",
+            message: "Your request was rejected by the safety system. If you believe this is an \
+                      error, contact us at help.openai.com and include the request ID \
+                      req_standin. safety_violations=[violence].",
+            retry_after: None,
+        }
+    }
+
+    /// 400 `content_policy_violation`, DALL·E's safety refusal.
+    pub fn content_policy_violation() -> Self {
+        Self::Error {
+            status: 400,
+            code: "content_policy_violation",
+            message: "Your request was rejected as a result of our safety system. Your prompt \
+                      may contain text that is not allowed by our safety system.",
+            retry_after: None,
+        }
+    }
+
+    /// 401 `invalid_api_key`; like OpenAI, the message echoes a masked key.
+    pub fn unauthorized() -> Self {
+        Self::Error {
+            status: 401,
+            code: "invalid_api_key",
+            message: "Incorrect API key provided: sk-stand*****-key. You can find your API key \
+                      at https://platform.openai.com/account/api-keys.",
+            retry_after: None,
+        }
+    }
+
+    /// A 5xx with type `server_error` and a `null` code.
+    pub fn server_error(status: u16) -> Self {
+        let message = match status {
+            503 => "The server is overloaded or not ready yet.",
+            _ => "The server had an error while processing your request. Sorry about that!",
+        };
+        Self::Error { status, code: "", message, retry_after: None }
+    }
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    /// The parsed JSON body; `Value::Null` when the body was not JSON.
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A running stand-in. Dropping it stops the server and wakes hanging replies.
+#[derive(Debug)]
+pub struct StandIn {
+    /// Without `/v1`, like `OpenAiConfig::base_url`.
+    pub base_url: String,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl StandIn {
+    /// Every request received so far, rejected ones and unknown paths included.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.server.abort();
+    }
+}
+
+/// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
+/// once the script is down to one reply, that reply repeats.
+pub async fn spawn(script: Vec<Reply>) -> StandIn {
+    assert!(!script.is_empty(), "the stand-in needs at least one reply");
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        script: Mutex::new(script.into()),
+        requests: Mutex::new(Vec::new()),
+        shutdown: shutdown_rx.clone(),
+    });
+    let app = Router::new()
+        .route("/v1/images/generations", post(generations))
+        .fallback(unknown_route)
+        .with_state(Arc::clone(&shared));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
+    let address = listener.local_addr().expect("stand-in address");
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+    });
+    StandIn { base_url: format!("http://{address}"), shared, shutdown, server }
+}
+
+async fn generations(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = shared.record(method, &uri, &headers, &body);
+    if let Err(rejection) = check_auth(&headers).and_then(|()| validate(&json)) {
+        return error(rejection.status, &rejection.message, rejection.param, rejection.code);
+    }
+    let reply = {
+        let mut script = shared.script.lock().unwrap_or_else(PoisonError::into_inner);
+        if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
+    };
+    match reply.expect("the script is never empty") {
+        Reply::Image { width, height } => {
+            image_response(&png(width, height), &format!("{width}x{height}"))
+        }
+        Reply::Garbage => image_response(b"this is certainly not a PNG", "1024x1024"),
+        Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
+        Reply::Error { status, code, message, retry_after } => {
+            let status = StatusCode::from_u16(status).expect("a valid scripted status");
+            let mut response = error(status, message, None, Some(code).filter(|c| !c.is_empty()));
+            if let Some(value) = retry_after {
+                let value = HeaderValue::from_static(value);
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Reply::Hang => {
+            let mut shutdown = shared.shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.wait_for(|stopped| *stopped) => {}
+            }
+            error(StatusCode::GATEWAY_TIMEOUT, "The stand-in hung on purpose.", None, None)
+        }
+    }
+}
+
+/// OpenAI answers unknown routes with 404 `Invalid URL (METHOD /path)`.
+async fn unknown_route(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let message = format!("Invalid URL ({method} {})", uri.path());
+    shared.record(method, &uri, &headers, &body);
+    error(StatusCode::NOT_FOUND, &message, None, None)
+}
+
+impl Shared {
+    fn record(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
+        let json = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let request = RecordedRequest {
+            method,
+            path: uri.path().to_owned(),
+            headers: headers.clone(),
+            body: json.clone(),
+        };
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
+        json
+    }
+}
+
+/// Why a request was turned away, before it becomes an error response.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+/// The real API wants `Authorization: Bearer <key>` and answers 401 without it.
+fn check_auth(headers: &HeaderMap) -> Result<(), Rejection> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(token) if !token.is_empty() => Ok(()),
+        _ => Err(Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            message: "You didn't provide an API key. You need to provide your API key in an \
+                      Authorization header using Bearer auth (i.e. Authorization: Bearer \
+                      YOUR_KEY)."
+                .to_owned(),
+            param: None,
+            code: Some("invalid_api_key"),
+        }),
+    }
+}
+
+/// The checks the real endpoint makes on the fields we send, with its messages and codes.
+/// Stricter in one way: `model` and `size` are required, because our provider always sends them.
+fn validate(body: &Value) -> Result<(), Rejection> {
+    let bad = |message: String, param: &'static str, code: &'static str| Rejection {
+        status: StatusCode::BAD_REQUEST,
+        message,
+        param: Some(param),
+        code: Some(code),
+    };
+    let Some(fields) = body.as_object() else {
+        return Err(Rejection {
+            status: StatusCode::BAD_REQUEST,
+            message: "We could not parse the JSON body of your request. (HINT: This likely \
+                      means you aren't using your HTTP library correctly. The OpenAI API \
+                      expects a JSON payload.)"
+                .to_owned(),
+            param: None,
+            code: None,
+        });
+    };
+    for name in ["model", "prompt", "size"] {
+        match fields.get(name) {
+            None => {
+                let message = format!("Missing required parameter: '{name}'.");
+                return Err(bad(message, name, "missing_required_parameter"));
+            }
+            Some(value) if !value.is_string() => {
+                let message = format!("Invalid type for '{name}': expected a string.");
+                return Err(bad(message, name, "invalid_type"));
+            }
+            Some(_) => {}
+        }
+    }
+    let text = |name: &str| fields.get(name).and_then(Value::as_str);
+    let model = text("model").unwrap_or_default();
+    if text("prompt").is_some_and(|prompt| prompt.trim().is_empty()) {
+        let message = "Invalid 'prompt': string too short. Expected a string with minimum \
+                       length 1, but got an empty string instead.";
+        return Err(bad(message.to_owned(), "prompt", "string_below_min_length"));
+    }
+    let sizes: &[&str] = match model {
+        "dall-e-2" => &["256x256", "512x512", "1024x1024"],
+        "dall-e-3" => &["1024x1024", "1792x1024", "1024x1792"],
+        _ => &["1024x1024", "1024x1536", "1536x1024", "auto"],
+    };
+    let size = text("size").unwrap_or_default();
+    if !sizes.contains(&size) {
+        let message = format!("Invalid value: '{size}'. Supported values are: {sizes:?}.");
+        return Err(bad(message, "size", "invalid_value"));
+    }
+    if fields.get("n").is_some_and(|n| !n.as_u64().is_some_and(|n| (1..=10).contains(&n))) {
+        let message = "Invalid 'n': expected an integer from 1 to 10.".to_owned();
+        return Err(bad(message, "n", "invalid_value"));
+    }
+    if model.starts_with("gpt-image") {
+        // gpt-image always returns base64 and rejects the dall-e-only `response_format`.
+        if fields.contains_key("response_format") {
+            let message = "Unknown parameter: 'response_format'.".to_owned();
+            return Err(bad(message, "response_format", "unknown_parameter"));
+        }
+        let allowed = |name: &str, values: &[&str]| {
+            fields.get(name).is_none_or(|v| v.as_str().is_some_and(|v| values.contains(&v)))
+        };
+        for (name, values) in [
+            ("quality", &["low", "medium", "high", "auto"][..]),
+            ("output_format", &["png", "jpeg", "webp"][..]),
+        ] {
+            if !allowed(name, values) {
+                let message =
+                    format!("Invalid value for '{name}'. Supported values are: {values:?}.");
+                return Err(bad(message, name, "invalid_value"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ImagesResponse` as gpt-image-1 returns it.
+fn image_response(image: &[u8], size: &str) -> Response {
+    ok_json(json!({
+        "created": unix_now(),
+        "background": "opaque",
+        "data": [{ "b64_json": base64::engine::general_purpose::STANDARD.encode(image) }],
+        "output_format": "png",
+        "quality": "medium",
+        "size": size,
+        "usage": {
+            "input_tokens": 12,
+            "input_tokens_details": { "image_tokens": 0, "text_tokens": 12 },
+            "output_tokens": 1056,
+            "total_tokens": 1068,
+        },
+    }))
+}
+
+fn ok_json(body: Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    let body = json!({
+        "error": {
+            "message": message,
+            "type": error_type(status, code.unwrap_or_default()),
+            "param": param,
+            "code": code,
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// The `type` OpenAI pairs with each code.
+fn error_type(status: StatusCode, code: &str) -> &'static str {
+    match code {
+        "rate_limit_exceeded" => "requests",
+        "insufficient_quota" => "insufficient_quota",
+        "moderation_blocked" => "image_generation_user_error",
+        _ if status.is_server_error() => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// A real PNG: a smooth gradient, so that it is cheap to encode even at 1536 pixels.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        let red = (x * 255 / width.max(1)) as u8;
+        let green = (y * 255 / height.max(1)) as u8;
+        image::Rgb([red, green, 128])
+    });
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut encoded, image::ImageFormat::Png).expect("encode the stand-in PNG");
+    encoded.into_inner()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}

@@ -1,0 +1,142 @@
+//! Jobs survive the process: killed mid-job (SIGKILL) or stopped (SIGTERM), the server is
+//! started again on the same data directory and every job ends — none lost, none stuck.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+
+use crate::support::{call, fetch_image, job_id, modern_client, structured, wait_until_ended};
+
+struct Process {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("OPENAI_API_KEY")
+        .env("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", "2s")
+        .env("OFFSTAGE_JOBS__LEASE", "1s")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn offstage serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    while reqwest::get(&health).await.is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Process { child, port }
+}
+
+impl Process {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) {
+        let status = Command::new("kill").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success(), "graceful shutdown exits 0");
+    }
+}
+
+/// `(status, attempts)` of every job, read from the database file.
+async fn jobs(data_dir: &Path) -> Vec<(String, String, i64)> {
+    let mut connection = SqliteConnectOptions::new()
+        .filename(data_dir.join("offstage.db"))
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT id, status, attempts FROM jobs ORDER BY id")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn killed_and_stopped_servers_resume_every_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = spawn(dir.path(), port, &[]).await;
+    let (client, _) = modern_client(&first.url(), None).await;
+    let done =
+        job_id(&call(&client, "generate_image", json!({"prompt": "before the crash"})).await);
+    assert_eq!(wait_until_ended(&client, &done).await["status"], "completed");
+    let mut interrupted = Vec::new();
+    for n in 0..4 {
+        interrupted.push(job_id(
+            &call(&client, "generate_image", json!({"prompt": format!("job {n}")})).await,
+        ));
+    }
+    client.cancel().await.unwrap();
+    first.kill();
+    assert!(
+        jobs(dir.path()).await.iter().filter(|(_, status, _)| status == "working").count() == 4
+    );
+
+    let second = spawn(dir.path(), port, &[]).await;
+    let (client, _) = modern_client(&second.url(), None).await;
+    for id in interrupted.iter().chain([&done]) {
+        let view = wait_until_ended(&client, id).await;
+        assert_eq!(view["status"], "completed", "{view}");
+        let (_, _, image) = fetch_image(view["image_url"].as_str().unwrap()).await;
+        assert_eq!(image.width(), 1024);
+    }
+    for (id, _, attempts) in jobs(dir.path()).await {
+        let expected = if id == done { 1 } else { 2 };
+        assert_eq!(attempts, expected, "job {id}: interrupted jobs ran once more, others once");
+    }
+
+    // A graceful stop hands the lease back, so the next start resumes at once.
+    let stopped =
+        job_id(&call(&client, "generate_image", json!({"prompt": "during shutdown"})).await);
+    client.cancel().await.unwrap();
+    second.terminate();
+    let third = spawn(dir.path(), port, &[]).await;
+    let (client, _) = modern_client(&third.url(), None).await;
+    assert_eq!(wait_until_ended(&client, &stopped).await["status"], "completed");
+    assert!(jobs(dir.path()).await.iter().all(|(_, status, _)| status == "completed"));
+    client.cancel().await.unwrap();
+    third.terminate();
+}
+
+#[tokio::test]
+async fn interrupted_jobs_fail_clearly_when_resuming_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = spawn(dir.path(), port, &[]).await;
+    let (client, _) = modern_client(&first.url(), None).await;
+    let id = job_id(&call(&client, "generate_image", json!({"prompt": "never finished"})).await);
+    client.cancel().await.unwrap();
+    first.kill();
+    let second = spawn(dir.path(), port, &[("OFFSTAGE_JOBS__RESUME_INTERRUPTED", "false")]).await;
+    let (client, _) = modern_client(&second.url(), None).await;
+    let view = wait_until_ended(&client, &id).await;
+    assert_eq!(view["status"], "failed");
+    assert!(view["error"].as_str().unwrap().contains("restarted"), "{view}");
+    let status = call(&client, "job_status", json!({"job_id": id})).await;
+    assert_eq!(structured(&status)["status"], "failed");
+    client.cancel().await.unwrap();
+    second.terminate();
+}

@@ -1,2 +1,323 @@
-//! Load benchmark (written later).
-fn main() {}
+//! Load benchmark: `cargo bench --bench load`. Starts the release `offstage serve` as its own
+//! process on loopback and drives it with rmcp clients, measuring
+//!
+//! 1. `generate_image` reply latency (p50/p99) and calls/s at 1 and 16 concurrent clients, for
+//!    legacy sessions and 2026-07-28 stateless requests, plus `job_status` as a protocol
+//!    baseline (the peers' "echo");
+//! 2. the delay from a job's completion (its `finished_at`, stamped when the result is
+//!    committed) to the `notifications/resources/updated` a subscribed client receives.
+//!
+//! `BENCH_SECONDS` sets the length of each throughput run (default 10).
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+#![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hdrhistogram::Histogram;
+use rmcp::{
+    ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, ClientConfig, Implementation, JsonObject, ProtocolVersion,
+        ReadResourceRequestParams, ResourceContents, ResourceUpdatedNotificationParam,
+        ServerNotification, SubscribeRequestParams, SubscriptionFilter,
+    },
+    service::{NotificationContext, RunningService},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Era {
+    Legacy,
+    Stateless,
+}
+
+impl Era {
+    fn label(self) -> &'static str {
+        match self {
+            Era::Legacy => "legacy session (2025-11-25)",
+            Era::Stateless => "stateless (2026-07-28)",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Handler {
+    updates: mpsc::UnboundedSender<(String, i64)>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.updates.send((params.uri, now_micros()));
+    }
+}
+
+type Client = RunningService<RoleClient, Handler>;
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(sketch_latency: &str) -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
+        .args(["serve", "--provider", "sketch", "--log", "warn"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency)
+        // Measure admission and reply, not the "busy" path: let every call in.
+        .env("OFFSTAGE_JOBS__QUEUE", "10000000")
+        .env("OFFSTAGE_JOBS__CONCURRENCY", "64")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn offstage");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    for _ in 0..200 {
+        if reqwest::get(&health).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ServerProcess { child, url: format!("http://127.0.0.1:{port}/mcp"), _dir: dir }
+}
+
+async fn connect(url: &str, era: Era) -> (Client, mpsc::UnboundedReceiver<(String, i64)>) {
+    let (updates, receiver) = mpsc::unbounded_channel();
+    let handler = Handler { updates };
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
+    );
+    let client = match era {
+        Era::Legacy => handler.serve(transport).await.expect("connect"),
+        Era::Stateless => handler
+            .serve_with_lifecycle(
+                transport,
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .expect("connect"),
+    };
+    (client, receiver)
+}
+
+fn arguments(value: Value) -> JsonObject {
+    value.as_object().unwrap().clone()
+}
+
+async fn call(client: &Client, tool: &str, args: &JsonObject) -> Value {
+    let result = client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args.clone()))
+        .await
+        .expect("tools/call");
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    result.structured_content.unwrap_or_default()
+}
+
+struct Run {
+    histogram: Histogram<u64>,
+    calls: u64,
+    elapsed: Duration,
+}
+
+/// `concurrency` clients call `tool` in a loop for `seconds`; latencies in microseconds.
+async fn throughput(
+    url: &str,
+    era: Era,
+    concurrency: usize,
+    tool: &str,
+    args: JsonObject,
+    seconds: u64,
+) -> Run {
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        clients.push(Arc::new(connect(url, era).await.0));
+    }
+    // Warm up connections and code paths.
+    for client in &clients {
+        for _ in 0..20 {
+            call(client, tool, &args).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in &clients {
+        let client = client.clone();
+        let args = args.clone();
+        let tool = tool.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                call(&client, &tool, &args).await;
+                histogram.record(sent.elapsed().as_micros() as u64).unwrap();
+            }
+            histogram
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for task in tasks {
+        histogram.add(task.await.unwrap()).unwrap();
+    }
+    let elapsed = started.elapsed();
+    for client in clients {
+        if let Ok(client) = Arc::try_unwrap(client) {
+            let _ = client.cancel().await;
+        }
+    }
+    Run { calls: histogram.len(), histogram, elapsed }
+}
+
+fn row(label: &str, era: Era, concurrency: usize, run: &Run) -> String {
+    let h = &run.histogram;
+    format!(
+        "| {label} | {} | {concurrency} | {:.0} | {} | {} | {} | {} |",
+        era.label(),
+        run.calls as f64 / run.elapsed.as_secs_f64(),
+        h.value_at_quantile(0.50),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+    )
+}
+
+fn finished_at_micros(view: &Value) -> i64 {
+    let text = view["finished_at"].as_str().expect("finished_at");
+    let time = humantime::parse_rfc3339(text).expect("RFC 3339");
+    time.duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+async fn read_job(client: &Client, uri: &str) -> Value {
+    let read = client.read_resource(ReadResourceRequestParams::new(uri.to_owned())).await.unwrap();
+    let ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else { panic!() };
+    serde_json::from_str(text).unwrap()
+}
+
+/// Completion → notification delay over `jobs` jobs, `workers` at a time.
+async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogram<u64> {
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (client, mut updates) = connect(&url, era).await;
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let args = arguments(json!({"prompt": "a benchmark"}));
+            for _ in 0..jobs / workers {
+                let job = call(&client, "generate_image", &args).await;
+                let uri = format!("offstage://jobs/{}", job["job_id"].as_str().unwrap());
+                let received = match era {
+                    Era::Legacy => {
+                        #[allow(deprecated)]
+                        client.subscribe(SubscribeRequestParams::new(uri.clone())).await.unwrap();
+                        let (got, at) = updates.recv().await.unwrap();
+                        assert_eq!(got, uri);
+                        at
+                    }
+                    Era::Stateless => {
+                        let filter = SubscriptionFilter::builder()
+                            .resource_subscription(uri.clone())
+                            .build();
+                        let mut subscription = client.listen(filter).await.unwrap();
+                        let notification = subscription.next().await.unwrap().unwrap();
+                        let at = now_micros();
+                        assert!(matches!(
+                            notification,
+                            ServerNotification::ResourceUpdatedNotification(_)
+                        ));
+                        let _ = subscription.cancel().await;
+                        at
+                    }
+                };
+                let view = read_job(&client, &uri).await;
+                assert_eq!(view["status"], "completed");
+                let delay = (received - finished_at_micros(&view)).max(1) as u64;
+                histogram.record(delay).unwrap();
+            }
+            let _ = client.cancel().await;
+            histogram
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for task in tasks {
+        histogram.add(task.await.unwrap()).unwrap();
+    }
+    histogram
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 =
+        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    println!("## generate_image reply latency (µs) and throughput, {seconds} s per run\n");
+    println!("| tool | client | concurrency | calls/s | p50 | p99 | p99.9 | max |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for era in [Era::Legacy, Era::Stateless] {
+        // Jobs sleep far longer than the run, so replies are measured without jobs finishing
+        // (and without image encoding competing for the two cores).
+        let server = start_server("600s").await;
+        for concurrency in [1, 16] {
+            let args = arguments(json!({"prompt": "a red fox in the snow", "size": "square"}));
+            let run =
+                throughput(&server.url, era, concurrency, "generate_image", args, seconds).await;
+            println!("{}", row("generate_image", era, concurrency, &run));
+        }
+        let (client, _) = connect(&server.url, era).await;
+        let job =
+            call(&client, "generate_image", &arguments(json!({"prompt": "status target"}))).await;
+        let args = arguments(json!({"job_id": job["job_id"]}));
+        let run = throughput(&server.url, era, 16, "job_status", args, seconds).await;
+        println!("{}", row("job_status", era, 16, &run));
+        let _ = client.cancel().await;
+    }
+
+    println!("\n## Job completion → notifications/resources/updated (µs)\n");
+    println!("| client | jobs in flight | jobs | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    // Long enough that the subscription is always in place before the job ends.
+    let server = start_server("200ms").await;
+    for (era, workers) in
+        [(Era::Legacy, 1), (Era::Stateless, 1), (Era::Legacy, 4), (Era::Stateless, 4)]
+    {
+        let histogram = push_delay(&server.url, era, 100 * workers, workers).await;
+        println!(
+            "| {} | {workers} | {} | {} | {} | {} |",
+            era.label(),
+            histogram.len(),
+            histogram.value_at_quantile(0.50),
+            histogram.value_at_quantile(0.99),
+            histogram.max()
+        );
+    }
+}

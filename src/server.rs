@@ -179,7 +179,7 @@ impl Core {
         let subscriptions = Arc::new(Subscriptions::default());
         subscriptions.spawn_notifier(&runner, shutdown.clone());
         let mcp = Arc::new(McpState::new(registry, services, subscriptions, shutdown.clone()));
-        runner.start();
+        runner.start().await?;
         Ok(Core { store, runner, mcp, shutdown })
     }
 }

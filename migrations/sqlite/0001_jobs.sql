@@ -15,11 +15,17 @@ CREATE TABLE jobs (
     updated_at    INTEGER NOT NULL,
     started_at    INTEGER,
     finished_at   INTEGER,
-    -- The process that runs the job and until when; an expired lease means it died.
-    lease_owner   TEXT,
-    lease_until   INTEGER
+    -- The process (row in `instances`) that runs the job; NULL once it ended.
+    lease_owner   TEXT
 ) STRICT;
 
-CREATE INDEX jobs_working_by_lease ON jobs (lease_until) WHERE status = 'working';
+-- Running processes and until when they are known alive. A process renews its own row; when it
+-- dies the row expires, and every job it owned can be claimed by another (or the restarted) one.
+-- One row per process, whatever the number of jobs it drives.
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY NOT NULL,
+    alive_until   INTEGER NOT NULL
+) STRICT;
+
 CREATE INDEX jobs_working_by_owner ON jobs (lease_owner) WHERE status = 'working';
 CREATE INDEX jobs_ended_by_time ON jobs (finished_at) WHERE status <> 'working';

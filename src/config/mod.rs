@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-pub use raw::{ConfigSources, Overrides, RawConfig};
+pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -264,7 +264,7 @@ impl Config {
             jobs: JobsConfig::default(),
             provider: ProviderChoice::Sketch,
             providers: ProvidersConfig::default(),
-            log: "info".to_owned(),
+            log: DEFAULT_LOG.to_owned(),
         }
     }
 

@@ -14,6 +14,8 @@ use super::{
 };
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// rmcp logs every stateless request at `info`; that is noise in an operator's log.
+pub const DEFAULT_LOG: &str = "info,rmcp=warn";
 const DEFAULT_CONFIG_FILE: &str = "offstage.toml";
 const ENV_PREFIX: &str = "OFFSTAGE_";
 
@@ -78,7 +80,7 @@ impl Default for RawConfig {
             allowed_hosts: default_allowed_hosts(),
             allowed_origins: default_allowed_origins(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            log: "info".to_owned(),
+            log: DEFAULT_LOG.to_owned(),
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
         }
@@ -97,18 +99,25 @@ impl RawConfig {
             }
             None => {}
         }
-        // The conventional OpenAI variables, so an existing key just works.
+        // The conventional OpenAI variables, so an existing key just works. Values merged by
+        // hand go to the `Default` profile like every other source: a bare `(key, value)` tuple
+        // lands in `Global`, which outranks `Default` whatever the merge order, and would beat
+        // `OFFSTAGE_*` and the flags.
         if let Some(key) = env_string("OPENAI_API_KEY") {
-            figment = figment.merge(("providers.openai.api_key", key));
+            figment = figment.merge(Serialized::default("providers.openai.api_key", key));
         }
         if let Some(base) = env_string("OPENAI_BASE_URL") {
             let base = base.trim_end_matches('/').trim_end_matches("/v1").to_owned();
-            figment = figment.merge(("providers.openai.base_url", base));
+            figment = figment.merge(Serialized::default("providers.openai.base_url", base));
         }
-        // Tokens and the config path are read raw: figment would turn a numeric token into an
-        // integer, and `config` is not a setting.
-        figment =
-            figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["tokens", "config"]));
+        // Tokens, the listen address and the config path are read raw: figment would turn a
+        // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
+        // setting rejects, and `config` is not a setting.
+        figment = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["tokens", "listen", "config"]));
+        if let Some(listen) = env_string("OFFSTAGE_LISTEN") {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
         if let Some(tokens) = env_string("OFFSTAGE_TOKENS") {
             let tokens: Vec<String> = tokens
                 .split(',')
@@ -116,7 +125,7 @@ impl RawConfig {
                 .filter(|token| !token.is_empty())
                 .map(str::to_owned)
                 .collect();
-            figment = figment.merge(("tokens", tokens));
+            figment = figment.merge(Serialized::default("tokens", tokens));
         }
         figment = figment.merge(Serialized::defaults(&sources.overrides));
         figment.extract().map_err(|error| ConfigError::Source(Box::new(error)))

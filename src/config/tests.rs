@@ -1,1 +1,438 @@
-//! Configuration tests (to be written).
+//! Tests of configuration loading: defaults, the file < environment < flags layering, value
+//! parsing (listen addresses, durations, tokens), provider resolution and every validation error.
+//!
+//! Everything that reads the environment or the working directory runs inside a
+//! `figment::Jail`, which serialises those process-wide changes and undoes them afterwards.
+#![expect(
+    clippy::result_large_err,
+    reason = "`Jail::expect_with` closures must return figment's own (large) error type"
+)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::Jail;
+
+use super::*;
+
+/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY` or `OFFSTAGE_*`
+/// would change what these tests see, so such variables are removed for the jail's lifetime.
+fn hermetic(jail: &mut Jail) {
+    let ours = |key: &str| key.starts_with("OFFSTAGE_") || key.starts_with("OPENAI_");
+    if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
+        return;
+    }
+    let keep: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(key, _)| !ours(key))
+        .collect();
+    jail.clear_env();
+    for (key, value) in keep {
+        jail.set_env(key, value);
+    }
+}
+
+/// Sources as the CLI builds them without flags, except that the data directory is inside the
+/// jail so that no test writes to the real home directory.
+fn sources(jail: &Jail) -> ConfigSources {
+    ConfigSources {
+        config_file: None,
+        overrides: Overrides {
+            data_dir: Some(jail.directory().join("data")),
+            ..Overrides::default()
+        },
+    }
+}
+
+fn load(jail: &Jail) -> Result<Config, ConfigError> {
+    Config::load(&sources(jail))
+}
+
+fn addr(value: &str) -> SocketAddr {
+    value.parse().expect("a valid socket address")
+}
+
+#[test]
+fn defaults_load_with_the_sketch_provider_and_create_the_data_dir() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let data_dir = jail.directory().join("not").join("there").join("yet");
+        let sources = ConfigSources {
+            config_file: None,
+            overrides: Overrides { data_dir: Some(data_dir.clone()), ..Overrides::default() },
+        };
+        let config = Config::load(&sources).expect("defaults are valid");
+
+        assert_eq!(config.listen, addr("127.0.0.1:8787"));
+        assert_eq!(config.provider, ProviderChoice::Sketch, "no OPENAI_API_KEY means sketch");
+        assert_eq!(config.data_dir, data_dir);
+        assert!(data_dir.is_dir(), "the data directory is created");
+        // The write probe cleans up after itself.
+        assert_eq!(std::fs::read_dir(&data_dir).unwrap().count(), 0);
+        assert_eq!(config.database_path(), data_dir.join("offstage.db"));
+        assert_eq!(config.public_url, None);
+        assert_eq!(config.jobs, JobsConfig::default());
+        assert_eq!(config.providers, ProvidersConfig::default());
+        assert_eq!(config.log, DEFAULT_LOG);
+        assert!(config.security.tokens.is_empty());
+        assert_eq!(config.security.allowed_hosts, raw::default_allowed_hosts());
+        assert_eq!(config.security.allowed_origins, raw::default_allowed_origins());
+        assert_eq!(config.security.max_body_bytes, 1024 * 1024);
+        Ok(())
+    });
+}
+
+#[test]
+fn without_a_data_dir_setting_the_platform_data_dir_is_used() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let home = jail.directory().join("home");
+        let xdg = jail.directory().join("xdg-data");
+        jail.set_env("HOME", home.display());
+        jail.set_env("XDG_DATA_HOME", xdg.display());
+        let config = Config::load(&ConfigSources::default()).expect("loads");
+        assert_eq!(config.data_dir, xdg.join("offstage"));
+        assert!(config.data_dir.is_dir());
+        Ok(())
+    });
+}
+
+#[test]
+fn file_is_overridden_by_env_which_is_overridden_by_flags() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "listen = \"127.0.0.1:1111\"\nlog = \"debug\"\n")?;
+        assert_eq!(load(jail).unwrap().listen, addr("127.0.0.1:1111"), "file over defaults");
+
+        jail.set_env("OFFSTAGE_LISTEN", "127.0.0.1:2222");
+        let config = load(jail).unwrap();
+        assert_eq!(config.listen, addr("127.0.0.1:2222"), "env over file");
+        assert_eq!(config.log, "debug", "the file still supplies what env does not set");
+
+        let mut flagged = sources(jail);
+        flagged.overrides.listen = Some("127.0.0.1:3333".to_owned());
+        flagged.overrides.log = Some("warn".to_owned());
+        let config = Config::load(&flagged).unwrap();
+        assert_eq!(config.listen, addr("127.0.0.1:3333"), "flags over env");
+        assert_eq!(config.log, "warn", "flags over file");
+        Ok(())
+    });
+}
+
+#[test]
+fn an_explicit_config_file_replaces_the_default_one() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "listen = \"127.0.0.1:1111\"\nlog = \"debug\"\n")?;
+        jail.create_file("custom.toml", "listen = \"127.0.0.1:4444\"\n")?;
+        let mut sources = sources(jail);
+        sources.config_file = Some(jail.directory().join("custom.toml"));
+        let config = Config::load(&sources).unwrap();
+        assert_eq!(config.listen, addr("127.0.0.1:4444"));
+        assert_eq!(config.log, DEFAULT_LOG, "./offstage.toml is not read when --config is given");
+        Ok(())
+    });
+}
+
+#[test]
+fn nested_env_keys_durations_and_per_tool_lanes() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file(
+            "offstage.toml",
+            r#"
+            [jobs]
+            concurrency = 3
+            queue = 5
+
+            [jobs.tools.generate_image]
+            concurrency = 2
+            "#,
+        )?;
+        jail.set_env("OFFSTAGE_JOBS__CONCURRENCY", "7");
+        jail.set_env("OFFSTAGE_JOBS__RETENTION", "48h");
+        jail.set_env("OFFSTAGE_JOBS__TIMEOUT", "2m 30s");
+        jail.set_env("OFFSTAGE_JOBS__RESUME_INTERRUPTED", "false");
+        jail.set_env("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", "250ms");
+        let config = load(jail).unwrap();
+
+        assert_eq!(config.jobs.concurrency, 7, "env overrides the file's [jobs] table");
+        assert_eq!(config.jobs.lane("generate_image"), (2, 5), "the tool's own concurrency wins");
+        assert_eq!(config.jobs.lane("other_tool"), (7, 5), "other tools get the defaults");
+        assert_eq!(config.jobs.retention, Duration::from_secs(48 * 3600));
+        assert_eq!(config.jobs.timeout, Duration::from_secs(150));
+        assert!(!config.jobs.resume_interrupted);
+        assert_eq!(config.providers.sketch.latency, Duration::from_millis(250));
+        Ok(())
+    });
+}
+
+#[test]
+fn tokens_from_env_are_split_trimmed_and_kept_as_strings() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "tokens = [\"from-file\"]\n")?;
+        assert_eq!(load(jail).unwrap().security.tokens, ["from-file"]);
+
+        jail.set_env("OFFSTAGE_TOKENS", "a, b,,c");
+        assert_eq!(load(jail).unwrap().security.tokens, ["a", "b", "c"], "env replaces the file");
+
+        // figment would read this as an integer and fail on `Vec<String>`; it must stay text.
+        jail.set_env("OFFSTAGE_TOKENS", "12345");
+        assert_eq!(load(jail).unwrap().security.tokens, ["12345"]);
+        Ok(())
+    });
+}
+
+#[test]
+fn an_openai_key_selects_openai_and_is_never_printed() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let secret = "sk-test-5f2b9c0e-very-secret";
+        jail.set_env("OPENAI_API_KEY", secret);
+        jail.set_env("OPENAI_BASE_URL", "https://proxy.example/v1/");
+        let config = load(jail).unwrap();
+
+        assert_eq!(config.provider, ProviderChoice::Openai, "auto picks openai when keyed");
+        assert_eq!(config.providers.openai.api_key.as_deref(), Some(secret));
+        assert_eq!(config.providers.openai.base_url, "https://proxy.example", "`/v1` is ours");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
+        assert!(printed.contains("<redacted>"), "Debug still says a key is set: {printed}");
+        assert!(!format!("{:?}", RawConfig::gather(&sources(jail)).unwrap()).contains(secret));
+
+        // An explicit choice beats auto, key or not.
+        jail.set_env("OFFSTAGE_PROVIDER", "sketch");
+        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
+fn openai_variables_sit_between_the_file_and_offstage_variables() {
+    // README: defaults < file < OPENAI_API_KEY / OPENAI_BASE_URL < OFFSTAGE_* < flags.
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file(
+            "offstage.toml",
+            "[providers.openai]\napi_key = \"sk-file\"\nbase_url = \"https://file.example\"\n",
+        )?;
+        jail.set_env("OPENAI_API_KEY", "sk-openai-var");
+        jail.set_env("OPENAI_BASE_URL", "https://openai-var.example");
+        let openai = load(jail).unwrap().providers.openai;
+        assert_eq!(openai.api_key.as_deref(), Some("sk-openai-var"), "OPENAI_* over the file");
+        assert_eq!(openai.base_url, "https://openai-var.example");
+
+        jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__API_KEY", "sk-offstage-var");
+        jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__BASE_URL", "https://offstage-var.example");
+        let openai = load(jail).unwrap().providers.openai;
+        assert_eq!(openai.api_key.as_deref(), Some("sk-offstage-var"), "OFFSTAGE_* over OPENAI_*");
+        assert_eq!(openai.base_url, "https://offstage-var.example");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_listen_flag_beats_a_bare_port_from_env() {
+    // `OFFSTAGE_LISTEN` is read raw (not through figment's `Env`); it must still rank below
+    // the flags.
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.set_env("OFFSTAGE_LISTEN", "9002");
+        let mut flagged = sources(jail);
+        flagged.overrides.listen = Some("9003".to_owned());
+        assert_eq!(Config::load(&flagged).unwrap().listen, addr("127.0.0.1:9003"));
+        Ok(())
+    });
+}
+
+#[test]
+fn choosing_openai_without_a_key_is_refused() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "provider = \"openai\"\n")?;
+        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey)));
+        // A blank key is no key.
+        jail.set_env("OPENAI_API_KEY", "  ");
+        let error = load(jail).unwrap_err();
+        assert!(matches!(error, ConfigError::MissingApiKey));
+        assert!(error.to_string().contains("OPENAI_API_KEY"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unknown_provider_is_named_with_the_valid_choices() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.set_env("OFFSTAGE_PROVIDER", "dall-e");
+        let error = load(jail).unwrap_err();
+        assert!(matches!(&error, ConfigError::UnknownProvider(name) if name == "dall-e"));
+        let message = error.to_string();
+        assert!(message.contains("`dall-e`"), "{message}");
+        assert!(message.contains("auto, sketch, openai"), "{message}");
+
+        // Names are case-insensitive, so this is not an error.
+        let mut flagged = sources(jail);
+        flagged.overrides.provider = Some("SKETCH".to_owned());
+        assert_eq!(Config::load(&flagged).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
+fn listen_accepts_addresses_bare_ports_and_localhost() {
+    for (value, expected) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("0.0.0.0:80", "0.0.0.0:80"),
+        ("[::1]:8787", "[::1]:8787"),
+        ("9000", "127.0.0.1:9000"),
+        (" 9000 ", "127.0.0.1:9000"),
+        ("localhost:8080", "127.0.0.1:8080"),
+    ] {
+        assert_eq!(parse_listen(value).unwrap(), addr(expected), "{value:?}");
+    }
+}
+
+#[test]
+fn bad_listen_values_are_refused_with_the_reason() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        for (value, hint) in [
+            ("127.0.0.1:99999", "port"),
+            ("127.0.0.1:http", "port"),
+            ("nonsense", "invalid socket address"),
+            ("", "invalid socket address"),
+        ] {
+            let mut flagged = sources(jail);
+            flagged.overrides.listen = Some(value.to_owned());
+            let error = Config::load(&flagged).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::BadListen { value: v, .. } if v == value),
+                "{value:?}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.starts_with("listen:"), "{message}");
+            assert!(message.contains(hint), "{value:?}: {message}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bare_port_works_from_every_source() {
+    // README: "a bare port means 127.0.0.1" for the `listen` setting, wherever it is set.
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let mut flagged = sources(jail);
+        flagged.overrides.listen = Some("9000".to_owned());
+        assert_eq!(Config::load(&flagged).unwrap().listen, addr("127.0.0.1:9000"), "flag");
+
+        jail.create_file("offstage.toml", "listen = \"9001\"\n")?;
+        assert_eq!(load(jail).unwrap().listen, addr("127.0.0.1:9001"), "file");
+
+        // figment reads an all-digit variable as an integer, which `listen` must still accept.
+        jail.set_env("OFFSTAGE_LISTEN", "9002");
+        assert_eq!(load(jail).unwrap().listen, addr("127.0.0.1:9002"), "env");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_created_is_refused() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        // A path through a regular file cannot become a directory, even for root.
+        jail.create_file("blocker", "not a directory")?;
+        let data_dir: PathBuf = jail.directory().join("blocker").join("data");
+        let mut flagged = sources(jail);
+        flagged.overrides.data_dir = Some(data_dir.clone());
+        let error = Config::load(&flagged).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::DataDir { path, .. } if *path == data_dir),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.starts_with("data_dir:"), "{message}");
+        assert!(message.contains(&data_dir.display().to_string()), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_named() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "lisen = \"127.0.0.1:1\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(matches!(error, ConfigError::Source(_)), "{error:?}");
+        assert!(error.to_string().contains("lisen"), "{error}");
+
+        jail.create_file("offstage.toml", "[jobs]\nconcurrence = 3\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(error.to_string().contains("concurrence"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let missing = jail.directory().join("nope.toml");
+        let mut sources = sources(jail);
+        sources.config_file = Some(missing.clone());
+        let error = Config::load(&sources).unwrap_err();
+        assert!(matches!(&error, ConfigError::MissingFile(path) if *path == missing), "{error:?}");
+        assert!(error.to_string().contains("nope.toml"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn out_of_range_settings_name_their_field() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        for (file, field) in [
+            ("[jobs]\nconcurrency = 0", "jobs.concurrency"),
+            ("[jobs.tools.generate_image]\nconcurrency = 0", "jobs.concurrency"),
+            ("[jobs]\nmax_attempts = 0", "jobs.max_attempts"),
+            ("[jobs]\ntimeout = \"0s\"", "jobs.timeout"),
+            ("[jobs]\nlease = \"500ms\"", "jobs.lease"),
+            ("[jobs]\nretention = \"0s\"", "jobs.retention"),
+            ("max_body_bytes = 100", "max_body_bytes"),
+        ] {
+            jail.create_file("offstage.toml", file)?;
+            let error = load(jail).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { field: f, .. } if *f == field),
+                "{file:?}: {error:?}"
+            );
+            assert!(error.to_string().starts_with(&format!("{field}: ")), "{error}");
+        }
+        // Zero concurrency from the environment is caught the same way.
+        jail.create_file("offstage.toml", "")?;
+        jail.set_env("OFFSTAGE_JOBS__CONCURRENCY", "0");
+        let error = load(jail).unwrap_err();
+        assert_eq!(error.to_string(), "jobs.concurrency: must be at least 1");
+        Ok(())
+    });
+}
+
+#[test]
+fn urls_must_be_absolute_http() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "public_url = \"ftp://files.example\"\n")?;
+        assert!(
+            matches!(load(jail), Err(ConfigError::BadPublicUrl(url)) if url == "ftp://files.example")
+        );
+
+        jail.create_file("offstage.toml", "[providers.openai]\nbase_url = \"api.openai.com\"\n")?;
+        assert!(matches!(load(jail), Err(ConfigError::BadBaseUrl(url)) if url == "api.openai.com"));
+
+        jail.create_file("offstage.toml", "public_url = \"https://offstage.example/base\"\n")?;
+        let config = load(jail).unwrap();
+        assert_eq!(config.public_url.unwrap().as_str(), "https://offstage.example/base");
+        Ok(())
+    });
+}

@@ -28,7 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Job, JobError, JobId, JobStatus, Micros, Outcome,
-    events::JobEvents,
+    events::{JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
 use crate::config::JobsConfig;
@@ -104,6 +104,8 @@ struct Inner {
     lanes: HashMap<String, Lane>,
     /// Jobs this process is driving, with the token that stops them when a caller cancels.
     running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Outcomes the store refused; retried by the maintenance loop until written.
+    unrecorded: Mutex<Vec<(Job, Outcome)>>,
     /// Names this process in leases; random so a restarted process never inherits them.
     instance: Arc<str>,
     config: JobsConfig,
@@ -186,6 +188,7 @@ impl JobRunnerBuilder {
                 events: JobEvents::default(),
                 lanes: self.lanes,
                 running: Mutex::new(HashMap::new()),
+                unrecorded: Mutex::new(Vec::new()),
                 instance: instance.into(),
                 config: self.config,
                 shutdown: CancellationToken::new(),
@@ -208,10 +211,13 @@ impl JobRunner {
         &self.inner.store
     }
 
-    /// Starts the maintenance loop: lease renewal, resuming interrupted jobs, retention.
-    pub fn start(&self) {
+    /// Records this process as alive, then starts the maintenance loop: heartbeats, resuming
+    /// interrupted jobs, retention. Call before submitting jobs.
+    pub async fn start(&self) -> Result<(), StoreError> {
+        self.inner.store.heartbeat(&self.inner.lease(Micros::now())).await?;
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move { inner.maintain().await });
+        Ok(())
     }
 
     /// Admits, persists and spawns a job. Never waits for a slot.
@@ -242,8 +248,8 @@ impl JobRunner {
             started_at: None,
             finished_at: None,
         };
-        inner.store.insert(&job, &inner.lease(now)).await?;
-        inner.events.publish(job.clone());
+        inner.store.insert(&job, &inner.instance).await?;
+        inner.events.publish(JobChange::Created, job.clone());
         inner.spawn(job.clone(), Some(permit));
         Ok(job)
     }
@@ -266,7 +272,7 @@ impl JobRunner {
         if let Some(token) = token {
             token.cancel();
         }
-        inner.events.publish(job.clone());
+        inner.events.publish(JobChange::Ended, job.clone());
         Ok(CancelOutcome::Cancelled(job))
     }
 
@@ -286,7 +292,7 @@ impl JobRunner {
             }
             match tokio::time::timeout_at(deadline, changes.recv()).await {
                 Err(_elapsed) => return Ok(latest),
-                Ok(Ok(job)) if job.id == *id => latest = Some(Job::clone(&job)),
+                Ok(Ok(event)) if event.job.id == *id => latest = Some(event.job.clone()),
                 Ok(Ok(_)) => {}
                 Ok(Err(RecvError::Lagged(_))) => latest = self.inner.store.get(id).await?,
                 Ok(Err(RecvError::Closed)) => return Ok(latest),
@@ -300,8 +306,8 @@ impl JobRunner {
         inner.shutdown.cancel();
         inner.tracker.close();
         inner.tracker.wait().await;
-        if let Err(error) = inner.store.release_leases(&inner.instance).await {
-            tracing::warn!(%error, "could not release job leases; they resume after expiry");
+        if let Err(error) = inner.store.release(&inner.instance).await {
+            tracing::warn!(%error, "could not release the lease; jobs resume once it expires");
         }
     }
 }
@@ -332,14 +338,24 @@ impl Inner {
                 code: "unknown_tool".to_owned(),
                 message: format!("The tool {} is no longer available.", job.tool),
             };
-            return self.commit(&job, None, Outcome::Failed(error)).await;
+            return self.commit(&job, Outcome::Failed(error)).await;
         };
-        let outcome = tokio::select! {
+        // Waiting for a slot is not part of the job's time budget: a deep queue must not time
+        // jobs out before they start.
+        let slot = tokio::select! {
             biased;
             // Left working on purpose: the lease hands it to the next process.
             () = self.shutdown.cancelled() => return,
-            // `cancel` already wrote the outcome.
-            () = cancel.cancelled() => return,
+            // `cancel` already wrote the outcome; what earlier attempts left will never be read.
+            () = cancel.cancelled() => return lane.handler.discard(&job.id).await,
+            slot = lane.slots.acquire() => slot,
+        };
+        let Ok(_slot) = slot else { return };
+        let outcome = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return,
+            // The attempt is dropped by now, so nothing it wrote can outlive this clean-up.
+            () = cancel.cancelled() => return lane.handler.discard(&job.id).await,
             ended = tokio::time::timeout(self.config.timeout, self.attempts(&job, lane)) => {
                 match ended {
                     Ok(Some(outcome)) => outcome,
@@ -354,20 +370,23 @@ impl Inner {
                 }
             }
         };
-        self.commit(&job, Some(lane), outcome).await;
+        self.commit(&job, outcome).await;
     }
 
     /// Runs attempts until one succeeds, fails for good, or the job stops being `working`.
     async fn attempts(&self, job: &Job, lane: &Lane) -> Option<Outcome> {
-        let _slot = lane.slots.acquire().await.ok()?;
         let started = Instant::now();
         loop {
             let current = match self.store.start_attempt(&job.id, Micros::now()).await {
                 Ok(Some(current)) => current,
                 Ok(None) => return None,
+                // The job is ours and still working: keep trying within its time budget rather
+                // than leave it working with nobody driving it.
                 Err(error) => {
-                    tracing::error!(job = %job.id, %error, "could not record attempt");
-                    return None;
+                    tracing::warn!(job = %job.id, %error, "could not record attempt; retrying");
+                    tokio::time::sleep(self.config.retry_base.max(Duration::from_millis(100)))
+                        .await;
+                    continue;
                 }
             };
             if current.attempts > self.config.max_attempts {
@@ -420,24 +439,48 @@ impl Inner {
         base.mul_f64(rand::random_range(0.8..1.2))
     }
 
-    async fn commit(&self, job: &Job, lane: Option<&Lane>, outcome: Outcome) {
-        let completed = matches!(outcome, Outcome::Completed(_));
-        match self.store.finish(&job.id, &outcome, Micros::now()).await {
-            Ok(Some(ended)) => {
-                self.events.publish(ended);
-                if completed {
-                    return;
-                }
+    /// Records a job's outcome, retrying briefly; if the store still refuses, the outcome waits
+    /// in `unrecorded` and the maintenance loop keeps trying, so the job never stays working
+    /// with nobody driving it.
+    async fn commit(&self, job: &Job, outcome: Outcome) {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..5 {
+            match self.record(job, &outcome).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(job = %job.id, %error, "retrying job outcome"),
             }
-            Ok(None) => {}
-            Err(error) => {
-                // Leaving the job working lets recovery run it again once the store is back.
-                tracing::error!(job = %job.id, %error, "could not record job outcome");
-                return;
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        tracing::error!(job = %job.id, "could not record job outcome; will keep trying");
+        self.unrecorded.lock().expect("unrecorded lock poisoned").push((job.clone(), outcome));
+    }
+
+    /// One try at writing an outcome. Whoever loses the compare-and-set (or fails) cleans up
+    /// what its attempt left behind; a completed winner keeps it.
+    async fn record(&self, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
+        let completed = matches!(outcome, Outcome::Completed(_));
+        if let Some(ended) = self.store.finish(&job.id, outcome, Micros::now()).await? {
+            self.events.publish(JobChange::Ended, ended);
+            if completed {
+                return Ok(());
             }
         }
-        if let Some(lane) = lane {
+        if let Some(lane) = self.lanes.get(&job.tool) {
             lane.handler.discard(&job.id).await;
+        }
+        Ok(())
+    }
+
+    /// Retries outcomes the store refused earlier.
+    async fn record_unrecorded(&self) {
+        let waiting =
+            std::mem::take(&mut *self.unrecorded.lock().expect("unrecorded lock poisoned"));
+        for (job, outcome) in waiting {
+            if let Err(error) = self.record(&job, &outcome).await {
+                tracing::warn!(job = %job.id, %error, "job outcome still not recorded");
+                self.unrecorded.lock().expect("unrecorded lock poisoned").push((job, outcome));
+            }
         }
     }
 
@@ -448,6 +491,7 @@ impl Inner {
         let mut last_purge: Option<Instant> = None;
         loop {
             self.renew().await;
+            self.record_unrecorded().await;
             self.recover().await;
             if last_purge.is_none_or(|at| at.elapsed() >= purge_every) {
                 self.purge().await;
@@ -461,20 +505,15 @@ impl Inner {
     }
 
     async fn renew(&self) {
-        let ids: Vec<JobId> =
-            self.running.lock().expect("running map lock poisoned").keys().cloned().collect();
-        if ids.is_empty() {
-            return;
-        }
-        if let Err(error) = self.store.renew_leases(&self.lease(Micros::now()), &ids).await {
-            tracing::warn!(%error, "could not renew job leases");
+        if let Err(error) = self.store.heartbeat(&self.lease(Micros::now())).await {
+            tracing::warn!(%error, "could not renew the lease");
         }
     }
 
     /// Takes over jobs whose process died (or shut down) and runs or fails them.
     async fn recover(self: &Arc<Self>) {
         let now = Micros::now();
-        let claimed = match self.store.claim_expired(&self.lease(now), now, 256).await {
+        let claimed = match self.store.claim_orphans(&self.lease(now), now, 256).await {
             Ok(claimed) => claimed,
             Err(error) => return tracing::warn!(%error, "could not look for interrupted jobs"),
         };
@@ -488,7 +527,7 @@ impl Inner {
                     message: "The server restarted while this was running; please ask again."
                         .to_owned(),
                 };
-                self.commit(&job, self.lanes.get(&job.tool), Outcome::Failed(error)).await;
+                self.commit(&job, Outcome::Failed(error)).await;
             }
         }
     }

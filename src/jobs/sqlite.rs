@@ -1,21 +1,27 @@
 //! The embedded job store: one SQLite file in the data directory, zero setup.
 //!
-//! Writes go through a single connection so they queue in memory instead of spinning on
-//! SQLite's busy handler (which sleeps in whole milliseconds and would spoil the reply
-//! latency of `generate_image`); reads use a small pool of their own. WAL with
-//! `synchronous = NORMAL` survives process crashes; only an OS crash or power cut can lose
-//! the last commits.
+//! Inserts sit on the `generate_image` reply path, so three things keep them fast:
+//! - Writes go through a single connection, queueing in memory instead of spinning on SQLite's
+//!   busy handler (which sleeps in whole milliseconds).
+//! - Group commit: inserts that arrive while one is being written are coalesced into one
+//!   multi-row statement. Each caller still gets its answer only after the commit.
+//! - Checkpoints run on their own connection, so the WAL's fsync never lands inside an insert.
+//!
+//! Reads use a small pool of their own. WAL with `synchronous = NORMAL` survives process
+//! crashes; only an OS crash or power cut can lose the last commits.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    Row,
+    QueryBuilder, Row, Sqlite,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
         SqliteSynchronous,
     },
 };
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Job, JobError, JobId, JobStatus, Micros, Outcome,
@@ -30,10 +36,25 @@ macro_rules! columns {
     };
 }
 
+/// The most inserts written by one statement (11 binds each, far below SQLite's limit).
+const MAX_BATCH: usize = 256;
+/// How often the WAL is folded back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    inserts: mpsc::Sender<PendingInsert>,
+    /// Stops the checkpoint task when the store closes.
+    closed: Arc<tokio_util::sync::CancellationToken>,
+}
+
+#[derive(Debug)]
+struct PendingInsert {
+    job: Job,
+    instance: Arc<str>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 impl SqliteJobStore {
@@ -49,21 +70,100 @@ impl SqliteJobStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteJobStore { writer, reader })
+        let checkpointer =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let closed = Arc::new(tokio_util::sync::CancellationToken::new());
+        tokio::spawn(checkpoint(checkpointer, closed.as_ref().clone()));
+        let (inserts, pending) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_inserts(writer.clone(), pending));
+        Ok(SqliteJobStore { writer, reader, inserts, closed })
     }
 
-    /// Closes both pools, flushing the WAL.
+    /// Closes the pools; the database is checkpointed on the way out.
     pub async fn close(&self) {
+        self.closed.cancel();
         self.reader.close().await;
+        if let Err(error) =
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await
+        {
+            tracing::debug!(%error, "final checkpoint failed");
+        }
         self.writer.close().await;
     }
+}
+
+/// Folds the WAL into the database file regularly, on a connection of its own.
+async fn checkpoint(pool: SqlitePool, closed: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => break,
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        // PASSIVE never waits for, nor blocks, the writer.
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::debug!(%error, "checkpoint failed");
+        }
+    }
+    pool.close().await;
+}
+
+/// The group-commit loop: takes whatever inserts are waiting, writes them in one statement,
+/// answers each caller.
+async fn write_inserts(writer: SqlitePool, mut pending: mpsc::Receiver<PendingInsert>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match insert_rows(&writer, &batch).await {
+            Ok(()) => {
+                for insert in batch.drain(..) {
+                    let _ = insert.done.send(Ok(()));
+                }
+            }
+            // One bad row (a constraint violation) must not fail its neighbours: retry them
+            // one by one. Any other failure would fail each retry the same way, only slower.
+            Err(StoreError::Database(sqlx::Error::Database(error)))
+                if error.kind() != sqlx::error::ErrorKind::Other =>
+            {
+                for insert in batch.drain(..) {
+                    let result = insert_rows(&writer, std::slice::from_ref(&insert)).await;
+                    let _ = insert.done.send(result);
+                }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                for insert in batch.drain(..) {
+                    let _ = insert.done.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn insert_rows(writer: &SqlitePool, rows: &[PendingInsert]) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
+         updated_at, lease_owner) ",
+    );
+    query.push_values(rows, |mut row, PendingInsert { job, instance, .. }| {
+        row.push_bind(job.id.as_str().to_owned())
+            .push_bind(job.tool.clone())
+            .push_bind(job.owner.clone())
+            .push_bind(job.input.to_string())
+            .push_bind(job.status.as_str())
+            .push_bind(i64::from(job.attempts))
+            .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
+            .push_bind(job.created_at.0)
+            .push_bind(job.updated_at.0)
+            .push_bind(instance.to_string());
+    });
+    query.build().execute(writer).await?;
+    Ok(())
 }
 
 fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -98,25 +198,11 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
 
 #[async_trait]
 impl JobStore for SqliteJobStore {
-    async fn insert(&self, job: &Job, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-             updated_at, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job.id.as_str())
-        .bind(&job.tool)
-        .bind(&job.owner)
-        .bind(job.input.to_string())
-        .bind(job.status.as_str())
-        .bind(i64::from(job.attempts))
-        .bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
-        .bind(job.created_at.0)
-        .bind(job.updated_at.0)
-        .bind(lease.instance.as_ref())
-        .bind(lease.until.0)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+    async fn insert(&self, job: &Job, instance: &str) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        let pending = PendingInsert { job: job.clone(), instance: instance.into(), done };
+        self.inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -152,7 +238,7 @@ impl JobStore for SqliteJobStore {
         };
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \
-             updated_at = ?5, finished_at = ?5, lease_owner = NULL, lease_until = NULL \
+             updated_at = ?5, finished_at = ?5, lease_owner = NULL \
              WHERE id = ?6 AND status = 'working' RETURNING ",
             columns!()
         ))
@@ -167,47 +253,47 @@ impl JobStore for SqliteJobStore {
         row.as_ref().map(to_job).transpose()
     }
 
-    async fn renew_leases(&self, lease: &Lease, ids: &[JobId]) -> Result<u64, StoreError> {
-        // One JSON array bind instead of a variable-length IN list: any number of ids, one
-        // prepared statement.
-        let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
-        let done = sqlx::query(
-            "UPDATE jobs SET lease_until = ? WHERE status = 'working' AND lease_owner = ? \
-             AND id IN (SELECT value FROM json_each(?))",
+    async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, alive_until) VALUES (?, ?) \
+             ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
         )
-        .bind(lease.until.0)
         .bind(lease.instance.as_ref())
-        .bind(ids)
+        .bind(lease.until.0)
         .execute(&self.writer)
         .await?;
-        Ok(done.rows_affected())
+        // Rows of processes dead for a day own nothing any more (their jobs were claimed).
+        sqlx::query("DELETE FROM instances WHERE alive_until < ?")
+            .bind(lease.until.minus(Duration::from_secs(24 * 3600)).0)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
-    async fn release_leases(&self, instance: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET lease_until = 0 WHERE status = 'working' AND lease_owner = ?",
-        )
-        .bind(instance)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+    async fn release(&self, instance: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET alive_until = 0 WHERE id = ?")
+            .bind(instance)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
-    async fn claim_expired(
+    async fn claim_orphans(
         &self,
         lease: &Lease,
         now: Micros,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(concat!(
-            "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 WHERE id IN (\
-               SELECT id FROM jobs WHERE status = 'working' AND COALESCE(lease_until, 0) < ?3 \
-               ORDER BY created_at LIMIT ?4) \
+            "UPDATE jobs SET lease_owner = ?1 WHERE id IN (\
+               SELECT j.id FROM jobs j LEFT JOIN instances i ON i.id = j.lease_owner \
+               WHERE j.status = 'working' AND j.lease_owner IS NOT ?1 \
+                 AND (i.id IS NULL OR i.alive_until < ?2) \
+               ORDER BY j.created_at LIMIT ?3) \
              RETURNING ",
             columns!()
         ))
         .bind(lease.instance.as_ref())
-        .bind(lease.until.0)
         .bind(now.0)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.writer)

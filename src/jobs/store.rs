@@ -10,11 +10,12 @@ use async_trait::async_trait;
 
 use super::{Job, JobId, Micros, Outcome};
 
-/// A claim on running jobs by one process until a point in time.
+/// One process's claim to be alive until a point in time.
 ///
-/// A process renews its lease while it lives; when it dies the lease expires and another
-/// process (or the same one, restarted) resumes the job. This is what makes jobs survive
-/// crashes without ever being run by two processes at once.
+/// Every job a process drives names it as owner. The process renews its lease (one heartbeat,
+/// whatever the number of jobs); when it dies the lease expires and another process (or the
+/// same one, restarted) claims and resumes its jobs. This is what makes jobs survive crashes
+/// without ever being run by two live processes at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub instance: Arc<str>,
@@ -34,14 +35,18 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("job store migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("job store is closed")]
+    Closed,
+    #[error("job store unavailable: {0}")]
+    Unavailable(String),
     #[error("job store holds a corrupt row for job {id}: {reason}")]
     Corrupt { id: String, reason: String },
 }
 
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug + 'static {
-    /// Persists a new `working` job claimed by `lease`. Visible to `get` once this returns.
-    async fn insert(&self, job: &Job, lease: &Lease) -> Result<(), StoreError>;
+    /// Persists a new `working` job owned by `instance`. Visible to `get` once this returns.
+    async fn insert(&self, job: &Job, instance: &str) -> Result<(), StoreError>;
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
 
@@ -56,14 +61,15 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         now: Micros,
     ) -> Result<Option<Job>, StoreError>;
 
-    /// Extends the leases this instance holds on `ids` (the jobs it is driving) to `lease.until`.
-    async fn renew_leases(&self, lease: &Lease, ids: &[JobId]) -> Result<u64, StoreError>;
+    /// Records that `lease.instance` is alive until `lease.until` (creating or renewing it).
+    async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError>;
 
-    /// Lets other processes resume this instance's jobs at once (graceful shutdown).
-    async fn release_leases(&self, instance: &str) -> Result<u64, StoreError>;
+    /// Ends `instance`'s lease now, so its jobs can be resumed at once (graceful shutdown).
+    async fn release(&self, instance: &str) -> Result<(), StoreError>;
 
-    /// Claims up to `limit` `working` jobs whose lease expired before `now`.
-    async fn claim_expired(
+    /// Claims for `lease.instance` up to `limit` `working` jobs, oldest first, whose owner has
+    /// no lease alive at `now` (it died, shut down, or never heartbeat).
+    async fn claim_orphans(
         &self,
         lease: &Lease,
         now: Micros,

@@ -6,6 +6,7 @@
 
 pub mod convert;
 mod progress;
+mod prompts;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -13,17 +14,24 @@ use std::sync::Arc;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     model::{
-        CacheScope, CallToolRequestParams, CallToolResponse, Implementation,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+        CacheScope, CallToolRequestParams, CallToolResponse, GetPromptRequestParams,
+        GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+        ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+        ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+        SubscriptionFilter, Tool, UnsubscribeRequestParams,
     },
     service::{RequestContext, SubscriptionContext},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::tools::{Caller, JobView, Links, ProgressSink, Services, ToolCall, ToolRegistry};
+use crate::{
+    jobs::Job,
+    tools::{Caller, JobView, Links, ProgressSink, Services, ToolCall, ToolRegistry},
+};
 pub use subscriptions::Subscriptions;
+
+/// Job URIs one `subscriptions/listen` stream may watch; each costs a store read to open.
+const MAX_LISTEN_URIS: usize = 256;
 
 const INSTRUCTIONS: &str = "Slow tools such as generate_image answer at once with a job and \
 finish in the background; the result arrives on its own. Never call a tool again while its job \
@@ -87,10 +95,28 @@ fn session_key(ctx: &RequestContext<RoleServer>) -> String {
         .map_or_else(|| "stdio".to_owned(), |id| format!("session:{id}"))
 }
 
+impl OffstageServer {
+    /// The caller's job behind a job resource URI. Anything else — another scheme, a malformed
+    /// id, a missing job or someone else's — is the same "resource not found".
+    async fn owned_job(&self, caller: &Caller, uri: &str) -> Result<Job, McpError> {
+        let not_found = || {
+            McpError::resource_not_found(
+                format!(
+                    "no such resource `{uri}`; job resources look like offstage://jobs/<job_id>"
+                ),
+                None,
+            )
+        };
+        let id = Links::parse_resource_uri(uri).ok_or_else(not_found)?;
+        self.state.services.job_for(caller, id.as_str()).await.map_err(|_| not_found())
+    }
+}
+
 impl ServerHandler for OffstageServer {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
+            .enable_prompts()
             .enable_resources()
             .enable_resources_subscribe()
             .build();
@@ -137,6 +163,29 @@ impl ServerHandler for OffstageServer {
         Ok(convert::call_result(result, &request.name).into())
     }
 
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(prompts::list())
+            .with_ttl_ms(convert::TOOLS_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        prompts::get(&request.name).map(Into::into).ok_or_else(|| {
+            McpError::invalid_params(
+                format!("unknown prompt `{}`; this server has: {}", request.name, prompts::NAME),
+                None,
+            )
+        })
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -164,19 +213,7 @@ impl ServerHandler for OffstageServer {
         request: ReadResourceRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let caller = caller(&ctx)?;
-        let not_found = || {
-            McpError::resource_not_found(
-                format!(
-                    "no such resource `{}`; job resources look like offstage://jobs/<job_id>",
-                    request.uri
-                ),
-                None,
-            )
-        };
-        let id = Links::parse_resource_uri(&request.uri).ok_or_else(not_found)?;
-        let job =
-            self.state.services.job_for(&caller, id.as_str()).await.map_err(|_| not_found())?;
+        let job = self.owned_job(&caller(&ctx)?, &request.uri).await?;
         let view = JobView::of(&job, &self.state.services.links);
         Ok(convert::job_resource(&request.uri, &view).into())
     }
@@ -186,16 +223,11 @@ impl ServerHandler for OffstageServer {
         request: SubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        let caller = caller(&ctx)?;
-        let not_found =
-            || McpError::resource_not_found(format!("no such job `{}`", request.uri), None);
-        let id = Links::parse_resource_uri(&request.uri).ok_or_else(not_found)?;
-        let job =
-            self.state.services.job_for(&caller, id.as_str()).await.map_err(|_| not_found())?;
-        self.state.subscriptions.add_session(id.clone(), &session_key(&ctx), ctx.peer.clone());
+        let job = self.owned_job(&caller(&ctx)?, &request.uri).await?;
+        self.state.subscriptions.add_session(job.id.clone(), &session_key(&ctx), ctx.peer.clone());
         // A job that ended before the subscription would otherwise never be announced.
         if job.status.is_terminal() {
-            Subscriptions::notify_one_session(ctx.peer.clone(), &id);
+            Subscriptions::notify_one_session(ctx.peer.clone(), &job.id);
         }
         Ok(())
     }
@@ -218,7 +250,11 @@ impl ServerHandler for OffstageServer {
         // Only job resources can change; ownership is checked per URI once the stream opens.
         let mut accepted = SubscriptionFilter::new();
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
-            uris.iter().filter(|uri| Links::parse_resource_uri(uri).is_some()).cloned().collect()
+            uris.iter()
+                .filter(|uri| Links::parse_resource_uri(uri).is_some())
+                .take(MAX_LISTEN_URIS)
+                .cloned()
+                .collect()
         });
         Some(accepted)
     }
@@ -229,14 +265,13 @@ impl ServerHandler for OffstageServer {
         let uris = ctx.accepted().resource_subscriptions.clone().unwrap_or_default();
         let mut watched = Vec::new();
         for uri in &uris {
-            let Some(id) = Links::parse_resource_uri(uri) else { continue };
             // Someone else's job is silently not watched, exactly like a missing one.
-            let Ok(job) = self.state.services.job_for(&caller, id.as_str()).await else { continue };
-            self.state.subscriptions.add_listen(id.clone(), &key, ctx.sink().clone());
+            let Ok(job) = self.owned_job(&caller, uri).await else { continue };
+            self.state.subscriptions.add_listen(job.id.clone(), &key, ctx.sink().clone());
             if job.status.is_terminal() {
-                Subscriptions::notify_one_listen(ctx.sink().clone(), &id);
+                Subscriptions::notify_one_listen(ctx.sink().clone(), &job.id);
             }
-            watched.push(id);
+            watched.push(job.id);
         }
         tokio::select! {
             () = ctx.cancelled() => {}

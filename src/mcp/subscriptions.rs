@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    jobs::{Job, JobId, runner::JobRunner},
+    jobs::{Job, JobId, events::JobChange, runner::JobRunner},
     tools::Links,
 };
 
@@ -123,7 +123,12 @@ impl Subscriptions {
                     event = events.recv() => event,
                 };
                 match event {
-                    Ok(job) => subscriptions.notify(&job),
+                    // A job cannot change for its subscribers before it exists; only its end
+                    // is news. (Creation events can reach us after a fast subscriber registered.)
+                    Ok(event) if event.change == JobChange::Ended => {
+                        subscriptions.notify(&event.job)
+                    }
+                    Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "notifier fell behind; re-reading watched jobs");
                         subscriptions.resync(&runner).await;

@@ -96,6 +96,7 @@ mod tests {
     struct Example {
         /// What to draw.
         prompt: String,
+        /// Square if omitted.
         size: Option<ImageSize>,
         #[schemars(range(max = 20000))]
         wait_ms: Option<u64>,
@@ -110,7 +111,11 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "prompt": {"type": "string", "description": "What to draw."},
-                    "size": {"type": "string", "enum": ["square", "portrait", "landscape"]},
+                    "size": {
+                        "type": "string",
+                        "enum": ["square", "portrait", "landscape"],
+                        "description": "Square if omitted."
+                    },
                     "wait_ms": {"type": "integer", "minimum": 0, "maximum": 20000}
                 },
                 "required": ["prompt"],

@@ -1,1 +1,606 @@
-//! SQLite store tests (to be written).
+//! Tests of the SQLite job store: field round trips, the compare-and-set state changes, job
+//! ownership and instance heartbeats (heartbeat, release, orphan claims), retention purges,
+//! durability, group commit and concurrent writers.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+
+/// A day in microseconds: instance rows this much older than a new heartbeat are deleted.
+const DAY: i64 = 24 * 3600 * 1_000_000;
+
+/// A store in a fresh directory; the directory lives as long as the returned guard.
+async fn open() -> (TempDir, SqliteJobStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteJobStore::open(&dir.path().join("offstage.db")).await.expect("open store");
+    (dir, store)
+}
+
+fn lease(instance: &str, until: i64) -> Lease {
+    Lease { instance: Arc::from(instance), until: Micros(until) }
+}
+
+/// A new `working` job as the runner would insert it, created at `created_at`.
+fn job(tool: &str, created_at: i64) -> Job {
+    Job {
+        id: JobId::generate(),
+        tool: tool.to_owned(),
+        owner: "owner-a".to_owned(),
+        input: json!({ "prompt": "a fox", "n": 1 }),
+        status: JobStatus::Working,
+        output: None,
+        error: None,
+        attempts: 0,
+        eta_ms: 1_000,
+        created_at: Micros(created_at),
+        updated_at: Micros(created_at),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// Inserts a job owned by `instance`.
+async fn insert(store: &SqliteJobStore, tool: &str, created_at: i64, instance: &str) -> Job {
+    let job = job(tool, created_at);
+    store.insert(&job, instance).await.expect("insert");
+    job
+}
+
+fn error(code: &str) -> JobError {
+    JobError { code: code.to_owned(), message: format!("{code} happened.") }
+}
+
+/// The job's `lease_owner`, which the trait never returns: read straight from the table.
+async fn lease_owner(store: &SqliteJobStore, id: &JobId) -> Option<String> {
+    sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_one(&store.reader)
+        .await
+        .expect("lease owner")
+}
+
+/// Every `(id, alive_until)` row of `instances`, sorted by id.
+async fn instances(store: &SqliteJobStore) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT id, alive_until FROM instances ORDER BY id")
+        .fetch_all(&store.reader)
+        .await
+        .expect("instances")
+}
+
+/// Sets a working job's owner to NULL, which no trait method does but a hand-edited or
+/// future-migrated database may hold.
+async fn clear_owner(store: &SqliteJobStore, id: &JobId) {
+    sqlx::query("UPDATE jobs SET lease_owner = NULL WHERE id = ?")
+        .bind(id.as_str())
+        .execute(&store.writer)
+        .await
+        .expect("clear owner");
+}
+
+async fn row_count(store: &SqliteJobStore) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&store.reader).await.expect("count")
+}
+
+fn ids(jobs: &[Job]) -> Vec<JobId> {
+    let mut ids: Vec<JobId> = jobs.iter().map(|job| job.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<JobId>) -> Vec<JobId> {
+    ids.sort();
+    ids
+}
+
+fn owned(instance: &str) -> Option<String> {
+    Some(instance.to_owned())
+}
+
+#[tokio::test]
+async fn insert_then_get_round_trips_every_field() {
+    let (_dir, store) = open().await;
+    // Every column gets a distinctive value, including JSON that text storage could mangle
+    // (unicode, nesting, a float, null) and a recovered job's non-zero attempt count.
+    let job = Job {
+        id: JobId::generate(),
+        tool: "generate_image".to_owned(),
+        owner: "sha256:owner-7f3a".to_owned(),
+        input: json!({
+            "prompt": "un renard « roux » 🦊",
+            "size": { "w": 1024, "h": 768 },
+            "ratio": 0.5,
+            "tags": ["a", null, true],
+        }),
+        status: JobStatus::Working,
+        output: None,
+        error: None,
+        attempts: 2,
+        eta_ms: 25_400,
+        created_at: Micros(1_700_000_000_123_456),
+        updated_at: Micros(1_700_000_000_123_457),
+        started_at: None,
+        finished_at: None,
+    };
+    store.insert(&job, "instance-a").await.unwrap();
+
+    assert_eq!(store.get(&job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(lease_owner(&store, &job.id).await, owned("instance-a"));
+    // Inserting names the owner; only a heartbeat says that the owner is alive.
+    assert_eq!(instances(&store).await, []);
+    assert_eq!(store.get(&JobId::generate()).await.unwrap(), None, "unknown ids are absent");
+
+    // The output only exists once finished; it must come back exactly as given too.
+    let output =
+        json!({ "image": { "width": 1024, "format": "png" }, "bytes": 12_345, "note": "✓" });
+    let finished_at = Micros(1_700_000_009_000_000);
+    let ended = store
+        .finish(&job.id, &Outcome::Completed(output.clone()), finished_at)
+        .await
+        .unwrap()
+        .expect("a working job finishes");
+    let expected = Job {
+        status: JobStatus::Completed,
+        output: Some(output),
+        updated_at: finished_at,
+        finished_at: Some(finished_at),
+        ..job.clone()
+    };
+    assert_eq!(ended, expected);
+    assert_eq!(store.get(&job.id).await.unwrap(), Some(expected));
+}
+
+#[tokio::test]
+async fn failed_and_cancelled_outcomes_keep_their_error() {
+    let (_dir, store) = open().await;
+    for (outcome, expected) in [
+        (Outcome::Failed(error("provider_down")), error("provider_down")),
+        (Outcome::Cancelled(error("cancelled")), error("cancelled")),
+    ] {
+        let job = insert(&store, "t", 10, "a").await;
+        let ended = store.finish(&job.id, &outcome, Micros(50)).await.unwrap().unwrap();
+        assert_eq!(ended.status, outcome.status());
+        assert_eq!(ended.error, Some(expected));
+        assert_eq!(ended.output, None);
+        assert_eq!(store.get(&job.id).await.unwrap(), Some(ended));
+    }
+}
+
+#[tokio::test]
+async fn start_attempt_counts_attempts_and_stamps_only_the_first_start() {
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 10, "a").await;
+
+    let first = store.start_attempt(&job.id, Micros(20)).await.unwrap().unwrap();
+    assert_eq!(
+        (first.attempts, first.started_at, first.updated_at),
+        (1, Some(Micros(20)), Micros(20))
+    );
+
+    // A retry counts, moves `updated_at`, but the job started when it first started.
+    let second = store.start_attempt(&job.id, Micros(30)).await.unwrap().unwrap();
+    assert_eq!(
+        (second.attempts, second.started_at, second.updated_at),
+        (2, Some(Micros(20)), Micros(30))
+    );
+    assert_eq!(store.get(&job.id).await.unwrap(), Some(second));
+    assert_eq!(lease_owner(&store, &job.id).await, owned("a"), "attempts keep the owner");
+
+    // Once ended, no attempt may start: the runner reads `None` as "stop".
+    store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(40)).await.unwrap();
+    assert_eq!(store.start_attempt(&job.id, Micros(50)).await.unwrap(), None);
+    let ended = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!((ended.attempts, ended.updated_at), (2, Micros(40)), "an ended job is untouched");
+
+    assert_eq!(store.start_attempt(&JobId::generate(), Micros(60)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn finish_is_compare_and_set_completion_then_cancel() {
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 10, "a").await;
+    let output = json!({ "ok": true });
+
+    let completed =
+        store.finish(&job.id, &Outcome::Completed(output.clone()), Micros(20)).await.unwrap();
+    assert_eq!(completed.as_ref().map(|job| job.status), Some(JobStatus::Completed));
+
+    // The cancel lost the race: it must report so and change nothing.
+    let cancel = store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(30)).await;
+    assert_eq!(cancel.unwrap(), None);
+    let stored = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored, completed.unwrap());
+    assert_eq!((stored.output, stored.error), (Some(output), None));
+    assert_eq!(stored.finished_at, Some(Micros(20)));
+}
+
+#[tokio::test]
+async fn finish_is_compare_and_set_cancel_then_completion() {
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 10, "a").await;
+
+    let cancelled =
+        store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(20)).await.unwrap();
+    assert_eq!(cancelled.as_ref().map(|job| job.status), Some(JobStatus::Cancelled));
+
+    // A handler finishing after the cancel must not resurrect the job as completed.
+    let late = store.finish(&job.id, &Outcome::Completed(json!({ "late": 1 })), Micros(30)).await;
+    assert_eq!(late.unwrap(), None);
+    let late = store.finish(&job.id, &Outcome::Failed(error("late")), Micros(31)).await;
+    assert_eq!(late.unwrap(), None);
+    let stored = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored, cancelled.unwrap());
+    assert_eq!(stored.output, None);
+    assert_eq!(stored.error, Some(error("cancelled")));
+    assert_eq!(
+        store.finish(&JobId::generate(), &Outcome::Failed(error("x")), Micros(1)).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn ended_jobs_lose_their_owner_and_are_never_claimed() {
+    let (_dir, store) = open().await;
+    for outcome in [
+        Outcome::Completed(json!(1)),
+        Outcome::Failed(error("x")),
+        Outcome::Cancelled(error("cancelled")),
+    ] {
+        let job = insert(&store, "t", 10, "a").await;
+        store.finish(&job.id, &outcome, Micros(20)).await.unwrap().unwrap();
+        assert_eq!(lease_owner(&store, &job.id).await, None, "{:?}", outcome.status());
+    }
+
+    // "a" never heartbeat, so its working jobs would be orphans: ended ones never are.
+    let claimed = store.claim_orphans(&lease("b", i64::MAX), Micros(i64::MAX - 1), 10).await;
+    assert_eq!(claimed.unwrap(), vec![], "an ended job is never resumed");
+}
+
+#[tokio::test]
+async fn heartbeat_creates_then_renews_one_row_per_instance() {
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 1, "a").await;
+
+    store.heartbeat(&lease("a", 1_000)).await.unwrap();
+    assert_eq!(instances(&store).await, [("a".to_owned(), 1_000)]);
+
+    // Renewing moves the same row, however often: one row per process, not per heartbeat.
+    store.heartbeat(&lease("a", 2_000)).await.unwrap();
+    store.heartbeat(&lease("a", 3_000)).await.unwrap();
+    assert_eq!(instances(&store).await, [("a".to_owned(), 3_000)]);
+
+    store.heartbeat(&lease("b", 2_500)).await.unwrap();
+    store.heartbeat(&lease("a", 4_000)).await.unwrap();
+    assert_eq!(instances(&store).await, [("a".to_owned(), 4_000), ("b".to_owned(), 2_500)]);
+
+    // Heartbeats never touch jobs: what a process owns changes only by insert, claim or end.
+    assert_eq!(lease_owner(&store, &job.id).await, owned("a"));
+    assert_eq!(store.get(&job.id).await.unwrap(), Some(job));
+}
+
+#[tokio::test]
+async fn a_heartbeat_deletes_instances_stale_for_more_than_a_day() {
+    let (_dir, store) = open().await;
+    let now = 10 * DAY;
+    // Each heartbeat deletes rows more than a day older than itself: the released row
+    // (alive until 0) goes at once, the others wait for the heartbeat of `me`.
+    store.heartbeat(&lease("released", now)).await.unwrap();
+    store.release("released").await.unwrap();
+    store.heartbeat(&lease("stale", now - DAY - 1)).await.unwrap();
+    store.heartbeat(&lease("a-day-old", now - DAY)).await.unwrap();
+    store.heartbeat(&lease("recent", now - 1)).await.unwrap();
+    let stale_job = insert(&store, "t", 1, "stale").await;
+
+    store.heartbeat(&lease("me", now)).await.unwrap();
+    assert_eq!(
+        instances(&store).await,
+        [
+            ("a-day-old".to_owned(), now - DAY),
+            ("me".to_owned(), now),
+            ("recent".to_owned(), now - 1)
+        ],
+        "rows more than a day older than the heartbeat are gone, exactly a day old is kept"
+    );
+
+    // The dead process's job is not lost with its row: it is an orphan like any other.
+    assert_eq!(lease_owner(&store, &stale_job.id).await, owned("stale"));
+    let claimed = store.claim_orphans(&lease("me", now), Micros(now), 10).await.unwrap();
+    assert_eq!(claimed, vec![stale_job]);
+}
+
+#[tokio::test]
+async fn claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive() {
+    let (_dir, store) = open().await;
+    let now = 1_000;
+    store.heartbeat(&lease("dead", now - 1)).await.unwrap();
+    store.heartbeat(&lease("alive", 5_000)).await.unwrap();
+    // Alive until exactly `now` still counts as alive: only `alive_until < now` is orphaned.
+    store.heartbeat(&lease("edge", now)).await.unwrap();
+    // The claimer heartbeats first, as the runner does, so its claims are not orphans again.
+    store.heartbeat(&lease("rescuer", 9_000)).await.unwrap();
+
+    // Created out of order so that the claim order (oldest first) is visible.
+    let dead_new = insert(&store, "t", 30, "dead").await;
+    let dead_old = insert(&store, "t", 10, "dead").await;
+    let unknown_owner = insert(&store, "t", 20, "never-heartbeat").await;
+    let no_owner = insert(&store, "t", 25, "cleared").await;
+    clear_owner(&store, &no_owner.id).await;
+    let live = insert(&store, "t", 5, "alive").await;
+    let at_the_limit = insert(&store, "t", 6, "edge").await;
+    let ended = insert(&store, "t", 1, "dead").await;
+    store.finish(&ended.id, &Outcome::Failed(error("x")), Micros(200)).await.unwrap().unwrap();
+
+    let rescuer = lease("rescuer", 9_000);
+    let first = store.claim_orphans(&rescuer, Micros(now), 1).await.unwrap();
+    assert_eq!(first, vec![dead_old.clone()], "limit 1 takes the oldest job, whole");
+
+    let next = store.claim_orphans(&rescuer, Micros(now), 2).await.unwrap();
+    assert_eq!(
+        ids(&next),
+        sorted(vec![unknown_owner.id.clone(), no_owner.id.clone()]),
+        "an owner without a row, or no owner at all, is as dead as an expired one"
+    );
+    let rest = store.claim_orphans(&rescuer, Micros(now), 10).await.unwrap();
+    assert_eq!(ids(&rest), vec![dead_new.id.clone()]);
+
+    for id in [&dead_old.id, &unknown_owner.id, &no_owner.id, &dead_new.id] {
+        assert_eq!(lease_owner(&store, id).await, owned("rescuer"));
+    }
+    // Neither a live owner (nor one alive until exactly now) nor an ended job was touched.
+    assert_eq!(lease_owner(&store, &live.id).await, owned("alive"));
+    assert_eq!(lease_owner(&store, &at_the_limit.id).await, owned("edge"));
+    assert_eq!(lease_owner(&store, &ended.id).await, None);
+    assert_eq!(store.get(&ended.id).await.unwrap().unwrap().status, JobStatus::Failed);
+    // Claiming changes ownership only: no instance row is created, moved or deleted.
+    assert_eq!(
+        instances(&store).await,
+        [
+            ("alive".to_owned(), 5_000),
+            ("dead".to_owned(), now - 1),
+            ("edge".to_owned(), now),
+            ("rescuer".to_owned(), 9_000),
+        ]
+    );
+
+    // The new owner is alive, so nothing is left to claim now...
+    assert_eq!(store.claim_orphans(&lease("other", 9_500), Micros(now), 10).await.unwrap(), vec![]);
+    // ...and a microsecond later the instance that was alive until `now` has died.
+    let later = store.claim_orphans(&lease("other", 9_500), Micros(now + 1), 10).await.unwrap();
+    assert_eq!(later, vec![at_the_limit.clone()]);
+    assert_eq!(lease_owner(&store, &at_the_limit.id).await, owned("other"));
+    assert_eq!(lease_owner(&store, &live.id).await, owned("alive"));
+}
+
+#[tokio::test]
+async fn claim_orphans_does_not_heartbeat_for_the_claimer() {
+    // Why the runner heartbeats before it claims: a claimer without a live row owns orphans.
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 1, "dead").await;
+
+    let claimed = store.claim_orphans(&lease("careless", 9_000), Micros(100), 10).await.unwrap();
+    assert_eq!(claimed, vec![job.clone()]);
+    assert_eq!(lease_owner(&store, &job.id).await, owned("careless"));
+    assert_eq!(instances(&store).await, [], "the lease's `until` is not recorded");
+
+    let again = store.claim_orphans(&lease("next", 9_000), Micros(100), 10).await.unwrap();
+    assert_eq!(again, vec![job.clone()]);
+    assert_eq!(lease_owner(&store, &job.id).await, owned("next"));
+}
+
+#[tokio::test]
+async fn claim_orphans_never_takes_the_claimers_own_jobs() {
+    // A process whose heartbeat lapsed is still running its jobs; claiming them back would run
+    // them twice. Other processes may take them; it may not.
+    let (_dir, store) = open().await;
+    store.heartbeat(&lease("me", 50)).await.unwrap();
+    let job = insert(&store, "t", 1, "me").await;
+    assert_eq!(store.claim_orphans(&lease("me", 9_000), Micros(100), 10).await.unwrap(), vec![]);
+    assert_eq!(lease_owner(&store, &job.id).await, owned("me"));
+    let taken = store.claim_orphans(&lease("other", 9_000), Micros(100), 10).await.unwrap();
+    assert_eq!(ids(&taken), vec![job.id.clone()]);
+}
+
+#[tokio::test]
+async fn release_makes_a_live_instances_jobs_claimable_at_once() {
+    let (_dir, store) = open().await;
+    let now = Micros::now();
+    let far = now.plus(std::time::Duration::from_secs(3600)).0;
+    store.heartbeat(&lease("me", far)).await.unwrap();
+    store.heartbeat(&lease("them", far)).await.unwrap();
+    store.heartbeat(&lease("next", far)).await.unwrap();
+    let mine = insert(&store, "t", 1, "me").await;
+    let mine_ended = insert(&store, "t", 2, "me").await;
+    store.finish(&mine_ended.id, &Outcome::Completed(json!(1)), Micros(10)).await.unwrap();
+    let theirs = insert(&store, "t", 3, "them").await;
+    assert_eq!(store.claim_orphans(&lease("next", far), now, 10).await.unwrap(), vec![]);
+
+    store.release("me").await.unwrap();
+    assert_eq!(
+        instances(&store).await,
+        [("me".to_owned(), 0), ("next".to_owned(), far), ("them".to_owned(), far)]
+    );
+    // Releasing an instance that never heartbeat is harmless and records nothing.
+    store.release("stranger").await.unwrap();
+    assert_eq!(instances(&store).await.len(), 3);
+
+    let claimed = store.claim_orphans(&lease("next", far), now, 10).await.unwrap();
+    assert_eq!(claimed, vec![mine.clone()]);
+    assert_eq!(lease_owner(&store, &mine.id).await, owned("next"));
+    assert_eq!(lease_owner(&store, &theirs.id).await, owned("them"));
+    assert_eq!(store.get(&mine_ended.id).await.unwrap().unwrap().status, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn purge_deletes_only_jobs_that_ended_before_the_cutoff() {
+    let (_dir, store) = open().await;
+    let mut old = Vec::new();
+    for (tool, outcome, finished) in [
+        ("a", Outcome::Completed(json!(1)), 100),
+        ("b", Outcome::Failed(error("x")), 200),
+        ("c", Outcome::Cancelled(error("cancelled")), 300),
+    ] {
+        let job = insert(&store, tool, 1, "i").await;
+        store.finish(&job.id, &outcome, Micros(finished)).await.unwrap().unwrap();
+        old.push((job.id, tool.to_owned()));
+    }
+    let recent = insert(&store, "d", 1, "i").await;
+    store.finish(&recent.id, &Outcome::Completed(json!(2)), Micros(1_000)).await.unwrap();
+    let at_cutoff = insert(&store, "e", 1, "i").await;
+    store.finish(&at_cutoff.id, &Outcome::Completed(json!(3)), Micros(500)).await.unwrap();
+    // A working job is never purged, however old, even with an owner that is not alive.
+    let working = insert(&store, "f", 0, "i").await;
+
+    let first = store.purge_finished_before(Micros(500), 2).await.unwrap();
+    assert_eq!(first.len(), 2, "the limit bounds one purge");
+    let rest = store.purge_finished_before(Micros(500), 10).await.unwrap();
+    let mut purged: Vec<(JobId, String)> =
+        first.into_iter().chain(rest).map(|job| (job.id, job.tool)).collect();
+    purged.sort();
+    old.sort();
+    assert_eq!(purged, old, "every old ended job, with its tool");
+
+    for (id, _) in &old {
+        assert_eq!(store.get(id).await.unwrap(), None);
+    }
+    for kept in [&recent, &at_cutoff, &working] {
+        assert!(store.get(&kept.id).await.unwrap().is_some(), "{} was kept", kept.tool);
+    }
+    assert_eq!(store.purge_finished_before(Micros(500), 10).await.unwrap(), vec![]);
+    assert_eq!(row_count(&store).await, 3);
+}
+
+#[tokio::test]
+async fn jobs_survive_closing_and_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offstage.db");
+    let store = SqliteJobStore::open(&path).await.unwrap();
+    store.heartbeat(&lease("before-restart", 2_000)).await.unwrap();
+    let working = insert(&store, "t", 1, "before-restart").await;
+    let started = store.start_attempt(&working.id, Micros(5)).await.unwrap().unwrap();
+    let done = insert(&store, "t", 2, "before-restart").await;
+    let done =
+        store.finish(&done.id, &Outcome::Completed(json!({ "kept": true })), Micros(9)).await;
+    let done = done.unwrap().unwrap();
+    store.close().await;
+
+    // Reopening runs the migrations again over the existing schema, which must be a no-op.
+    let reopened = SqliteJobStore::open(&path).await.unwrap();
+    assert_eq!(reopened.get(&working.id).await.unwrap(), Some(started.clone()));
+    assert_eq!(reopened.get(&done.id).await.unwrap(), Some(done));
+    // The owner and its heartbeat persisted too, which is what lets the next process tell
+    // when to resume the job: not while the old one may still be alive, at once after.
+    assert_eq!(lease_owner(&reopened, &working.id).await, owned("before-restart"));
+    assert_eq!(instances(&reopened).await, [("before-restart".to_owned(), 2_000)]);
+    reopened.heartbeat(&lease("after", 9_000)).await.unwrap();
+    assert_eq!(
+        reopened.claim_orphans(&lease("after", 9_000), Micros(2_000), 10).await.unwrap(),
+        vec![]
+    );
+    let resumed = reopened.claim_orphans(&lease("after", 9_000), Micros(2_001), 10).await.unwrap();
+    assert_eq!(resumed, vec![started]);
+    assert_eq!(lease_owner(&reopened, &working.id).await, owned("after"));
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn committed_writes_are_visible_to_another_store_on_the_same_file() {
+    // What a second process sees: a write that returned is on disk, no close needed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offstage.db");
+    let first = SqliteJobStore::open(&path).await.unwrap();
+    let job = insert(&first, "t", 1, "one").await;
+    let second = SqliteJobStore::open(&path).await.unwrap();
+    assert_eq!(second.get(&job.id).await.unwrap(), Some(job.clone()));
+    // A heartbeat is seen by the other process's claim, and so is a release.
+    first.heartbeat(&lease("one", 1_000)).await.unwrap();
+    assert_eq!(second.claim_orphans(&lease("two", 9_000), Micros(500), 10).await.unwrap(), vec![]);
+    first.release("one").await.unwrap();
+    let claimed = second.claim_orphans(&lease("two", 9_000), Micros(500), 10).await.unwrap();
+    assert_eq!(claimed, vec![job.clone()]);
+    assert_eq!(lease_owner(&first, &job.id).await, owned("two"));
+
+    let ended = second.finish(&job.id, &Outcome::Completed(json!(1)), Micros(3)).await.unwrap();
+    assert_eq!(first.get(&job.id).await.unwrap(), ended);
+    // The compare-and-set holds across connections as well.
+    assert_eq!(first.finish(&job.id, &Outcome::Failed(error("x")), Micros(4)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_reported_not_misread() {
+    let (_dir, store) = open().await;
+    let job = insert(&store, "t", 1, "i").await;
+    sqlx::query("UPDATE jobs SET input = '{not json' WHERE id = ?")
+        .bind(job.id.as_str())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+    match store.get(&job.id).await {
+        Err(StoreError::Corrupt { id, reason }) => {
+            assert_eq!(id, job.id.as_str());
+            assert!(reason.starts_with("input"), "{reason}");
+        }
+        other => panic!("expected a corrupt-row error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_all_succeed() {
+    // Concurrent inserts are queued and written together; each caller still gets its answer,
+    // and each row keeps its own values (here its owner) inside a multi-row statement.
+    let (_dir, store) = open().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let job = job("t", n);
+            let instance = format!("i{}", n % 4);
+            store.insert(&job, &instance).await.map(|()| (job, instance))
+        });
+    }
+    let mut inserted = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        inserted.push(result.expect("task").expect("insert"));
+    }
+    assert_eq!(inserted.len(), 200);
+    assert_eq!(row_count(&store).await, 200);
+    for (job, instance) in &inserted {
+        assert_eq!(store.get(&job.id).await.unwrap().as_ref(), Some(job));
+        assert_eq!(lease_owner(&store, &job.id).await.as_ref(), Some(instance));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_insert_fails_alone() {
+    // Inserts may be written together; a row the database refuses (here a duplicate id) must
+    // fail only its own caller, whatever else was queued with it.
+    let (_dir, store) = open().await;
+    let existing = insert(&store, "t", 0, "i").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=50 {
+        let store = store.clone();
+        let (job, instance) = if n == 25 {
+            (Job { tool: "dup".to_owned(), ..existing.clone() }, "intruder")
+        } else {
+            (job("t", n), "i")
+        };
+        tasks.spawn(async move { (job.tool.clone(), store.insert(&job, instance).await) });
+    }
+    let mut failed = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (tool, inserted) = result.expect("task");
+        if let Err(error) = inserted {
+            assert!(matches!(error, StoreError::Database(_)), "{error:?}");
+            failed.push(tool);
+        }
+    }
+    assert_eq!(failed, ["dup"], "only the duplicate fails");
+    assert_eq!(row_count(&store).await, 50);
+    assert_eq!(
+        store.get(&existing.id).await.unwrap(),
+        Some(existing.clone()),
+        "the original is intact"
+    );
+    assert_eq!(lease_owner(&store, &existing.id).await, owned("i"), "and keeps its owner");
+}

@@ -46,7 +46,6 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    links: Links,
     core: Core,
     http: JoinHandle<io::Result<()>>,
 }
@@ -74,7 +73,7 @@ impl Server {
             .local_addr()
             .map_err(|source| StartError::Io { what: "the listener", source })?;
         let links = Links::new(public_base(&config, local_addr));
-        let core = Core::build(&config, links.clone()).await?;
+        let core = Core::build(&config, links).await?;
         let app = crate::http::router(core.mcp.clone(), &config.security, &core.shutdown);
         // rmcp writes a reply in several small pieces; without TCP_NODELAY, Nagle's algorithm
         // holds the last one for the peer's delayed ACK and every call takes ~40 ms.
@@ -93,16 +92,11 @@ impl Server {
             provider = config.provider.as_str(),
             "offstage is serving"
         );
-        Ok(Server { local_addr, links, core, http })
+        Ok(Server { local_addr, core, http })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The base our absolute URLs start with (`public_url`, or the bound address).
-    pub fn base_url(&self) -> &Url {
-        self.links.base()
     }
 
     pub fn mcp_url(&self) -> String {

@@ -72,11 +72,6 @@ impl Subscriptions {
         }
     }
 
-    /// Number of jobs with at least one subscriber (for tests and diagnostics).
-    pub fn watched_jobs(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Tells every subscriber of `job` that its resource changed.
     pub fn notify(&self, job: &Job) {
         let targets: Vec<Target> = {

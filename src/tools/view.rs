@@ -26,14 +26,6 @@ impl Links {
         Links { base }
     }
 
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
-    pub fn job_url(&self, id: &JobId) -> String {
-        format!("{}v1/jobs/{id}", self.base)
-    }
-
     pub fn image_url(&self, id: &JobId) -> String {
         format!("{}v1/jobs/{id}/image", self.base)
     }

@@ -96,6 +96,9 @@ async fn every_legacy_protocol_version_is_served() {
         let tools = client.list_all_tools().await.unwrap();
         let names: Vec<_> = tools.iter().map(|tool| tool.name.to_string()).collect();
         assert_eq!(names, ["cancel_job", "generate_image", "job_status"]);
+        let templates = client.list_all_resource_templates().await.unwrap();
+        let uris: Vec<_> = templates.iter().map(|t| t.uri_template.as_str()).collect();
+        assert_eq!(uris, ["offstage://jobs/{job_id}"]);
         let result = call(&client, "generate_image", json!({"prompt": "a kite"})).await;
         assert_eq!(structured(&result)["status"], "working", "{version:?}");
         client.cancel().await.unwrap();

@@ -151,6 +151,16 @@ struct Run {
     elapsed: Duration,
 }
 
+/// Each call's arguments: a prompt made unique per call, so a legacy session (its own
+/// conversation) never hits duplicate-call detection and every call starts a real job.
+fn unique(args: &JsonObject, n: u64) -> JsonObject {
+    let mut args = args.clone();
+    if let Some(Value::String(prompt)) = args.get_mut("prompt") {
+        prompt.push_str(&format!(" #{n}"));
+    }
+    args
+}
+
 /// `concurrency` clients call `tool` in a loop for `seconds`; latencies in microseconds.
 async fn throughput(
     url: &str,
@@ -166,8 +176,8 @@ async fn throughput(
     }
     // Warm up connections and code paths.
     for client in &clients {
-        for _ in 0..20 {
-            call(client, tool, &args).await;
+        for n in 0..20 {
+            call(client, tool, &unique(&args, n)).await;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -179,7 +189,10 @@ async fn throughput(
         let tool = tool.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut n = 1_000;
             while Instant::now() < deadline {
+                let args = unique(&args, n);
+                n += 1;
                 let sent = Instant::now();
                 call(&client, &tool, &args).await;
                 histogram.record(sent.elapsed().as_micros() as u64).unwrap();
@@ -234,8 +247,8 @@ async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogr
             let (client, mut updates) = connect(&url, era).await;
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let args = arguments(json!({"prompt": "a benchmark"}));
-            for _ in 0..jobs / workers {
-                let job = call(&client, "generate_image", &args).await;
+            for n in 0..jobs / workers {
+                let job = call(&client, "generate_image", &unique(&args, n as u64)).await;
                 let uri = format!("offstage://jobs/{}", job["job_id"].as_str().unwrap());
                 let received = match era {
                     Era::Legacy => {

@@ -1,13 +1,15 @@
 //! Store benchmark: `cargo bench --bench store`. Insert latency and throughput of the embedded
 //! SQLite job store alone, with 1 and 16 concurrent writers — the part of a `generate_image`
-//! reply that must wait for a durable commit, and what group commit speeds up.
+//! reply that must wait for a durable commit (the job row and its creation event), and what
+//! group commit speeds up.
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::{sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
 use offstage::jobs::{
-    Job, JobId, JobStatus, Micros,
+    Job, JobContext, JobId, JobStatus, Micros,
+    events::{BareEvents, EventComposer, JobChange},
     sqlite::SqliteJobStore,
     store::{JobStore, Lease},
 };
@@ -30,6 +32,7 @@ fn job() -> Job {
         updated_at: now,
         started_at: None,
         finished_at: None,
+        context: JobContext::default(),
     }
 }
 
@@ -49,8 +52,10 @@ async fn main() {
                 let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
                 for _ in 0..INSERTS / writers {
                     let job = job();
+                    // Every insert writes its job's creation event in the same transaction.
+                    let event = BareEvents.compose(JobChange::Created, &job);
                     let sent = Instant::now();
-                    store.insert(&job, "bench").await.unwrap();
+                    store.insert(&job, "bench", None, event).await.unwrap();
                     histogram.record(sent.elapsed().as_micros() as u64).unwrap();
                 }
                 histogram

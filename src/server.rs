@@ -19,6 +19,7 @@ use crate::{
     },
     mcp::{McpState, OffstageServer, Subscriptions},
     providers::{self, ProviderBuildError},
+    push::{Composer, webhooks::Dispatcher},
     tools::{
         Links, Services, ToolRegistry,
         generate_image::{self, GenerateImageJob},
@@ -161,17 +162,29 @@ impl Core {
         let images = ImageFiles::open(&config.data_dir)
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
         let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
-        let runner = JobRunner::builder(job_store, config.jobs.clone())
+        let composer = Arc::new(Composer::new(links.clone(), &config.push));
+        let runner = JobRunner::builder(job_store.clone(), config.jobs.clone())
             .handler(
                 generate_image::NAME,
                 Arc::new(GenerateImageJob::new(provider.clone(), images.clone())),
             )
+            .composer(composer)
             .build();
-        let services = Arc::new(Services { runner: runner.clone(), links, provider, images });
+        let services = Arc::new(Services {
+            runner: runner.clone(),
+            links,
+            provider,
+            images,
+            push: config.push.clone(),
+        });
         let registry = ToolRegistry::builtin(&services);
         let shutdown = CancellationToken::new();
-        let subscriptions = Arc::new(Subscriptions::default());
+        let subscriptions =
+            Arc::new(Subscriptions::new(services.links.clone(), config.jobs.retention));
         subscriptions.spawn_notifier(&runner, shutdown.clone());
+        Dispatcher::new(&config.push, job_store)
+            .map_err(|error| StartError::HttpClient(error.to_string()))?
+            .spawn(runner.events(), shutdown.clone());
         let mcp = Arc::new(McpState::new(registry, services, subscriptions, shutdown.clone()));
         runner.start().await?;
         Ok(Core { store, runner, mcp, shutdown })

@@ -1,6 +1,7 @@
 //! Configuration: `offstage.toml`, then `OFFSTAGE_*` environment variables, then flags,
 //! validated once at start into a [`Config`] with clear errors. Nothing else reads `std::env`.
 
+mod push;
 mod raw;
 
 use std::{
@@ -10,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -28,6 +30,7 @@ pub struct Config {
     /// Never `Auto` after validation.
     pub provider: ProviderChoice,
     pub providers: ProvidersConfig,
+    pub push: PushConfig,
     /// `tracing` filter directive, e.g. `info` or `offstage=debug`.
     pub log: String,
 }
@@ -108,6 +111,41 @@ impl JobsConfig {
             lane.and_then(|l| l.concurrency).unwrap_or(self.concurrency),
             lane.and_then(|l| l.queue).unwrap_or(self.queue),
         )
+    }
+}
+
+/// When a finished result should reach the conversation, in the realtime APIs' own terms
+/// (Gemini Live `scheduling`; for OpenAI Realtime, whether and when to send `response.create`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryHint {
+    /// Cut in: the model should speak about it now.
+    Interrupt,
+    /// Tell the model, and let it speak once it is not already speaking.
+    #[default]
+    WhenIdle,
+    /// Add it to the context only; do not prompt the model to speak.
+    Silent,
+}
+
+impl DeliveryHint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryHint::Interrupt => "interrupt",
+            DeliveryHint::WhenIdle => "when_idle",
+            DeliveryHint::Silent => "silent",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<DeliveryHint> {
+        match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "interrupt" => Some(DeliveryHint::Interrupt),
+            "when_idle" => Some(DeliveryHint::WhenIdle),
+            "silent" => Some(DeliveryHint::Silent),
+            _ => None,
+        }
     }
 }
 
@@ -264,6 +302,7 @@ impl Config {
             jobs: JobsConfig::default(),
             provider: ProviderChoice::Sketch,
             providers: ProvidersConfig::default(),
+            push: PushConfig::default(),
             log: DEFAULT_LOG.to_owned(),
         }
     }

@@ -9,7 +9,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, SecurityConfig,
+    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, SecurityConfig,
     ensure_writable_dir, parse_http_url, parse_listen,
 };
 
@@ -67,6 +67,7 @@ pub struct RawConfig {
     pub log: String,
     pub jobs: JobsConfig,
     pub providers: ProvidersConfig,
+    pub push: PushConfig,
 }
 
 impl Default for RawConfig {
@@ -83,6 +84,7 @@ impl Default for RawConfig {
             log: DEFAULT_LOG.to_owned(),
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -153,6 +155,7 @@ impl RawConfig {
             None => None,
         };
         validate_jobs(&self.jobs)?;
+        self.push.validate(&self.tokens)?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 field: "max_body_bytes",
@@ -177,6 +180,7 @@ impl RawConfig {
             jobs: self.jobs,
             provider,
             providers: self.providers,
+            push: self.push,
             log: self.log,
         })
     }

@@ -436,3 +436,107 @@ fn urls_must_be_absolute_http() {
         Ok(())
     });
 }
+
+#[test]
+fn push_settings_are_read_and_webhooks_validated() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        jail.create_file(
+            "offstage.toml",
+            &format!(
+                "tokens = [\"alpha\"]\n[push]\ndelivery = \"silent\"\ndedupe_window = \"90s\"\n\
+                 [push.tools]\ngenerate_image = \"interrupt\"\n\
+                 [[push.webhooks]]\nurl = \"https://hooks.example/in\"\nsecret = \"{secret}\"\n\
+                 token = \"alpha\"\n"
+            ),
+        )?;
+        let config = load(jail).unwrap();
+        assert_eq!(config.push.delivery, DeliveryHint::Silent);
+        assert_eq!(config.push.delivery_for("generate_image"), DeliveryHint::Interrupt);
+        assert_eq!(config.push.delivery_for("other"), DeliveryHint::Silent);
+        assert_eq!(config.push.dedupe_window, Duration::from_secs(90));
+        assert_eq!(config.push.webhooks[0].key().unwrap().len(), 24);
+        // The secret never reaches a log line through Debug.
+        assert!(!format!("{config:?}").contains("MfKQ9r8"), "secret printed");
+
+        let refused = |webhook: &str, tokens: &str| {
+            format!("tokens = [{tokens}]\n[[push.webhooks]]\n{webhook}\n")
+        };
+        for (file, needle) in [
+            (
+                refused(
+                    &format!(
+                        "url = \"http://127.0.0.1:9/in\"\nsecret = \"{secret}\"\ntoken = \"alpha\""
+                    ),
+                    "\"alpha\"",
+                ),
+                "private or loopback",
+            ),
+            (
+                refused(
+                    &format!("url = \"http://[::1]/in\"\nsecret = \"{secret}\"\ntoken = \"alpha\""),
+                    "\"alpha\"",
+                ),
+                "private or loopback",
+            ),
+            (
+                refused(
+                    &format!(
+                        "url = \"http://10.0.0.8/in\"\nsecret = \"{secret}\"\ntoken = \"alpha\""
+                    ),
+                    "\"alpha\"",
+                ),
+                "allow_private_webhooks",
+            ),
+            (
+                refused(
+                    &format!("url = \"hooks.example\"\nsecret = \"{secret}\"\ntoken = \"alpha\""),
+                    "\"alpha\"",
+                ),
+                "absolute http(s) URL",
+            ),
+            (
+                refused(
+                    "url = \"https://hooks.example\"\nsecret = \"hunter2\"\ntoken = \"alpha\"",
+                    "\"alpha\"",
+                ),
+                "whsec_",
+            ),
+            (
+                refused(
+                    &format!(
+                        "url = \"https://hooks.example\"\nsecret = \"{secret}\"\ntoken = \"gamma\""
+                    ),
+                    "\"alpha\"",
+                ),
+                "not one of `tokens`",
+            ),
+            (
+                refused(
+                    &format!("url = \"https://hooks.example\"\nsecret = \"{secret}\""),
+                    "\"alpha\"",
+                ),
+                "name the token",
+            ),
+        ] {
+            jail.create_file("offstage.toml", &file)?;
+            let error = load(jail).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { field: "push.webhooks", .. }),
+                "{file}: {error:?}"
+            );
+            assert!(error.to_string().contains(needle), "{file}: {error}");
+        }
+        // The operator may allow private targets (a webhook receiver on the same host).
+        jail.create_file(
+            "offstage.toml",
+            &format!(
+                "[push]\nallow_private_webhooks = true\n[[push.webhooks]]\n\
+                 url = \"http://127.0.0.1:9/in\"\nsecret = \"{secret}\"\n"
+            ),
+        )?;
+        assert!(load(jail).is_ok());
+        Ok(())
+    });
+}

@@ -18,6 +18,10 @@ pub enum ApiError {
     ForbiddenOrigin(String),
     #[error("missing Host header")]
     MissingHost,
+    #[error("{0}")]
+    BadHeader(String),
+    #[error("{0}")]
+    BadQuery(String),
     #[error("no job {0}")]
     JobNotFound(String),
     #[error("no route for {0}; see /healthz, /mcp and /v1/jobs/{{job_id}}")]
@@ -33,7 +37,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
-            ApiError::MissingHost => StatusCode::BAD_REQUEST,
+            ApiError::MissingHost | ApiError::BadHeader(_) | ApiError::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::JobNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -46,6 +52,8 @@ impl ApiError {
             ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::MissingHost => "missing_host",
+            ApiError::BadHeader(_) => "bad_header",
+            ApiError::BadQuery(_) => "bad_query",
             ApiError::JobNotFound(_) => "job_not_found",
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, header, uri::Authority},
+    http::{HeaderMap, HeaderName, header, uri::Authority},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::{config::SecurityConfig, tools::Caller};
+use crate::{
+    config::{DeliveryHint, PushConfig, SecurityConfig},
+    tools::Caller,
+};
 
 /// Accepted `Host` and `Origin` values, parsed once.
 #[derive(Debug)]
@@ -130,19 +133,53 @@ pub async fn check_origin(
     }
 }
 
-/// Bearer tokens, kept only as SHA-256 digests so the secrets never sit in memory twice.
+/// Names the caller of a request: its bearer token (kept only as SHA-256 digests, so the
+/// secrets never sit in memory twice), its conversation and its delivery override.
 #[derive(Debug)]
 pub struct Authenticator {
     digests: Vec<[u8; 32]>,
+    conversation_header: HeaderName,
+    delivery_header: HeaderName,
 }
 
+/// Longest conversation key accepted; keys are ids, not content.
+const MAX_CONVERSATION_LEN: usize = 200;
+
 impl Authenticator {
-    pub fn new(tokens: &[String]) -> Authenticator {
-        Authenticator { digests: tokens.iter().map(|token| digest(token)).collect() }
+    pub fn new(tokens: &[String], push: &PushConfig) -> Authenticator {
+        Authenticator {
+            digests: tokens.iter().map(|token| digest(token)).collect(),
+            conversation_header: header_name(&push.conversation_header),
+            delivery_header: header_name(&push.delivery_header),
+        }
     }
 
     /// The caller behind these headers. Without configured tokens everyone is the local owner.
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let mut caller = self.owner(headers)?;
+        if let Some(value) = headers.get(&self.conversation_header) {
+            let key = value.to_str().map(str::trim).unwrap_or("");
+            if key.is_empty() || key.len() > MAX_CONVERSATION_LEN {
+                return Err(ApiError::BadHeader(format!(
+                    "{} must be 1 to {MAX_CONVERSATION_LEN} visible ASCII characters",
+                    self.conversation_header
+                )));
+            }
+            caller.conversation = Some(key.to_owned());
+        }
+        if let Some(value) = headers.get(&self.delivery_header) {
+            let hint = value.to_str().ok().and_then(DeliveryHint::parse).ok_or_else(|| {
+                ApiError::BadHeader(format!(
+                    "{} must be interrupt, when_idle or silent",
+                    self.delivery_header
+                ))
+            })?;
+            caller.delivery = Some(hint);
+        }
+        Ok(caller)
+    }
+
+    fn owner(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.digests.is_empty() {
             return Ok(Caller::local());
         }
@@ -156,11 +193,17 @@ impl Authenticator {
             .ok_or(ApiError::Unauthorized)?;
         // Comparing digests, not secrets, means timing reveals nothing about a token.
         let presented = digest(token);
-        let known = self.digests.iter().find(|known| **known == presented);
-        let known = known.ok_or(ApiError::Unauthorized)?;
-        let hex: String = known[..8].iter().map(|byte| format!("{byte:02x}")).collect();
-        Ok(Caller { owner: format!("token:{hex}") })
+        if self.digests.contains(&presented) {
+            Ok(Caller::for_token(token))
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
+}
+
+/// Header names are validated with the configuration; a bad one cannot reach here.
+fn header_name(name: &str) -> HeaderName {
+    HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("x-offstage-invalid"))
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -240,7 +283,8 @@ mod tests {
 
     #[test]
     fn tokens_name_distinct_owners_and_reject_everything_else() {
-        let auth = Authenticator::new(&["alpha".to_owned(), "beta".to_owned()]);
+        let auth =
+            Authenticator::new(&["alpha".to_owned(), "beta".to_owned()], &PushConfig::default());
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
@@ -253,6 +297,29 @@ mod tests {
         assert!(matches!(with("Bearer gamma"), Err(ApiError::Unauthorized)));
         assert!(matches!(with("Basic alpha"), Err(ApiError::Unauthorized)));
         assert!(matches!(auth.caller(&HeaderMap::new()), Err(ApiError::Unauthorized)));
-        assert_eq!(Authenticator::new(&[]).caller(&HeaderMap::new()).unwrap(), Caller::local());
+        let open = Authenticator::new(&[], &PushConfig::default());
+        assert_eq!(open.caller(&HeaderMap::new()).unwrap(), Caller::local());
+    }
+
+    #[test]
+    fn conversation_and_delivery_headers_are_read_and_checked() {
+        let auth = Authenticator::new(&[], &PushConfig::default());
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            auth.caller(&headers)
+        };
+        let caller =
+            with(&[("offstage-conversation", " call-42 "), ("offstage-delivery", "SILENT")])
+                .unwrap();
+        assert_eq!(caller.conversation.as_deref(), Some("call-42"));
+        assert_eq!(caller.delivery, Some(DeliveryHint::Silent));
+        assert!(
+            matches!(with(&[("offstage-delivery", "loud")]), Err(ApiError::BadHeader(m)) if m.contains("when_idle"))
+        );
+        let long = "x".repeat(201);
+        assert!(matches!(with(&[("offstage-conversation", &long)]), Err(ApiError::BadHeader(_))));
     }
 }

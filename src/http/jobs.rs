@@ -21,7 +21,7 @@ use crate::{
     images::placeholder::{PlaceholderKind, placeholder_png},
     jobs::{Job, JobId, JobStatus},
     tools::{
-        Caller, JobView, Services,
+        Caller, Services,
         generate_image::{ImageJobInput, ImageJobOutput},
     },
 };
@@ -37,7 +37,7 @@ pub async fn job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = services.job_for(&caller, &id).await.map_err(|_| ApiError::JobNotFound(id))?;
-    let view = JobView::of(&job, &services.links);
+    let view = services.view(&job).await.map_err(|error| ApiError::Internal(error.to_string()))?;
     let mut response = Json(view).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -5,8 +5,10 @@
 //! authentication. The image route is a capability URL (see `jobs.rs`).
 
 mod error;
+mod events;
 pub mod guard;
 mod jobs;
+mod listen_tasks;
 mod mcp_errors;
 
 use std::{sync::Arc, time::Duration};
@@ -52,12 +54,19 @@ pub fn router(
             Arc::new(LocalSessionManager::default()),
             mcp_config,
         );
-    let authenticator = Arc::new(Authenticator::new(&security.tokens));
+    let authenticator = Arc::new(Authenticator::new(&security.tokens, &services.push));
+    let streams = events::Streams::spawn(
+        services.runner.events(),
+        services.runner.store().clone(),
+        shutdown.clone(),
+    );
     let mcp_route = Router::new()
         .route_service("/mcp", mcp_service)
+        .layer(from_fn_with_state(security.max_body_bytes, listen_tasks::lift))
         .layer(axum::middleware::from_fn(mcp_errors::jsonify));
     let authenticated = Router::new()
         .route("/v1/jobs/{id}", get(jobs::job))
+        .route("/v1/events", get(events::events))
         .merge(mcp_route)
         .route_layer(from_fn_with_state(authenticator, authenticate));
     Router::new()
@@ -68,6 +77,7 @@ pub fn router(
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(Arc::new(OriginGuard::new(security)), check_origin))
         .layer(DefaultBodyLimit::max(security.max_body_bytes))
+        .layer(axum::Extension(streams))
         .with_state(services)
 }
 

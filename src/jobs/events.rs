@@ -1,14 +1,23 @@
-//! Job events: every state change the runner commits, fanned out in process.
+//! Job events: every committed state change, stored durably with a monotonically increasing id
+//! and fanned out in process, in id order.
 //!
-//! An event carries the job exactly as the store returned it after the change, so listeners
-//! never need a second read. The channel is bounded; a listener that falls behind is told how
-//! many events it missed and must re-read the store for the jobs it cares about.
+//! The store writes an event in the same transaction as the change it describes; what the
+//! event says (its payload, which webhooks receive it) is decided by an [`EventComposer`], so
+//! this module knows nothing about SSE, webhooks or realtime APIs. The in-process channel is
+//! bounded: a listener that falls behind is told how many events it missed and re-reads the
+//! store (by event id) for what it needs.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::Job;
+use super::{Job, JobId, JobStatus, Micros};
 
 /// Room for bursts: a slow listener only loses events after this many unread ones.
 const CAPACITY: usize = 16 * 1024;
@@ -23,31 +32,240 @@ pub enum JobChange {
     Ended,
 }
 
-/// One committed change.
+impl JobChange {
+    /// The event type for a job after this change: `job.created`, `job.completed`,
+    /// `job.failed` or `job.cancelled`.
+    pub fn kind(self, job: &Job) -> &'static str {
+        match (self, job.status) {
+            (JobChange::Created, _) | (JobChange::Ended, JobStatus::Working) => "job.created",
+            (JobChange::Ended, JobStatus::Completed) => "job.completed",
+            (JobChange::Ended, JobStatus::Failed) => "job.failed",
+            (JobChange::Ended, JobStatus::Cancelled) => "job.cancelled",
+        }
+    }
+}
+
+/// An event about to be written: what to say, and which webhook endpoints must receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: String,
+    pub payload: Value,
+    /// Endpoint URLs; the store queues one delivery per endpoint in the same transaction.
+    pub webhooks: Vec<String>,
+}
+
+/// An event as stored: its id orders it among all events, forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub job_id: JobId,
+    pub owner: String,
+    pub conversation: Option<String>,
+    pub kind: String,
+    pub payload: Value,
+    pub created_at: Micros,
+}
+
+/// Decides the content of the event for each change.
+pub trait EventComposer: Send + Sync + fmt::Debug + 'static {
+    fn compose(&self, change: JobChange, job: &Job) -> NewEvent;
+}
+
+/// The minimal composer: the job's id and status, no webhooks. For tests and embedding.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BareEvents;
+
+impl EventComposer for BareEvents {
+    fn compose(&self, change: JobChange, job: &Job) -> NewEvent {
+        NewEvent {
+            kind: change.kind(job).to_owned(),
+            payload: json!({ "job_id": job.id, "status": job.status }),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// One committed change, as listeners receive it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEvent {
     pub change: JobChange,
+    /// The job exactly as the change left it.
     pub job: Job,
+    pub event: StoredEvent,
 }
 
+/// How long a publication waits for an earlier event id before giving up on it (its committer
+/// died between commit and publish, or another process wrote it). Listeners that see the gap
+/// re-read the store, which has every committed event.
+const GAP_PATIENCE: Duration = Duration::from_millis(50);
+
+/// The in-process fan-out of committed changes, in event id order.
+///
+/// Each committer publishes its own event after its transaction commits, so two committers can
+/// publish in the opposite order of their ids (group commit answers a whole batch at once).
+/// Listeners that resume by id need order; here early arrivals wait, briefly, for the ids
+/// before them, so listeners almost never have to go back to the store.
 #[derive(Debug, Clone)]
 pub struct JobEvents {
     sender: broadcast::Sender<Arc<JobEvent>>,
+    order: Arc<Mutex<Reorder>>,
+}
+
+#[derive(Debug, Default)]
+struct Reorder {
+    /// The id expected next; `None` until the first publication or [`JobEvents::expect_after`].
+    next: Option<i64>,
+    /// Events that arrived before an earlier id.
+    waiting: BTreeMap<i64, Arc<JobEvent>>,
+    /// Whether a timer will flush `waiting` if the gap is never filled.
+    timer: bool,
 }
 
 impl Default for JobEvents {
     fn default() -> Self {
-        JobEvents { sender: broadcast::channel(CAPACITY).0 }
+        JobEvents { sender: broadcast::channel(CAPACITY).0, order: Arc::default() }
     }
 }
 
 impl JobEvents {
     /// Publishes a committed change. Having no listener is normal and not an error.
-    pub fn publish(&self, change: JobChange, job: Job) {
-        let _ = self.sender.send(Arc::new(JobEvent { change, job }));
+    pub fn publish(&self, change: JobChange, job: Job, event: StoredEvent) {
+        let event = Arc::new(JobEvent { change, job, event });
+        let mut order = self.order.lock().expect("event order lock poisoned");
+        let id = event.event.id;
+        let next = *order.next.get_or_insert(id);
+        if id < next {
+            // Later than its patience allowed: out of order, but never withheld.
+            let _ = self.sender.send(event);
+            return;
+        }
+        order.waiting.insert(id, event);
+        self.release(&mut order);
+        self.arm_timer(&mut order);
+    }
+
+    /// Events are committed with ids after `id`: the next one published is `id + 1`.
+    pub fn expect_after(&self, id: i64) {
+        let mut order = self.order.lock().expect("event order lock poisoned");
+        if order.next.is_none() {
+            order.next = Some(id + 1);
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<JobEvent>> {
         self.sender.subscribe()
+    }
+
+    /// Sends every waiting event whose turn has come.
+    fn release(&self, order: &mut Reorder) {
+        while let Some(entry) = order.waiting.first_entry() {
+            if Some(*entry.key()) != order.next {
+                break;
+            }
+            let event = entry.remove();
+            order.next = Some(event.event.id + 1);
+            let _ = self.sender.send(event);
+        }
+    }
+
+    /// The gap did not fill in time: send what waits, in order, and move past the gap.
+    fn give_up_waiting(&self) {
+        let mut order = self.order.lock().expect("event order lock poisoned");
+        order.timer = false;
+        if let Some((&first, _)) = order.waiting.first_key_value() {
+            order.next = Some(first);
+            self.release(&mut order);
+        }
+        self.arm_timer(&mut order);
+    }
+
+    /// Makes sure events still waiting are sent after [`GAP_PATIENCE`] at the latest.
+    fn arm_timer(&self, order: &mut Reorder) {
+        if order.waiting.is_empty() || order.timer {
+            return;
+        }
+        order.timer = true;
+        let events = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(GAP_PATIENCE).await;
+            events.give_up_waiting();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobContext;
+
+    fn change(id: i64) -> (JobChange, Job, StoredEvent) {
+        let job = Job {
+            id: JobId::generate(),
+            tool: "t".to_owned(),
+            owner: "o".to_owned(),
+            input: json!({}),
+            status: JobStatus::Working,
+            output: None,
+            error: None,
+            attempts: 0,
+            eta_ms: 0,
+            created_at: Micros(id),
+            updated_at: Micros(id),
+            started_at: None,
+            finished_at: None,
+            context: JobContext::default(),
+        };
+        let event = StoredEvent {
+            id,
+            job_id: job.id.clone(),
+            owner: job.owner.clone(),
+            conversation: None,
+            kind: "job.created".to_owned(),
+            payload: json!({}),
+            created_at: Micros(id),
+        };
+        (JobChange::Created, job, event)
+    }
+
+    fn publish(events: &JobEvents, id: i64) {
+        let (change, job, event) = change(id);
+        events.publish(change, job, event);
+    }
+
+    fn drain(receiver: &mut broadcast::Receiver<Arc<JobEvent>>) -> Vec<i64> {
+        std::iter::from_fn(|| receiver.try_recv().ok()).map(|event| event.event.id).collect()
+    }
+
+    #[tokio::test]
+    async fn events_published_out_of_order_are_delivered_in_id_order() {
+        let events = JobEvents::default();
+        events.expect_after(10);
+        let mut receiver = events.subscribe();
+        publish(&events, 13);
+        publish(&events, 12);
+        assert_eq!(drain(&mut receiver), Vec::<i64>::new(), "13 and 12 wait for 11");
+        publish(&events, 11);
+        assert_eq!(drain(&mut receiver), vec![11, 12, 13]);
+        publish(&events, 14);
+        assert_eq!(drain(&mut receiver), vec![14]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_that_never_fills_holds_events_back_only_briefly() {
+        let events = JobEvents::default();
+        events.expect_after(0);
+        let mut receiver = events.subscribe();
+        publish(&events, 1);
+        publish(&events, 3); // 2 is never published (its committer died).
+        publish(&events, 5); // nor is 4.
+        assert_eq!(drain(&mut receiver), vec![1]);
+        tokio::time::sleep(GAP_PATIENCE + Duration::from_millis(1)).await;
+        assert_eq!(drain(&mut receiver), vec![3], "past the first gap; the second waits again");
+        tokio::time::sleep(GAP_PATIENCE + Duration::from_millis(1)).await;
+        assert_eq!(drain(&mut receiver), vec![5]);
+        // A straggler is still delivered, never withheld; listeners know to skip or re-read.
+        publish(&events, 2);
+        publish(&events, 6);
+        assert_eq!(drain(&mut receiver), vec![2, 6]);
     }
 }

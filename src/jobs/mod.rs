@@ -139,6 +139,18 @@ pub struct Job {
     pub updated_at: Micros,
     pub started_at: Option<Micros>,
     pub finished_at: Option<Micros>,
+    pub context: JobContext,
+}
+
+/// Where a job came from, so its result can find its way back. Opaque to the runner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobContext {
+    /// The conversation (or MCP session) that started it.
+    pub conversation: Option<String>,
+    /// How its result should be delivered (`interrupt`, `when_idle`, `silent`).
+    pub delivery: Option<String>,
+    /// The realtime model's function call id, when the app passed it.
+    pub call_id: Option<String>,
 }
 
 /// How a job ended; the runner writes exactly one of these, once.

@@ -27,8 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Job, JobError, JobId, JobStatus, Micros, Outcome,
-    events::{JobChange, JobEvents},
+    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    events::{BareEvents, EventComposer, JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
 use crate::config::JobsConfig;
@@ -62,6 +62,25 @@ pub struct NewJob {
     pub tool: String,
     pub owner: String,
     pub input: Value,
+    pub context: JobContext,
+    /// Repeated calls: a job with the same key created within the window is returned instead.
+    pub dedupe: Option<Dedupe>,
+}
+
+/// How to recognise a repeated call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    /// Same tool, same normalised arguments, same conversation.
+    pub key: String,
+    pub window: Duration,
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub job: Job,
+    /// True when an existing job was returned for a repeated call.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +115,18 @@ pub struct JobRunnerBuilder {
     store: Arc<dyn JobStore>,
     config: JobsConfig,
     lanes: HashMap<String, Lane>,
+    composer: Arc<dyn EventComposer>,
 }
+
+/// Same-key submissions are serialised (find, then insert) through one of these stripes, so two
+/// identical calls arriving together still make one job; different keys rarely wait.
+const DEDUPE_STRIPES: usize = 1024;
 
 struct Inner {
     store: Arc<dyn JobStore>,
     events: JobEvents,
+    composer: Arc<dyn EventComposer>,
+    dedupe_stripes: Vec<tokio::sync::Mutex<()>>,
     lanes: HashMap<String, Lane>,
     /// Jobs this process is driving, with the token that stops them when a caller cancels.
     running: Mutex<HashMap<JobId, CancellationToken>>,
@@ -172,10 +198,23 @@ impl Lane {
     }
 }
 
+fn stripe_of(key: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    usize::try_from(hasher.finish() % DEDUPE_STRIPES as u64).unwrap_or(0)
+}
+
 impl JobRunnerBuilder {
     pub fn handler(mut self, tool: &str, handler: Arc<dyn JobHandler>) -> Self {
         let (concurrency, queue) = self.config.lane(tool);
         self.lanes.insert(tool.to_owned(), Lane::new(handler, concurrency, queue));
+        self
+    }
+
+    /// Decides what each job event says and who receives it (default: [`BareEvents`]).
+    pub fn composer(mut self, composer: Arc<dyn EventComposer>) -> Self {
+        self.composer = composer;
         self
     }
 
@@ -186,6 +225,8 @@ impl JobRunnerBuilder {
             inner: Arc::new(Inner {
                 store: self.store,
                 events: JobEvents::default(),
+                composer: self.composer,
+                dedupe_stripes: (0..DEDUPE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 lanes: self.lanes,
                 running: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(Vec::new()),
@@ -200,11 +241,16 @@ impl JobRunnerBuilder {
 
 impl JobRunner {
     pub fn builder(store: Arc<dyn JobStore>, config: JobsConfig) -> JobRunnerBuilder {
-        JobRunnerBuilder { store, config, lanes: HashMap::new() }
+        JobRunnerBuilder { store, config, lanes: HashMap::new(), composer: Arc::new(BareEvents) }
     }
 
     pub fn events(&self) -> &JobEvents {
         &self.inner.events
+    }
+
+    /// How long ended jobs are kept.
+    pub fn retention(&self) -> Duration {
+        self.inner.config.retention
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -215,19 +261,35 @@ impl JobRunner {
     /// interrupted jobs, retention. Call before submitting jobs.
     pub async fn start(&self) -> Result<(), StoreError> {
         self.inner.store.heartbeat(&self.inner.lease(Micros::now())).await?;
+        self.inner.events.expect_after(self.inner.store.last_event_id().await?);
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move { inner.maintain().await });
         Ok(())
     }
 
-    /// Admits, persists and spawns a job. Never waits for a slot.
-    pub async fn submit(&self, new: NewJob) -> Result<Job, SubmitError> {
+    /// Admits, persists and spawns a job, or returns the existing job for a repeated call.
+    /// Never waits for a slot.
+    pub async fn submit(&self, new: NewJob) -> Result<Submitted, SubmitError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
         let lane =
             inner.lanes.get(&new.tool).ok_or_else(|| SubmitError::UnknownTool(new.tool.clone()))?;
+        let _same_key = match &new.dedupe {
+            Some(dedupe) => {
+                let stripe = &inner.dedupe_stripes[stripe_of(&dedupe.key)];
+                let guard = stripe.lock().await;
+                let since = Micros::now().minus(dedupe.window);
+                if let Some(job) =
+                    inner.store.find_duplicate(&new.owner, &dedupe.key, since).await?
+                {
+                    return Ok(Submitted { job, duplicate: true });
+                }
+                Some(guard)
+            }
+            None => None,
+        };
         let permit = lane.admission.clone().try_acquire_owned().map_err(|_| SubmitError::Busy {
             tool: new.tool.clone(),
             retry_after: lane.retry_after(),
@@ -247,11 +309,14 @@ impl JobRunner {
             updated_at: now,
             started_at: None,
             finished_at: None,
+            context: new.context,
         };
-        inner.store.insert(&job, &inner.instance).await?;
-        inner.events.publish(JobChange::Created, job.clone());
+        let event = inner.composer.compose(JobChange::Created, &job);
+        let dedupe_key = new.dedupe.as_ref().map(|dedupe| dedupe.key.as_str());
+        let stored = inner.store.insert(&job, &inner.instance, dedupe_key, event).await?;
+        inner.events.publish(JobChange::Created, job.clone(), stored);
         inner.spawn(job.clone(), Some(permit));
-        Ok(job)
+        Ok(Submitted { job, duplicate: false })
     }
 
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -261,8 +326,9 @@ impl JobRunner {
     /// Ends a working job as cancelled and stops its work. Ownership is the caller's check.
     pub async fn cancel(&self, id: &JobId, reason: JobError) -> Result<CancelOutcome, StoreError> {
         let inner = &self.inner;
-        let Some(job) = inner.store.finish(id, &Outcome::Cancelled(reason), Micros::now()).await?
-        else {
+        let cancelled = Outcome::Cancelled(reason);
+        let ended = inner.store.finish(id, &cancelled, Micros::now(), &*inner.composer).await?;
+        let Some((job, event)) = ended else {
             return Ok(match inner.store.get(id).await? {
                 Some(job) => CancelOutcome::AlreadyEnded(job),
                 None => CancelOutcome::NotFound,
@@ -272,7 +338,7 @@ impl JobRunner {
         if let Some(token) = token {
             token.cancel();
         }
-        inner.events.publish(JobChange::Ended, job.clone());
+        inner.events.publish(JobChange::Ended, job.clone(), event);
         Ok(CancelOutcome::Cancelled(job))
     }
 
@@ -460,8 +526,9 @@ impl Inner {
     /// what its attempt left behind; a completed winner keeps it.
     async fn record(&self, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
         let completed = matches!(outcome, Outcome::Completed(_));
-        if let Some(ended) = self.store.finish(&job.id, outcome, Micros::now()).await? {
-            self.events.publish(JobChange::Ended, ended);
+        let ended = self.store.finish(&job.id, outcome, Micros::now(), &*self.composer).await?;
+        if let Some((ended, event)) = ended {
+            self.events.publish(JobChange::Ended, ended, event);
             if completed {
                 return Ok(());
             }

@@ -3,41 +3,46 @@
 //! Inserts sit on the `generate_image` reply path, so three things keep them fast:
 //! - Writes go through a single connection, queueing in memory instead of spinning on SQLite's
 //!   busy handler (which sleeps in whole milliseconds).
-//! - Group commit: inserts that arrive while one is being written are coalesced into one
-//!   multi-row statement. Each caller still gets its answer only after the commit.
+//! - Group commit (`batch.rs`): inserts that arrive while one is being written are coalesced
+//!   into one transaction. Each caller still gets its answer only after the commit.
 //! - Checkpoints run on their own connection, so the WAL's fsync never lands inside an insert.
 //!
 //! Reads use a small pool of their own. WAL with `synchronous = NORMAL` survives process
-//! crashes; only an OS crash or power cut can lose the last commits.
+//! crashes; only an OS crash or power cut can lose the last commits. The single writer also
+//! makes event ids increase in commit order, which is what lets a stream resume by id.
+
+mod batch;
+mod outbox;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    QueryBuilder, Row, Sqlite,
+    Row,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
         SqliteSynchronous,
     },
 };
-
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Job, JobError, JobId, JobStatus, Micros, Outcome,
-    store::{JobStore, Lease, PurgedJob, StoreError},
+    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    events::{EventComposer, JobChange, NewEvent, StoredEvent},
+    store::{
+        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
+        StoreError,
+    },
 };
 
 /// The columns [`to_job`] reads, as a literal so queries stay `&'static str`.
 macro_rules! columns {
     () => {
         "id, tool, owner, input, status, output, error_code, error_message, attempts, eta_ms, \
-         created_at, updated_at, started_at, finished_at"
+         created_at, updated_at, started_at, finished_at, conversation, delivery, call_id"
     };
 }
 
-/// The most inserts written by one statement (11 binds each, far below SQLite's limit).
-const MAX_BATCH: usize = 256;
 /// How often the WAL is folded back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -45,16 +50,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 pub struct SqliteJobStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    inserts: mpsc::Sender<PendingInsert>,
+    inserts: mpsc::Sender<batch::PendingInsert>,
     /// Stops the checkpoint task when the store closes.
     closed: Arc<tokio_util::sync::CancellationToken>,
-}
-
-#[derive(Debug)]
-struct PendingInsert {
-    job: Job,
-    instance: Arc<str>,
-    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 impl SqliteJobStore {
@@ -81,8 +79,8 @@ impl SqliteJobStore {
             SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         let closed = Arc::new(tokio_util::sync::CancellationToken::new());
         tokio::spawn(checkpoint(checkpointer, closed.as_ref().clone()));
-        let (inserts, pending) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_inserts(writer.clone(), pending));
+        let (inserts, pending) = mpsc::channel(4 * batch::MAX_BATCH);
+        tokio::spawn(batch::write_inserts(writer.clone(), pending));
         Ok(SqliteJobStore { writer, reader, inserts, closed })
     }
 
@@ -114,58 +112,6 @@ async fn checkpoint(pool: SqlitePool, closed: tokio_util::sync::CancellationToke
     pool.close().await;
 }
 
-/// The group-commit loop: takes whatever inserts are waiting, writes them in one statement,
-/// answers each caller.
-async fn write_inserts(writer: SqlitePool, mut pending: mpsc::Receiver<PendingInsert>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match insert_rows(&writer, &batch).await {
-            Ok(()) => {
-                for insert in batch.drain(..) {
-                    let _ = insert.done.send(Ok(()));
-                }
-            }
-            // One bad row (a constraint violation) must not fail its neighbours: retry them
-            // one by one. Any other failure would fail each retry the same way, only slower.
-            Err(StoreError::Database(sqlx::Error::Database(error)))
-                if error.kind() != sqlx::error::ErrorKind::Other =>
-            {
-                for insert in batch.drain(..) {
-                    let result = insert_rows(&writer, std::slice::from_ref(&insert)).await;
-                    let _ = insert.done.send(result);
-                }
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                for insert in batch.drain(..) {
-                    let _ = insert.done.send(Err(StoreError::Unavailable(reason.clone())));
-                }
-            }
-        }
-    }
-}
-
-async fn insert_rows(writer: &SqlitePool, rows: &[PendingInsert]) -> Result<(), StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-         updated_at, lease_owner) ",
-    );
-    query.push_values(rows, |mut row, PendingInsert { job, instance, .. }| {
-        row.push_bind(job.id.as_str().to_owned())
-            .push_bind(job.tool.clone())
-            .push_bind(job.owner.clone())
-            .push_bind(job.input.to_string())
-            .push_bind(job.status.as_str())
-            .push_bind(i64::from(job.attempts))
-            .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
-            .push_bind(job.created_at.0)
-            .push_bind(job.updated_at.0)
-            .push_bind(instance.to_string());
-    });
-    query.build().execute(writer).await?;
-    Ok(())
-}
-
 fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
@@ -193,14 +139,35 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
         updated_at: Micros(row.try_get("updated_at")?),
         started_at: row.try_get::<Option<i64>, _>("started_at")?.map(Micros),
         finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Micros),
+        context: JobContext {
+            conversation: row.try_get("conversation")?,
+            delivery: row.try_get("delivery")?,
+            call_id: row.try_get("call_id")?,
+        },
     })
+}
+
+fn limit(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
 impl JobStore for SqliteJobStore {
-    async fn insert(&self, job: &Job, instance: &str) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        job: &Job,
+        instance: &str,
+        dedupe_key: Option<&str>,
+        event: NewEvent,
+    ) -> Result<StoredEvent, StoreError> {
         let (done, answer) = oneshot::channel();
-        let pending = PendingInsert { job: job.clone(), instance: instance.into(), done };
+        let pending = batch::PendingInsert {
+            job: job.clone(),
+            instance: instance.into(),
+            dedupe_key: dedupe_key.map(str::to_owned),
+            event,
+            done,
+        };
         self.inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -231,11 +198,13 @@ impl JobStore for SqliteJobStore {
         id: &JobId,
         outcome: &Outcome,
         now: Micros,
-    ) -> Result<Option<Job>, StoreError> {
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
         let (output, error) = match outcome {
             Outcome::Completed(output) => (Some(output.to_string()), None),
             Outcome::Failed(error) | Outcome::Cancelled(error) => (None, Some(error)),
         };
+        let mut transaction = self.writer.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \
              updated_at = ?5, finished_at = ?5, lease_owner = NULL \
@@ -248,9 +217,14 @@ impl JobStore for SqliteJobStore {
         .bind(error.map(|e| e.message.as_str()))
         .bind(now.0)
         .bind(id.as_str())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *transaction)
         .await?;
-        row.as_ref().map(to_job).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(JobChange::Ended, &job);
+        let stored = outbox::append(&mut transaction, &job, event, now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored)))
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -282,7 +256,7 @@ impl JobStore for SqliteJobStore {
         &self,
         lease: &Lease,
         now: Micros,
-        limit: usize,
+        limit_to: usize,
     ) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(concat!(
             "UPDATE jobs SET lease_owner = ?1 WHERE id IN (\
@@ -295,7 +269,7 @@ impl JobStore for SqliteJobStore {
         ))
         .bind(lease.instance.as_ref())
         .bind(now.0)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(limit(limit_to))
         .fetch_all(&self.writer)
         .await?;
         rows.iter().map(to_job).collect()
@@ -304,7 +278,7 @@ impl JobStore for SqliteJobStore {
     async fn purge_finished_before(
         &self,
         cutoff: Micros,
-        limit: usize,
+        limit_to: usize,
     ) -> Result<Vec<PurgedJob>, StoreError> {
         let rows = sqlx::query(
             "DELETE FROM jobs WHERE id IN (\
@@ -312,9 +286,10 @@ impl JobStore for SqliteJobStore {
              RETURNING id, tool",
         )
         .bind(cutoff.0)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(limit(limit_to))
         .fetch_all(&self.writer)
         .await?;
+        outbox::purge_events_before(&self.writer, cutoff, limit_to).await?;
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;
@@ -325,6 +300,123 @@ impl JobStore for SqliteJobStore {
                 Ok(PurgedJob { id: parsed, tool: row.try_get("tool")? })
             })
             .collect()
+    }
+
+    async fn find_duplicate(
+        &self,
+        owner: &str,
+        dedupe_key: &str,
+        since: Micros,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM jobs WHERE dedupe_key = ? AND owner = ? AND created_at >= ? \
+              AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(dedupe_key)
+        .bind(owner)
+        .bind(since.0)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(to_job).transpose()
+    }
+
+    async fn take_unannounced(
+        &self,
+        owner: &str,
+        conversation: &str,
+        now: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Most calls have nothing to announce: find that out with a read, not a write.
+        let pending: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE owner = ? AND conversation = ? AND announced_at IS NULL \
+             AND status IN ('completed', 'failed') LIMIT 1",
+        )
+        .bind(owner)
+        .bind(conversation)
+        .fetch_optional(&self.reader)
+        .await?;
+        if pending.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "UPDATE jobs SET announced_at = ?1 WHERE id IN (\
+               SELECT id FROM jobs WHERE owner = ?2 AND conversation = ?3 \
+               AND announced_at IS NULL AND status IN ('completed', 'failed') \
+               ORDER BY finished_at LIMIT ?4) \
+             RETURNING ",
+            columns!()
+        ))
+        .bind(now.0)
+        .bind(owner)
+        .bind(conversation)
+        .bind(limit(limit_to))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut jobs = rows.iter().map(to_job).collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|job| job.finished_at);
+        Ok(jobs)
+    }
+
+    async fn mark_announced(&self, id: &JobId, now: Micros) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET announced_at = ? WHERE id = ? AND announced_at IS NULL")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_event_id(&self) -> Result<i64, StoreError> {
+        // sqlite_sequence also remembers ids of events since purged, unlike MAX(id).
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(last.unwrap_or(0))
+    }
+
+    async fn events_after(
+        &self,
+        owner: &str,
+        after: i64,
+        filter: &EventFilter,
+        limit_to: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        outbox::events_after(&self.reader, owner, after, filter, limit_to).await
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        before: i64,
+        limit_to: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        outbox::events_between(&self.reader, after, before, limit_to).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Micros,
+        retry_at: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        outbox::claim_deliveries(&self.writer, now, retry_at, limit_to).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        outbox::settle_delivery(&self.writer, id, outcome, now).await
+    }
+
+    async fn deliveries_of(&self, job: &JobId) -> Result<Vec<DeliveryState>, StoreError> {
+        outbox::deliveries_of(&self.reader, job).await
     }
 }
 

@@ -32,10 +32,19 @@ pub fn tool(definition: &ToolDefinition) -> Tool {
     tool
 }
 
-pub fn call_result(result: Result<ToolOutput, ToolError>, tool: &str) -> CallToolResult {
+/// A tool's result as MCP content. `earlier` are one-line announcements of jobs that finished
+/// meanwhile in this conversation; they lead the text, so the model reads them first.
+pub fn call_result(
+    result: Result<ToolOutput, ToolError>,
+    tool: &str,
+    earlier: &[String],
+) -> CallToolResult {
+    let lead = |text: String| {
+        if earlier.is_empty() { text } else { format!("{}\n{text}", earlier.join("\n")) }
+    };
     match result {
         Ok(output) => {
-            let mut content = vec![ContentBlock::text(output.text)];
+            let mut content = vec![ContentBlock::text(lead(output.text))];
             content.extend(output.links.into_iter().map(|link| {
                 ContentBlock::resource_link(
                     Resource::new(link.uri, link.name).with_mime_type(link.mime_type),
@@ -49,7 +58,8 @@ pub fn call_result(result: Result<ToolOutput, ToolError>, tool: &str) -> CallToo
             if let ToolError::Internal(detail) = &error {
                 tracing::error!(tool, detail = %detail, "tool failed");
             }
-            let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
+            let mut result =
+                CallToolResult::error(vec![ContentBlock::text(lead(error.to_string()))]);
             // Informative errors stop models from blind retry sweeps: say whether and when.
             let mut body = json!({
                 "code": error.code(),
@@ -63,6 +73,12 @@ pub fn call_result(result: Result<ToolOutput, ToolError>, tool: &str) -> CallToo
             result
         }
     }
+}
+
+/// A failure of ours (the store), answered as an opaque internal error and logged here.
+pub fn internal(error: impl std::fmt::Display) -> rmcp::ErrorData {
+    tracing::error!(%error, "request failed");
+    rmcp::ErrorData::internal_error("internal error", None)
 }
 
 pub fn job_template() -> ResourceTemplate {

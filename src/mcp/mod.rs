@@ -8,25 +8,32 @@ pub mod convert;
 mod progress;
 mod prompts;
 pub mod subscriptions;
+pub mod tasks;
 
 use std::sync::Arc;
 
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     model::{
-        CacheScope, CallToolRequestParams, CallToolResponse, GetPromptRequestParams,
-        GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
-        ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-        ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-        SubscriptionFilter, Tool, UnsubscribeRequestParams,
+        CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult,
+        GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult, Implementation,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+        PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+        UnsubscribeRequestParams, UpdateTaskParams,
     },
     service::{RequestContext, SubscriptionContext},
 };
 use tokio_util::sync::CancellationToken;
 
+/// Task ids a `subscriptions/listen` request asked for (`notifications.taskIds`), lifted off the
+/// request body by the HTTP layer because rmcp's filter type has no field for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenTaskIds(pub Vec<String>);
+
 use crate::{
     jobs::Job,
-    tools::{Caller, JobView, Links, ProgressSink, Services, ToolCall, ToolRegistry},
+    tools::{Caller, JobView, Links, ProgressSink, Services, ToolCall, ToolOutput, ToolRegistry},
 };
 pub use subscriptions::Subscriptions;
 
@@ -73,29 +80,59 @@ impl OffstageServer {
 }
 
 /// The authenticated caller: set by the HTTP auth layer, or the local user on stdio.
+///
+/// Its conversation is the one the app named in a header; failing that, the MCP session (a
+/// legacy HTTP session, or the one stdio connection), so piggy-backing and duplicate detection
+/// also work for clients that send no header. Stateless requests without the header have none.
 fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-    match ctx.extensions.get::<http::request::Parts>() {
-        None => Ok(Caller::local()),
-        // Over HTTP the auth layer always attaches a caller; its absence is a wiring bug, and
-        // answering as "local" would let any request read local jobs.
-        Some(parts) => {
-            parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+    let mut caller =
+        match ctx.extensions.get::<http::request::Parts>() {
+            None => Caller::local(),
+            // Over HTTP the auth layer always attaches a caller; its absence is a wiring bug, and
+            // answering as "local" would let any request read local jobs.
+            Some(parts) => parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
                 McpError::internal_error("request reached MCP unauthenticated", None)
-            })
-        }
+            })?,
+        };
+    if caller.conversation.is_none() {
+        caller.conversation = session_key(ctx);
+    }
+    caller.call_id = ctx.meta.get(CALL_ID_META).and_then(|id| id.as_str()).map(str::to_owned);
+    Ok(caller)
+}
+
+/// `_meta` key a realtime app may set on `tools/call` with the model's function call id, so
+/// Gemini Live payloads can answer that exact call.
+pub const CALL_ID_META: &str = "offstage/call_id";
+
+/// Identifies a session: a legacy HTTP session by its id, or the stdio connection.
+fn session_key(ctx: &RequestContext<RoleServer>) -> Option<String> {
+    match ctx.extensions.get::<http::request::Parts>() {
+        None => Some("stdio".to_owned()),
+        Some(parts) => parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .map(|id| format!("session:{id}")),
     }
 }
 
-/// Identifies a legacy session for `resources/subscribe` bookkeeping.
-fn session_key(ctx: &RequestContext<RoleServer>) -> String {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.headers.get("mcp-session-id"))
-        .and_then(|value| value.to_str().ok())
-        .map_or_else(|| "stdio".to_owned(), |id| format!("session:{id}"))
-}
-
 impl OffstageServer {
+    /// The caller's job behind a task id; anything else is an unknown task (-32602).
+    async fn owned_task(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        task_id: &str,
+    ) -> Result<Job, McpError> {
+        let caller = caller(ctx)?;
+        self.state.services.job_for(&caller, task_id).await.map_err(|_| {
+            McpError::invalid_params(
+                format!("no task `{task_id}`; use the taskId exactly as returned"),
+                None,
+            )
+        })
+    }
+
     /// The caller's job behind a job resource URI. Anything else — another scheme, a malformed
     /// id, a missing job or someone else's — is the same "resource not found".
     async fn owned_job(&self, caller: &Caller, uri: &str) -> Result<Job, McpError> {
@@ -119,6 +156,7 @@ impl ServerHandler for OffstageServer {
             .enable_prompts()
             .enable_resources()
             .enable_resources_subscribe()
+            .enable_tasks()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("offstage", env!("CARGO_PKG_VERSION")))
@@ -154,13 +192,68 @@ impl ServerHandler for OffstageServer {
         let progress = ctx.meta.get_progress_token().map(|token| {
             Arc::new(progress::PeerProgress::new(ctx.peer.clone(), token)) as Arc<dyn ProgressSink>
         });
+        let caller = caller(&ctx)?;
         let call = ToolCall {
-            caller: caller(&ctx)?,
+            caller: caller.clone(),
             arguments: request.arguments.unwrap_or_default(),
             progress,
         };
         let result = tool.call(call).await;
-        Ok(convert::call_result(result, &request.name).into())
+        let services = &self.state.services;
+        if tasks::wanted(&ctx)
+            && let Ok(ToolOutput { job: Some(job), text, .. }) = &result
+        {
+            // The job is durably stored before this returns, as SEP-2663 requires. The tool's
+            // own line ("being made, don't call again") is the best status message to start with.
+            let view = JobView::of(job, &services.links);
+            let task = tasks::task(job, &view, services.runner.retention())
+                .with_status_message(text.clone());
+            return Ok(CreateTaskResult::new(task).into());
+        }
+        let earlier = services.piggyback(&caller).await;
+        Ok(convert::call_result(result, &request.name, &earlier).into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let job = self.owned_task(&ctx, &request.task_id).await?;
+        let view = self.state.services.view(&job).await.map_err(convert::internal)?;
+        if job.status.is_terminal() {
+            self.state.services.mark_announced(&job).await;
+        }
+        let ttl = self.state.services.runner.retention();
+        Ok(GetTaskResult::new(tasks::detailed(&job, &view, ttl)))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let job = self.owned_task(&ctx, &request.task_id).await?;
+        let reason = crate::jobs::JobError {
+            code: "cancelled".to_owned(),
+            message: "Cancelled at the user's request.".to_owned(),
+        };
+        // Cancelling an ended task is acknowledged too: cancellation is cooperative and
+        // eventually consistent, and `tasks/get` shows how it really ended.
+        self.state.services.runner.cancel(&job.id, reason).await.map_err(convert::internal)?;
+        Ok(())
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let job = self.owned_task(&ctx, &request.task_id).await?;
+        Err(McpError::invalid_params(
+            format!("task {} never asks for input, so there is nothing to update", job.id),
+            None,
+        ))
     }
 
     async fn list_prompts(
@@ -214,7 +307,7 @@ impl ServerHandler for OffstageServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let job = self.owned_job(&caller(&ctx)?, &request.uri).await?;
-        let view = JobView::of(&job, &self.state.services.links);
+        let view = self.state.services.view(&job).await.map_err(convert::internal)?;
         Ok(convert::job_resource(&request.uri, &view).into())
     }
 
@@ -224,10 +317,11 @@ impl ServerHandler for OffstageServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let job = self.owned_job(&caller(&ctx)?, &request.uri).await?;
-        self.state.subscriptions.add_session(job.id.clone(), &session_key(&ctx), ctx.peer.clone());
+        let session = session_key(&ctx).unwrap_or_else(|| "sessionless".to_owned());
+        self.state.subscriptions.add_session(job.id.clone(), &session, ctx.peer.clone());
         // A job that ended before the subscription would otherwise never be announced.
         if job.status.is_terminal() {
-            Subscriptions::notify_one_session(ctx.peer.clone(), &job.id);
+            self.state.subscriptions.notify_one_session(ctx.peer.clone(), &job);
         }
         Ok(())
     }
@@ -237,8 +331,10 @@ impl ServerHandler for OffstageServer {
         request: UnsubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if let Some(id) = Links::parse_resource_uri(&request.uri) {
-            self.state.subscriptions.remove(&id, &session_key(&ctx));
+        if let (Some(id), Some(session)) =
+            (Links::parse_resource_uri(&request.uri), session_key(&ctx))
+        {
+            self.state.subscriptions.remove(&id, &session);
         }
         Ok(())
     }
@@ -269,7 +365,30 @@ impl ServerHandler for OffstageServer {
             let Ok(job) = self.owned_job(&caller, uri).await else { continue };
             self.state.subscriptions.add_listen(job.id.clone(), &key, ctx.sink().clone());
             if job.status.is_terminal() {
-                Subscriptions::notify_one_listen(ctx.sink().clone(), &job.id);
+                self.state.subscriptions.notify_one_listen(ctx.sink().clone(), &job);
+            }
+            watched.push(job.id);
+        }
+        // Task ids are not part of rmcp's filter type; the HTTP layer lifted them off the body.
+        let task_ids = ctx
+            .request_context()
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<ListenTaskIds>())
+            .map(|ids| ids.0.clone())
+            .unwrap_or_default();
+        let peer = ctx.request_context().peer.clone();
+        let subscription = ctx.sink().id().clone();
+        for task_id in task_ids.iter().take(MAX_LISTEN_URIS) {
+            let Ok(job) = self.state.services.job_for(&caller, task_id).await else { continue };
+            self.state.subscriptions.add_task(
+                job.id.clone(),
+                &key,
+                peer.clone(),
+                subscription.clone(),
+            );
+            if job.status.is_terminal() {
+                self.state.subscriptions.notify_one_task(peer.clone(), subscription.clone(), &job);
             }
             watched.push(job.id);
         }
@@ -279,6 +398,7 @@ impl ServerHandler for OffstageServer {
         }
         for id in &watched {
             self.state.subscriptions.remove(id, &key);
+            self.state.subscriptions.remove(id, &format!("{key}:task"));
         }
         Ok(())
     }

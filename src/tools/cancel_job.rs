@@ -74,7 +74,8 @@ impl Tool for CancelJob {
             }
             CancelOutcome::NotFound => return Err(ToolError::JobNotFound(input.job_id)),
         };
-        let view = JobView::of(&job, &self.services.links);
-        Ok(ToolOutput { text, structured: view.to_json(), links: vec![] })
+        let view = self.services.view(&job).await?;
+        self.services.mark_announced(&job).await;
+        Ok(ToolOutput { text, structured: view.to_json(), links: vec![], job: None })
     }
 }

@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Annotations, Links, ResourceLink, Services, Tool, ToolCall, ToolDefinition, ToolError,
+    Annotations, JobView, Links, ResourceLink, Services, Tool, ToolCall, ToolDefinition, ToolError,
     ToolOutput, parse_arguments, schema,
 };
 use crate::{
     images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
     jobs::{
-        Job, JobId,
-        runner::{JobFailure, JobHandler, NewJob, SubmitError},
+        Job, JobContext, JobId, JobStatus,
+        runner::{Dedupe, JobFailure, JobHandler, NewJob, SubmitError},
     },
     providers::{ImageProvider, ImageRequest},
 };
@@ -111,6 +111,25 @@ fn validate(input: GenerateImageInput) -> Result<ImageJobInput, ToolError> {
     Ok(ImageJobInput { prompt: prompt.to_owned(), size: input.size.unwrap_or_default() })
 }
 
+/// Same tool, same normalised arguments (case and spacing of the prompt ignored), same
+/// conversation.
+fn dedupe_key(conversation: &str, input: &ImageJobInput) -> String {
+    use sha2::Digest;
+    let prompt = input.prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let canonical = json!([NAME, conversation, prompt, input.size]).to_string();
+    let digest = sha2::Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The reply to a repeated call: it is under way already, do not call again.
+fn already_line(id: &JobId, eta: Duration) -> String {
+    let seconds = eta.as_secs_f64().round().max(1.0);
+    format!(
+        "That image is already being made, about {seconds} s left; don't call {NAME} again for \
+         it. Job {id}."
+    )
+}
+
 /// The one line the model reads: it is being made, roughly when, and not to call again.
 fn started_line(id: &JobId, eta: Duration) -> String {
     let seconds = eta.as_secs_f64().round().max(1.0);
@@ -128,31 +147,54 @@ impl Tool for GenerateImage {
 
     async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
         let input = validate(parse_arguments(NAME, call.arguments)?)?;
+        let caller = call.caller;
+        let services = &self.services;
+        let dedupe = caller.conversation.as_ref().map(|conversation| Dedupe {
+            key: dedupe_key(conversation, &input),
+            window: services.push.dedupe_window,
+        });
         let new = NewJob {
             tool: NAME.to_owned(),
-            owner: call.caller.owner,
             input: serde_json::to_value(&input).unwrap_or_default(),
+            context: JobContext {
+                delivery: Some(services.delivery_for(NAME, &caller).as_str().to_owned()),
+                conversation: caller.conversation,
+                call_id: caller.call_id,
+            },
+            owner: caller.owner,
+            dedupe,
         };
-        let job = self.services.runner.submit(new).await.map_err(|error| match error {
+        let submitted = services.runner.submit(new).await.map_err(|error| match error {
             SubmitError::Busy { retry_after, .. } => ToolError::Busy { retry_after },
             SubmitError::ShuttingDown => ToolError::Busy { retry_after: Duration::from_secs(5) },
             other => ToolError::Internal(other.to_string()),
         })?;
-        let links = &self.services.links;
-        let image_url = links.image_url(&job.id);
+        let job = submitted.job;
+        let view = JobView::of(&job, &services.links);
+        let eta = Duration::from_millis(view.eta_ms.unwrap_or(0));
+        let text = match (submitted.duplicate, job.status) {
+            (false, _) => started_line(&job.id, eta),
+            (true, JobStatus::Working) => already_line(&job.id, eta),
+            (true, _) => format!("That image was just made: {}", services.links.image_url(&job.id)),
+        };
+        let mut structured = json!({
+            "job_id": job.id,
+            "status": job.status,
+            "image_url": services.links.image_url(&job.id),
+            "eta_ms": view.eta_ms.unwrap_or(0),
+        });
+        if submitted.duplicate {
+            structured["duplicate"] = json!(true);
+        }
         Ok(ToolOutput {
-            text: started_line(&job.id, Duration::from_millis(job.eta_ms)),
-            structured: json!({
-                "job_id": job.id,
-                "status": job.status,
-                "image_url": image_url,
-                "eta_ms": job.eta_ms,
-            }),
+            text,
+            structured,
             links: vec![ResourceLink {
                 uri: Links::resource_uri(&job.id),
                 name: format!("image job {}", job.id),
                 mime_type: "application/json",
             }],
+            job: Some(job),
         })
     }
 }

@@ -106,7 +106,14 @@ impl Tool for JobStatusTool {
                 progress.progress(waited.as_millis() as f64, Some(wait_ms as f64), message).await;
             }
         }
-        let view = JobView::of(&job, &self.services.links);
-        Ok(ToolOutput { text: status_line(&job, &view), structured: view.to_json(), links: vec![] })
+        let view = self.services.view(&job).await?;
+        // The model now knows how it ended: don't announce it again.
+        self.services.mark_announced(&job).await;
+        Ok(ToolOutput {
+            text: status_line(&job, &view),
+            structured: view.to_json(),
+            links: vec![],
+            job: None,
+        })
     }
 }

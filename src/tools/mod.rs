@@ -7,6 +7,7 @@ pub mod cancel_job;
 pub mod generate_image;
 pub mod job_status;
 pub mod schema;
+mod services;
 pub mod view;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
@@ -15,11 +16,10 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::{
-    images::files::ImageFiles,
-    jobs::{Job, JobId, runner::JobRunner},
-    providers::ImageProvider,
-};
+use sha2::Digest;
+
+use crate::{config::DeliveryHint, jobs::Job};
+pub use services::Services;
 pub use view::{JobView, Links};
 
 /// Hints clients use to decide about approval and filtering; set truthfully per tool.
@@ -42,17 +42,39 @@ pub struct ToolDefinition {
     pub annotations: Annotations,
 }
 
-/// The authenticated party behind a call. Jobs belong to exactly one owner.
+/// The party behind a call: who (jobs belong to exactly one owner) and, when the app said,
+/// which conversation and how it wants results delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub owner: String,
+    /// The conversation (or MCP session) this call belongs to.
+    pub conversation: Option<String>,
+    /// The conversation's delivery override, from its request header.
+    pub delivery: Option<DeliveryHint>,
+    /// The realtime model's function call id for this call, when the app passed one.
+    pub call_id: Option<String>,
 }
 
 impl Caller {
     /// The caller when no tokens are configured (and on stdio): one shared owner.
     pub fn local() -> Caller {
-        Caller { owner: "local".to_owned() }
+        Caller::owned_by("local".to_owned())
     }
+
+    /// The caller holding a bearer token: owners are named by a digest, never the secret.
+    pub fn for_token(token: &str) -> Caller {
+        Caller::owned_by(owner_of_digest(&sha2::Sha256::digest(token.as_bytes()).into()))
+    }
+
+    fn owned_by(owner: String) -> Caller {
+        Caller { owner, conversation: None, delivery: None, call_id: None }
+    }
+}
+
+/// The owner id for a token's SHA-256 digest.
+pub fn owner_of_digest(digest: &[u8; 32]) -> String {
+    let hex: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("token:{hex}")
 }
 
 /// Where a tool may report progress while a call is open (MCP progress notifications).
@@ -85,6 +107,8 @@ pub struct ToolOutput {
     pub text: String,
     pub structured: Value,
     pub links: Vec<ResourceLink>,
+    /// The background job this call started (or found running), for MCP task results.
+    pub job: Option<Job>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,25 +160,6 @@ impl ToolError {
 pub trait Tool: Send + Sync + fmt::Debug {
     fn definition(&self) -> &ToolDefinition;
     async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError>;
-}
-
-/// What tools share: the runner, URL building and the image backend.
-#[derive(Debug)]
-pub struct Services {
-    pub runner: JobRunner,
-    pub links: Links,
-    pub provider: Arc<dyn ImageProvider>,
-    pub images: ImageFiles,
-}
-
-impl Services {
-    /// Reads a job for `caller`. Someone else's job looks exactly like a missing one.
-    pub async fn job_for(&self, caller: &Caller, job_id: &str) -> Result<Job, ToolError> {
-        let not_found = || ToolError::JobNotFound(job_id.trim().to_owned());
-        let id = JobId::parse(job_id).ok_or_else(not_found)?;
-        let job = self.runner.get(&id).await.map_err(|e| ToolError::Internal(e.to_string()))?;
-        job.filter(|job| job.owner == caller.owner).ok_or_else(not_found)
-    }
 }
 
 /// The tools this server offers, in name order (stable `tools/list`).

@@ -2,10 +2,13 @@
 //! `GET /v1/jobs/{id}`, and the URLs that point at it.
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::jobs::{Job, JobId, JobStatus, Micros};
+use crate::jobs::{
+    Job, JobId, JobStatus, Micros,
+    store::{DeliveryState, DeliveryStatus},
+};
 
 /// URI scheme of job resources: `offstage://jobs/{job_id}`.
 pub const RESOURCE_PREFIX: &str = "offstage://jobs/";
@@ -40,7 +43,8 @@ impl Links {
 }
 
 /// A job as callers see it. Field names are part of the wire format (`schemas/job.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobView {
     pub job_id: String,
     pub tool: String,
@@ -58,6 +62,26 @@ pub struct JobView {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Webhook deliveries of this job's events, when any endpoint receives them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<WebhookView>>,
+}
+
+/// Where one webhook delivery stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookView {
+    pub event_id: i64,
+    pub url: String,
+    /// `pending` (retrying), `delivered` or `failed` (gave up).
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
 }
 
 impl JobView {
@@ -72,12 +96,61 @@ impl JobView {
             error: job.error.as_ref().map(|error| error.message.clone()),
             created_at: job.created_at.to_rfc3339(),
             finished_at: job.finished_at.map(Micros::to_rfc3339),
+            webhooks: None,
         }
+    }
+
+    pub fn with_deliveries(&mut self, deliveries: &[DeliveryState]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.webhooks = Some(
+            deliveries
+                .iter()
+                .map(|delivery| WebhookView {
+                    event_id: delivery.event_id,
+                    url: delivery.endpoint.clone(),
+                    status: delivery.status,
+                    attempts: delivery.attempts,
+                    last_status: delivery.last_status,
+                    last_error: delivery.last_error.clone(),
+                    delivered_at: delivery.delivered_at.map(Micros::to_rfc3339),
+                })
+                .collect(),
+        );
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }
+}
+
+/// One short sentence telling a conversation how a job ended, e.g. "The image of “a red fox”
+/// is ready." Used for piggy-backed results and for the host app's events.
+pub fn announcement(job: &Job) -> String {
+    let what = match super::generate_image::ImageJobInput::of(job) {
+        Some(input) => format!("The image of \u{201c}{}\u{201d}", shorten(&input.prompt, 60)),
+        None => format!("The {} job", job.tool.replace('_', " ")),
+    };
+    match job.status {
+        JobStatus::Working => format!("{what} is still being made."),
+        JobStatus::Completed => format!("{what} is ready."),
+        JobStatus::Failed => match &job.error {
+            Some(error) => format!("{what} failed: {}", error.message),
+            None => format!("{what} failed."),
+        },
+        JobStatus::Cancelled => format!("{what} was cancelled."),
+    }
+}
+
+/// At most `max` characters, cut at a word boundary with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    format!("{}\u{2026}", cut.trim_end_matches([',', '.', ';', ':']))
 }
 
 /// The creation-time estimate minus the time already spent, never below zero.

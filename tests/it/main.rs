@@ -5,7 +5,10 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod conversation;
+mod events;
 mod http_views;
+mod isolation;
 mod legacy_session;
 mod openai_jobs;
 mod openai_provider;
@@ -14,4 +17,6 @@ mod progress;
 mod restart;
 mod stateless;
 mod stdio;
+mod tasks;
 mod tidy;
+mod webhooks;

@@ -31,6 +31,7 @@ pub const SOON: Duration = Duration::from_secs(15);
 pub struct TestServer {
     pub server: Server,
     pub dir: TempDir,
+    pub config: Config,
 }
 
 pub fn test_config(dir: &Path) -> Config {
@@ -49,8 +50,70 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let server = Server::start(config).await.expect("server starts");
-        TestServer { server, dir }
+        let server = Server::start(config.clone()).await.expect("server starts");
+        TestServer { server, dir, config }
+    }
+
+    /// Stops the server gracefully and starts it again on the same address and data directory.
+    pub async fn restart(self) -> TestServer {
+        let TestServer { server, dir, mut config } = self;
+        config.listen = server.local_addr();
+        server.stop().await;
+        let server = Server::start(config.clone()).await.expect("server starts again");
+        TestServer { server, dir, config }
+    }
+
+    /// Opens `GET /v1/events` with a query string (may be empty) and optional `Last-Event-ID`.
+    pub async fn events(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> SseReader {
+        SseReader::new(
+            self.events_request(token, query, last_event_id).send().await.expect("GET /v1/events"),
+        )
+    }
+
+    pub fn events_request(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = reqwest::Client::new().get(self.http(&format!("/v1/events{query}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        request
+    }
+
+    /// `GET /v1/jobs/{id}` as `token`: (status, JSON body).
+    pub async fn job_json(&self, token: Option<&str>, id: &str) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(self.http(&format!("/v1/jobs/{id}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("GET /v1/jobs/{id}");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Polls `GET /v1/jobs/{id}` (which tells no conversation anything) until the job ended.
+    pub async fn wait_ended_quietly(&self, token: Option<&str>, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + SOON;
+        loop {
+            let (status, view) = self.job_json(token, id).await;
+            assert_eq!(status, 200, "{view}");
+            if view["status"] != "working" {
+                return view;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} still working");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self) -> String {
@@ -123,11 +186,57 @@ impl ClientHandler for Recorder {
 pub type Client = RunningService<RoleClient, Recorder>;
 
 fn transport(url: &str, token: Option<&str>) -> StreamableHttpClientTransport<reqwest::Client> {
+    transport_with(url, token, &[])
+}
+
+fn transport_with(
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> StreamableHttpClientTransport<reqwest::Client> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
     if let Some(token) = token {
         config = config.auth_header(token.to_owned());
     }
-    StreamableHttpClientTransport::from_config(config)
+    let headers = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            )
+        })
+        .collect();
+    StreamableHttpClientTransport::from_config(config.custom_headers(headers))
+}
+
+/// A legacy-era client whose every request carries `headers` (a host app naming its
+/// conversation, say).
+pub async fn legacy_client_with(
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (Client, Inbox) {
+    let (recorder, inbox) = Recorder::new(client_info());
+    let client =
+        recorder.serve(transport_with(url, token, headers)).await.expect("legacy client connects");
+    (client, inbox)
+}
+
+/// A 2026-07-28 client whose every request carries `headers`.
+pub async fn modern_client_with(
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (Client, Inbox) {
+    let (recorder, inbox) = Recorder::new(client_info());
+    let lifecycle =
+        ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    let client = recorder
+        .serve_with_lifecycle(transport_with(url, token, headers), lifecycle)
+        .await
+        .expect("modern client connects");
+    (client, inbox)
 }
 
 pub fn client_info() -> ClientConfig {
@@ -238,4 +347,139 @@ pub async fn count_jobs(data_dir: &Path) -> i64 {
         .expect("count jobs");
     let _ = connection.close().await;
     count.0
+}
+
+/// One Server-Sent Event as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is JSON ({e}): {}", self.data))
+    }
+
+    /// The data as a job event, checked against its schema (`schemas/event.json`): every
+    /// required field present, no unknown one.
+    pub fn event(&self) -> offstage::push::event::EventBody {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is not a job event ({e}): {}", self.data))
+    }
+}
+
+/// Reads an SSE response event by event (comments and `retry:` lines skipped).
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+    /// Comment lines seen so far (keep-alives).
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> SseReader {
+        assert!(response.status().is_success(), "SSE request failed: {}", response.status());
+        let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("text/event-stream"), "not an event stream: {kind}");
+        SseReader { response, buffer: String::new(), comments: 0 }
+    }
+
+    /// The next event, or `None` if none arrives within `wait` (or the stream ends).
+    pub async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent { id: None, event: None, data: String::new() };
+                let mut has_data = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "id" => event.id = Some(value.to_owned()),
+                            "event" => event.event = Some(value.to_owned()),
+                            "data" => {
+                                if has_data {
+                                    event.data.push('\n');
+                                }
+                                event.data.push_str(value);
+                                has_data = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if has_data {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?;
+            match chunk.expect("stream readable") {
+                Some(bytes) => {
+                    self.buffer.push_str(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n"))
+                }
+                None => return None,
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> SseEvent {
+        self.next_within(SOON).await.expect("an event arrives")
+    }
+}
+
+/// The `_meta` every 2026-07-28 request carries, declaring `capabilities`.
+pub fn modern_meta(capabilities: Value) -> Value {
+    serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "offstage-tests", "version": "0"},
+    })
+}
+
+/// Sends one raw 2026-07-28 request to `/mcp`.
+pub fn raw_request(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    name: Option<&str>,
+    body: Value,
+) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .body(body.to_string());
+    if let Some(name) = name {
+        request = request.header("mcp-name", name);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+}
+
+pub fn tasks_capabilities() -> rmcp::model::ClientCapabilities {
+    rmcp::model::ClientCapabilities::builder().enable_tasks().build()
+}
+
+/// A 2026-07-28 client that declares the tasks extension on every request.
+pub async fn tasks_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
+    let info = ClientConfig::new(tasks_capabilities(), Implementation::new("offstage-tests", "0"));
+    let (recorder, inbox) = Recorder::new(info);
+    let lifecycle =
+        ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    let client = recorder
+        .serve_with_lifecycle(transport(url, token), lifecycle)
+        .await
+        .expect("tasks client connects");
+    (client, inbox)
 }

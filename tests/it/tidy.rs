@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use offstage::tools::{
-    JobView, cancel_job::CancelJobInput, generate_image::GenerateImageInput,
-    job_status::JobStatusInput, schema::input_schema,
+use offstage::{
+    push::event::{EventBody, WebhookBody},
+    tools::{
+        JobView, cancel_job::CancelJobInput, generate_image::GenerateImageInput,
+        job_status::JobStatusInput, schema::input_schema,
+    },
 };
 use serde_json::Value;
 
@@ -34,8 +37,8 @@ fn every_rust_file_says_what_it_owns() {
     assert!(missing.is_empty(), "files without a leading `//!` line: {missing:?}");
 }
 
-/// The schemas developers and editors read: tool inputs exactly as `tools/list` shows them, and
-/// the job JSON every view returns.
+/// The schemas developers and editors read: tool inputs exactly as `tools/list` shows them, the
+/// job JSON every view returns, and the events host apps receive (SSE and webhooks).
 fn generated() -> Vec<(&'static str, Value)> {
     let object =
         |schema: std::sync::Arc<serde_json::Map<String, Value>>| Value::Object((*schema).clone());
@@ -44,6 +47,8 @@ fn generated() -> Vec<(&'static str, Value)> {
         ("job_status.input.json", object(input_schema::<JobStatusInput>())),
         ("cancel_job.input.json", object(input_schema::<CancelJobInput>())),
         ("job.json", serde_json::to_value(schemars::schema_for!(JobView)).unwrap()),
+        ("event.json", serde_json::to_value(schemars::schema_for!(EventBody)).unwrap()),
+        ("webhook.json", serde_json::to_value(schemars::schema_for!(WebhookBody)).unwrap()),
     ]
 }
 

@@ -21,7 +21,11 @@ use tempfile::TempDir;
 use tokio::sync::{Notify, broadcast};
 
 use super::*;
-use crate::jobs::{events::JobEvent, sqlite::SqliteJobStore, store::PurgedJob};
+use crate::jobs::{
+    events::{JobEvent, NewEvent, StoredEvent},
+    sqlite::SqliteJobStore,
+    store::{DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, PurgedJob},
+};
 
 const TOOL: &str = "draw";
 /// Longest any test waits for something that should happen in milliseconds.
@@ -229,11 +233,24 @@ impl Fixture {
 }
 
 fn new_job(n: u32) -> NewJob {
-    NewJob { tool: TOOL.to_owned(), owner: "alice".to_owned(), input: json!({ "n": n }) }
+    NewJob {
+        tool: TOOL.to_owned(),
+        owner: "alice".to_owned(),
+        input: json!({ "n": n }),
+        context: JobContext::default(),
+        dedupe: None,
+    }
 }
 
+/// Submits job `n`, which must be new (no dedupe key, so never a duplicate).
 async fn submit(runner: &JobRunner, n: u32) -> Job {
-    tokio::time::timeout(PATIENCE, runner.submit(new_job(n)))
+    let submitted = submit_new(runner, new_job(n)).await;
+    assert!(!submitted.duplicate, "a job without a dedupe key is never a duplicate");
+    submitted.job
+}
+
+async fn submit_new(runner: &JobRunner, new: NewJob) -> Submitted {
+    tokio::time::timeout(PATIENCE, runner.submit(new))
         .await
         .expect("submit must not wait for the job")
         .expect("submit")
@@ -249,6 +266,22 @@ async fn ended(runner: &JobRunner, id: &JobId) -> Job {
         .expect("the job exists");
     assert!(job.status.is_terminal(), "job {id} still {:?} after {PATIENCE:?}", job.status);
     job
+}
+
+/// What `events` receives up to and including the first `Ended` change.
+async fn published_until_ended(events: &mut broadcast::Receiver<Arc<JobEvent>>) -> Vec<JobEvent> {
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|event: &JobEvent| event.change != JobChange::Ended) {
+        let event = tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event");
+        seen.push(JobEvent::clone(&event.expect("no lag")));
+    }
+    seen
+}
+
+/// Every event stored for `job` (owned by alice, as [`new_job`] makes them), oldest first.
+async fn stored_events(fixture: &Fixture, job: &JobId) -> Vec<StoredEvent> {
+    let filter = EventFilter { job: Some(job.clone()), ..EventFilter::default() };
+    fixture.store.events_after("alice", 0, &filter, 100).await.expect("events")
 }
 
 /// Polls `check` until it holds; fails the test after [`PATIENCE`].
@@ -304,8 +337,10 @@ async fn owned_by(fixture: &Fixture, instance: &str, attempts: u32) -> Job {
         updated_at: now,
         started_at: None,
         finished_at: None,
+        context: JobContext::default(),
     };
-    fixture.store.insert(&job, instance).await.expect("insert");
+    let created = BareEvents.compose(JobChange::Created, &job);
+    fixture.store.insert(&job, instance, None, created).await.expect("insert");
     job
 }
 
@@ -343,8 +378,14 @@ impl Spy {
 
 #[async_trait]
 impl JobStore for Spy {
-    async fn insert(&self, job: &Job, instance: &str) -> Result<(), StoreError> {
-        self.store.insert(job, instance).await
+    async fn insert(
+        &self,
+        job: &Job,
+        instance: &str,
+        dedupe_key: Option<&str>,
+        event: NewEvent,
+    ) -> Result<StoredEvent, StoreError> {
+        self.store.insert(job, instance, dedupe_key, event).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -360,14 +401,15 @@ impl JobStore for Spy {
         id: &JobId,
         outcome: &Outcome,
         now: Micros,
-    ) -> Result<Option<Job>, StoreError> {
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
         let fail = self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1));
         if fail.is_ok() {
             return Err(StoreError::Closed);
         }
-        self.store.finish(id, outcome, now).await
+        self.store.finish(id, outcome, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -395,6 +437,74 @@ impl JobStore for Spy {
         limit: usize,
     ) -> Result<Vec<PurgedJob>, StoreError> {
         self.store.purge_finished_before(cutoff, limit).await
+    }
+
+    async fn find_duplicate(
+        &self,
+        owner: &str,
+        dedupe_key: &str,
+        since: Micros,
+    ) -> Result<Option<Job>, StoreError> {
+        self.store.find_duplicate(owner, dedupe_key, since).await
+    }
+
+    async fn take_unannounced(
+        &self,
+        owner: &str,
+        conversation: &str,
+        now: Micros,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.store.take_unannounced(owner, conversation, now, limit).await
+    }
+
+    async fn mark_announced(&self, id: &JobId, now: Micros) -> Result<(), StoreError> {
+        self.store.mark_announced(id, now).await
+    }
+
+    async fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.store.last_event_id().await
+    }
+
+    async fn events_after(
+        &self,
+        owner: &str,
+        after: i64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events_after(owner, after, filter, limit).await
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events_between(after, before, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Micros,
+        retry_at: Micros,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.store.claim_deliveries(now, retry_at, limit).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        self.store.settle_delivery(id, outcome, now).await
+    }
+
+    async fn deliveries_of(&self, job: &JobId) -> Result<Vec<DeliveryState>, StoreError> {
+        self.store.deliveries_of(job).await
     }
 }
 
@@ -444,17 +554,15 @@ async fn a_completed_job_is_published_and_wait_for_end_returns_its_output() {
     assert!(done.finished_at.is_some());
     assert_eq!(runner.get(&job.id).await.unwrap(), Some(done.clone()));
 
-    // Every committed change is published once, carrying the job as stored.
-    let mut seen = Vec::new();
-    while seen.last().is_none_or(|event: &JobEvent| event.change != JobChange::Ended) {
-        let event = tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event");
-        seen.push(JobEvent::clone(&event.expect("no lag")));
-    }
+    // Every committed change is published once, carrying the job and the event as stored.
+    let seen = published_until_ended(&mut events).await;
+    let [created, completed] = stored_events(&fixture, &job.id).await.try_into().unwrap();
+    assert_eq!((created.kind.as_str(), completed.kind.as_str()), ("job.created", "job.completed"));
     assert_eq!(
         seen,
         [
-            JobEvent { change: JobChange::Created, job: job.clone() },
-            JobEvent { change: JobChange::Ended, job: done },
+            JobEvent { change: JobChange::Created, job: job.clone(), event: created },
+            JobEvent { change: JobChange::Ended, job: done, event: completed },
         ]
     );
     assert!(matches!(events.try_recv(), Err(broadcast::error::TryRecvError::Empty)));
@@ -600,15 +708,19 @@ async fn cancelling_a_running_job_stops_it_for_good() {
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert_eq!(cancelled.error, Some(cancelled_by_user()));
     let event = tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event").unwrap();
-    let expected = JobEvent { change: JobChange::Ended, job: cancelled.clone() };
+    let [_created, stored] = stored_events(&fixture, &job.id).await.try_into().unwrap();
+    assert_eq!(stored.kind, "job.cancelled");
+    let expected = JobEvent { change: JobChange::Ended, job: cancelled.clone(), event: stored };
     assert_eq!(*event, expected, "the cancellation is published");
 
     eventually("the attempt is dropped", async || script.dropped() == 1).await;
     assert_discarded(&script, std::slice::from_ref(&job.id)).await;
 
     // A completion arriving now loses the compare-and-set and changes nothing.
-    let late = runner.store().finish(&job.id, &Outcome::Completed(json!(1)), Micros::now()).await;
+    let completed = Outcome::Completed(json!(1));
+    let late = runner.store().finish(&job.id, &completed, Micros::now(), &BareEvents).await;
     assert_eq!(late.unwrap(), None);
+    assert_eq!(stored_events(&fixture, &job.id).await.len(), 2, "and writes no event");
     assert_eq!(runner.get(&job.id).await.unwrap(), Some(cancelled.clone()));
     assert_eq!(ended(&runner, &job.id).await, cancelled);
     assert_eq!(script.calls().len(), 1, "a cancelled job is not retried");

@@ -8,6 +8,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::*;
+use crate::jobs::events::BareEvents;
 
 /// A day in microseconds: instance rows this much older than a new heartbeat are deleted.
 const DAY: i64 = 24 * 3600 * 1_000_000;
@@ -39,14 +40,31 @@ fn job(tool: &str, created_at: i64) -> Job {
         updated_at: Micros(created_at),
         started_at: None,
         finished_at: None,
+        context: JobContext::default(),
     }
 }
 
 /// Inserts a job owned by `instance`.
 async fn insert(store: &SqliteJobStore, tool: &str, created_at: i64, instance: &str) -> Job {
     let job = job(tool, created_at);
-    store.insert(&job, instance).await.expect("insert");
+    put(store, &job, instance).await.expect("insert");
     job
+}
+
+/// Inserts `job` as the runner does, with its bare creation event and no dedupe key.
+async fn put(store: &SqliteJobStore, job: &Job, instance: &str) -> Result<StoredEvent, StoreError> {
+    store.insert(job, instance, None, BareEvents.compose(JobChange::Created, job)).await
+}
+
+/// Ends a job with its bare event, returning the job only: what most tests look at.
+async fn finish(
+    store: &SqliteJobStore,
+    id: &JobId,
+    outcome: &Outcome,
+    now: Micros,
+) -> Result<Option<Job>, StoreError> {
+    let ended = store.finish(id, outcome, now, &BareEvents).await?;
+    Ok(ended.map(|(job, _event)| job))
 }
 
 fn error(code: &str) -> JobError {
@@ -123,8 +141,13 @@ async fn insert_then_get_round_trips_every_field() {
         updated_at: Micros(1_700_000_000_123_457),
         started_at: None,
         finished_at: None,
+        context: JobContext {
+            conversation: Some("conv « 7 »".to_owned()),
+            delivery: Some("when_idle".to_owned()),
+            call_id: Some("call_9Xz".to_owned()),
+        },
     };
-    store.insert(&job, "instance-a").await.unwrap();
+    put(&store, &job, "instance-a").await.unwrap();
 
     assert_eq!(store.get(&job.id).await.unwrap(), Some(job.clone()));
     assert_eq!(lease_owner(&store, &job.id).await, owned("instance-a"));
@@ -136,8 +159,7 @@ async fn insert_then_get_round_trips_every_field() {
     let output =
         json!({ "image": { "width": 1024, "format": "png" }, "bytes": 12_345, "note": "✓" });
     let finished_at = Micros(1_700_000_009_000_000);
-    let ended = store
-        .finish(&job.id, &Outcome::Completed(output.clone()), finished_at)
+    let ended = finish(&store, &job.id, &Outcome::Completed(output.clone()), finished_at)
         .await
         .unwrap()
         .expect("a working job finishes");
@@ -160,7 +182,7 @@ async fn failed_and_cancelled_outcomes_keep_their_error() {
         (Outcome::Cancelled(error("cancelled")), error("cancelled")),
     ] {
         let job = insert(&store, "t", 10, "a").await;
-        let ended = store.finish(&job.id, &outcome, Micros(50)).await.unwrap().unwrap();
+        let ended = finish(&store, &job.id, &outcome, Micros(50)).await.unwrap().unwrap();
         assert_eq!(ended.status, outcome.status());
         assert_eq!(ended.error, Some(expected));
         assert_eq!(ended.output, None);
@@ -189,7 +211,7 @@ async fn start_attempt_counts_attempts_and_stamps_only_the_first_start() {
     assert_eq!(lease_owner(&store, &job.id).await, owned("a"), "attempts keep the owner");
 
     // Once ended, no attempt may start: the runner reads `None` as "stop".
-    store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(40)).await.unwrap();
+    finish(&store, &job.id, &Outcome::Cancelled(error("cancelled")), Micros(40)).await.unwrap();
     assert_eq!(store.start_attempt(&job.id, Micros(50)).await.unwrap(), None);
     let ended = store.get(&job.id).await.unwrap().unwrap();
     assert_eq!((ended.attempts, ended.updated_at), (2, Micros(40)), "an ended job is untouched");
@@ -204,11 +226,11 @@ async fn finish_is_compare_and_set_completion_then_cancel() {
     let output = json!({ "ok": true });
 
     let completed =
-        store.finish(&job.id, &Outcome::Completed(output.clone()), Micros(20)).await.unwrap();
+        finish(&store, &job.id, &Outcome::Completed(output.clone()), Micros(20)).await.unwrap();
     assert_eq!(completed.as_ref().map(|job| job.status), Some(JobStatus::Completed));
 
     // The cancel lost the race: it must report so and change nothing.
-    let cancel = store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(30)).await;
+    let cancel = finish(&store, &job.id, &Outcome::Cancelled(error("cancelled")), Micros(30)).await;
     assert_eq!(cancel.unwrap(), None);
     let stored = store.get(&job.id).await.unwrap().unwrap();
     assert_eq!(stored, completed.unwrap());
@@ -222,20 +244,20 @@ async fn finish_is_compare_and_set_cancel_then_completion() {
     let job = insert(&store, "t", 10, "a").await;
 
     let cancelled =
-        store.finish(&job.id, &Outcome::Cancelled(error("cancelled")), Micros(20)).await.unwrap();
+        finish(&store, &job.id, &Outcome::Cancelled(error("cancelled")), Micros(20)).await.unwrap();
     assert_eq!(cancelled.as_ref().map(|job| job.status), Some(JobStatus::Cancelled));
 
     // A handler finishing after the cancel must not resurrect the job as completed.
-    let late = store.finish(&job.id, &Outcome::Completed(json!({ "late": 1 })), Micros(30)).await;
+    let late = finish(&store, &job.id, &Outcome::Completed(json!({ "late": 1 })), Micros(30)).await;
     assert_eq!(late.unwrap(), None);
-    let late = store.finish(&job.id, &Outcome::Failed(error("late")), Micros(31)).await;
+    let late = finish(&store, &job.id, &Outcome::Failed(error("late")), Micros(31)).await;
     assert_eq!(late.unwrap(), None);
     let stored = store.get(&job.id).await.unwrap().unwrap();
     assert_eq!(stored, cancelled.unwrap());
     assert_eq!(stored.output, None);
     assert_eq!(stored.error, Some(error("cancelled")));
     assert_eq!(
-        store.finish(&JobId::generate(), &Outcome::Failed(error("x")), Micros(1)).await.unwrap(),
+        finish(&store, &JobId::generate(), &Outcome::Failed(error("x")), Micros(1)).await.unwrap(),
         None
     );
 }
@@ -249,7 +271,7 @@ async fn ended_jobs_lose_their_owner_and_are_never_claimed() {
         Outcome::Cancelled(error("cancelled")),
     ] {
         let job = insert(&store, "t", 10, "a").await;
-        store.finish(&job.id, &outcome, Micros(20)).await.unwrap().unwrap();
+        finish(&store, &job.id, &outcome, Micros(20)).await.unwrap().unwrap();
         assert_eq!(lease_owner(&store, &job.id).await, None, "{:?}", outcome.status());
     }
 
@@ -330,7 +352,7 @@ async fn claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive() {
     let live = insert(&store, "t", 5, "alive").await;
     let at_the_limit = insert(&store, "t", 6, "edge").await;
     let ended = insert(&store, "t", 1, "dead").await;
-    store.finish(&ended.id, &Outcome::Failed(error("x")), Micros(200)).await.unwrap().unwrap();
+    finish(&store, &ended.id, &Outcome::Failed(error("x")), Micros(200)).await.unwrap().unwrap();
 
     let rescuer = lease("rescuer", 9_000);
     let first = store.claim_orphans(&rescuer, Micros(now), 1).await.unwrap();
@@ -412,7 +434,7 @@ async fn release_makes_a_live_instances_jobs_claimable_at_once() {
     store.heartbeat(&lease("next", far)).await.unwrap();
     let mine = insert(&store, "t", 1, "me").await;
     let mine_ended = insert(&store, "t", 2, "me").await;
-    store.finish(&mine_ended.id, &Outcome::Completed(json!(1)), Micros(10)).await.unwrap();
+    finish(&store, &mine_ended.id, &Outcome::Completed(json!(1)), Micros(10)).await.unwrap();
     let theirs = insert(&store, "t", 3, "them").await;
     assert_eq!(store.claim_orphans(&lease("next", far), now, 10).await.unwrap(), vec![]);
 
@@ -442,13 +464,13 @@ async fn purge_deletes_only_jobs_that_ended_before_the_cutoff() {
         ("c", Outcome::Cancelled(error("cancelled")), 300),
     ] {
         let job = insert(&store, tool, 1, "i").await;
-        store.finish(&job.id, &outcome, Micros(finished)).await.unwrap().unwrap();
+        finish(&store, &job.id, &outcome, Micros(finished)).await.unwrap().unwrap();
         old.push((job.id, tool.to_owned()));
     }
     let recent = insert(&store, "d", 1, "i").await;
-    store.finish(&recent.id, &Outcome::Completed(json!(2)), Micros(1_000)).await.unwrap();
+    finish(&store, &recent.id, &Outcome::Completed(json!(2)), Micros(1_000)).await.unwrap();
     let at_cutoff = insert(&store, "e", 1, "i").await;
-    store.finish(&at_cutoff.id, &Outcome::Completed(json!(3)), Micros(500)).await.unwrap();
+    finish(&store, &at_cutoff.id, &Outcome::Completed(json!(3)), Micros(500)).await.unwrap();
     // A working job is never purged, however old, even with an owner that is not alive.
     let working = insert(&store, "f", 0, "i").await;
 
@@ -481,7 +503,7 @@ async fn jobs_survive_closing_and_reopening_the_store() {
     let started = store.start_attempt(&working.id, Micros(5)).await.unwrap().unwrap();
     let done = insert(&store, "t", 2, "before-restart").await;
     let done =
-        store.finish(&done.id, &Outcome::Completed(json!({ "kept": true })), Micros(9)).await;
+        finish(&store, &done.id, &Outcome::Completed(json!({ "kept": true })), Micros(9)).await;
     let done = done.unwrap().unwrap();
     store.close().await;
 
@@ -521,10 +543,13 @@ async fn committed_writes_are_visible_to_another_store_on_the_same_file() {
     assert_eq!(claimed, vec![job.clone()]);
     assert_eq!(lease_owner(&first, &job.id).await, owned("two"));
 
-    let ended = second.finish(&job.id, &Outcome::Completed(json!(1)), Micros(3)).await.unwrap();
+    let ended = finish(&second, &job.id, &Outcome::Completed(json!(1)), Micros(3)).await.unwrap();
     assert_eq!(first.get(&job.id).await.unwrap(), ended);
     // The compare-and-set holds across connections as well.
-    assert_eq!(first.finish(&job.id, &Outcome::Failed(error("x")), Micros(4)).await.unwrap(), None);
+    assert_eq!(
+        finish(&first, &job.id, &Outcome::Failed(error("x")), Micros(4)).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -556,7 +581,7 @@ async fn concurrent_inserts_all_succeed() {
         tasks.spawn(async move {
             let job = job("t", n);
             let instance = format!("i{}", n % 4);
-            store.insert(&job, &instance).await.map(|()| (job, instance))
+            put(&store, &job, &instance).await.map(|_event| (job, instance))
         });
     }
     let mut inserted = Vec::new();
@@ -585,7 +610,7 @@ async fn a_rejected_insert_fails_alone() {
         } else {
             (job("t", n), "i")
         };
-        tasks.spawn(async move { (job.tool.clone(), store.insert(&job, instance).await) });
+        tasks.spawn(async move { (job.tool.clone(), put(&store, &job, instance).await) });
     }
     let mut failed = Vec::new();
     while let Some(result) = tasks.join_next().await {

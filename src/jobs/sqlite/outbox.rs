@@ -1,0 +1,288 @@
+//! The event log and the webhook outbox in SQLite: events appended in the transaction of the
+//! change they describe, deliveries queued with them, claimed and settled by the dispatcher.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
+
+use super::limit;
+use crate::jobs::{
+    Job, JobId, Micros,
+    events::{NewEvent, StoredEvent},
+    store::{DeliveryOutcome, DeliveryState, DeliveryStatus, DueDelivery, EventFilter, StoreError},
+};
+
+const EVENT_COLUMNS: &str = "id, job_id, owner, conversation, kind, payload, created_at";
+
+fn to_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let corrupt = |reason: String| StoreError::Corrupt { id: format!("event {id}"), reason };
+    let job_id: String = row.try_get("job_id")?;
+    let payload: String = row.try_get("payload")?;
+    Ok(StoredEvent {
+        id,
+        job_id: JobId::parse(&job_id).ok_or_else(|| corrupt("malformed job id".to_owned()))?,
+        owner: row.try_get("owner")?,
+        conversation: row.try_get("conversation")?,
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        created_at: Micros(row.try_get("created_at")?),
+    })
+}
+
+/// Appends one event (and its deliveries) inside `transaction`.
+pub(super) async fn append(
+    transaction: &mut Transaction<'_, Sqlite>,
+    job: &Job,
+    event: NewEvent,
+    now: Micros,
+) -> Result<StoredEvent, StoreError> {
+    let mut events = append_at(transaction, &[(job, &event)], now).await?;
+    Ok(events.remove(0))
+}
+
+/// Appends the creation events of freshly inserted jobs (stamped with their creation time).
+pub(super) async fn append_many(
+    transaction: &mut Transaction<'_, Sqlite>,
+    items: &[(&Job, &NewEvent)],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let now = items.iter().map(|(job, _)| job.created_at).max().unwrap_or_else(Micros::now);
+    append_at(transaction, items, now).await
+}
+
+async fn append_at(
+    transaction: &mut Transaction<'_, Sqlite>,
+    items: &[(&Job, &NewEvent)],
+    now: Micros,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (job_id, owner, conversation, kind, payload, created_at) ",
+    );
+    query.push_values(items, |mut row, (job, event)| {
+        row.push_bind(job.id.as_str().to_owned())
+            .push_bind(job.owner.clone())
+            .push_bind(job.context.conversation.clone())
+            .push_bind(event.kind.clone())
+            .push_bind(event.payload.to_string())
+            .push_bind(now.0);
+    });
+    query.push(" RETURNING id, job_id");
+    let rows = query.build().fetch_all(&mut **transaction).await?;
+    // RETURNING gives no order guarantee: match ids back to jobs.
+    let mut ids = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        ids.insert(row.try_get::<String, _>("job_id")?, row.try_get::<i64, _>("id")?);
+    }
+    let mut stored = Vec::with_capacity(items.len());
+    let mut deliveries = Vec::new();
+    for (job, event) in items {
+        let id = ids.get(job.id.as_str()).copied().ok_or_else(|| StoreError::Corrupt {
+            id: job.id.to_string(),
+            reason: "event insert returned no id".to_owned(),
+        })?;
+        for endpoint in &event.webhooks {
+            deliveries.push((id, &job.id, endpoint.as_str()));
+        }
+        stored.push(StoredEvent {
+            id,
+            job_id: job.id.clone(),
+            owner: job.owner.clone(),
+            conversation: job.context.conversation.clone(),
+            kind: event.kind.clone(),
+            payload: event.payload.clone(),
+            created_at: now,
+        });
+    }
+    if !deliveries.is_empty() {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, event_id, job_id, endpoint, status, next_attempt_at, \
+             created_at, updated_at) ",
+        );
+        query.push_values(deliveries, |mut row, (event_id, job_id, endpoint)| {
+            let id = format!("msg_{}", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+            row.push_bind(id)
+                .push_bind(event_id)
+                .push_bind(job_id.as_str().to_owned())
+                .push_bind(endpoint.to_owned())
+                .push_bind("pending")
+                .push_bind(now.0)
+                .push_bind(now.0)
+                .push_bind(now.0);
+        });
+        query.build().execute(&mut **transaction).await?;
+    }
+    Ok(stored)
+}
+
+pub(super) async fn events_after(
+    reader: &SqlitePool,
+    owner: &str,
+    after: i64,
+    filter: &EventFilter,
+    limit_to: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
+         WHERE owner = ?1 AND id > ?2 AND (?3 IS NULL OR conversation = ?3) \
+         AND (?4 IS NULL OR job_id = ?4) ORDER BY id LIMIT ?5",
+    )
+    .bind(owner)
+    .bind(after)
+    .bind(filter.conversation.as_deref())
+    .bind(filter.job.as_ref().map(JobId::as_str))
+    .bind(limit(limit_to))
+    .fetch_all(reader)
+    .await?;
+    rows.iter().map(to_event).collect()
+}
+
+pub(super) async fn events_between(
+    reader: &SqlitePool,
+    after: i64,
+    before: i64,
+    limit_to: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
+         WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+    )
+    .bind(after)
+    .bind(before)
+    .bind(limit(limit_to))
+    .fetch_all(reader)
+    .await?;
+    rows.iter().map(to_event).collect()
+}
+
+pub(super) async fn purge_events_before(
+    writer: &SqlitePool,
+    cutoff: Micros,
+    limit_to: usize,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < ? LIMIT ?)",
+    )
+    .bind(cutoff.0)
+    .bind(limit(limit_to))
+    .execute(writer)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn claim_deliveries(
+    writer: &SqlitePool,
+    now: Micros,
+    retry_at: Micros,
+    limit_to: usize,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?1 \
+         WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' \
+           AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?3) \
+         RETURNING id, event_id, endpoint, attempts, created_at",
+    )
+    .bind(now.0)
+    .bind(retry_at.0)
+    .bind(limit(limit_to))
+    .fetch_all(writer)
+    .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<i64> =
+        claimed.iter().map(|row| row.try_get("event_id")).collect::<Result<_, _>>()?;
+    let ids = serde_json::to_string(&event_ids).unwrap_or_else(|_| "[]".to_owned());
+    let query =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))");
+    let events = sqlx::query(sqlx::AssertSqlSafe(query)).bind(ids).fetch_all(writer).await?;
+    let mut by_id = HashMap::new();
+    for row in &events {
+        let event = to_event(row)?;
+        by_id.insert(event.id, event);
+    }
+    let mut due = Vec::with_capacity(claimed.len());
+    for row in &claimed {
+        let event_id: i64 = row.try_get("event_id")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        // An event purged by retention takes its deliveries with it (cascade); none can be
+        // missing here, but a skipped row is better than a failed batch.
+        let Some(event) = by_id.get(&event_id).cloned() else { continue };
+        due.push(DueDelivery {
+            id: row.try_get("id")?,
+            endpoint: row.try_get("endpoint")?,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            first_queued_at: Micros(row.try_get("created_at")?),
+            event,
+        });
+    }
+    Ok(due)
+}
+
+pub(super) async fn settle_delivery(
+    writer: &SqlitePool,
+    id: &str,
+    outcome: &DeliveryOutcome,
+    now: Micros,
+) -> Result<(), StoreError> {
+    let query = match outcome {
+        DeliveryOutcome::Delivered { status } => sqlx::query(
+            "UPDATE deliveries SET status = 'delivered', last_status = ?, last_error = NULL, \
+             delivered_at = ?2, updated_at = ?2 WHERE id = ?3",
+        )
+        .bind(i64::from(*status))
+        .bind(now.0)
+        .bind(id),
+        DeliveryOutcome::Retry { at, status, error } => sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?, last_status = ?, last_error = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(at.0)
+        .bind(status.map(i64::from))
+        .bind(error.as_str())
+        .bind(now.0)
+        .bind(id),
+        DeliveryOutcome::GaveUp { status, error } => sqlx::query(
+            "UPDATE deliveries SET status = 'failed', last_status = ?, last_error = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(status.map(i64::from))
+        .bind(error.as_str())
+        .bind(now.0)
+        .bind(id),
+    };
+    query.execute(writer).await?;
+    Ok(())
+}
+
+pub(super) async fn deliveries_of(
+    reader: &SqlitePool,
+    job: &JobId,
+) -> Result<Vec<DeliveryState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, endpoint, status, attempts, last_status, last_error, delivered_at \
+         FROM deliveries WHERE job_id = ? ORDER BY created_at, endpoint",
+    )
+    .bind(job.as_str())
+    .fetch_all(reader)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            Ok(DeliveryState {
+                event_id: row.try_get("event_id")?,
+                endpoint: row.try_get("endpoint")?,
+                status: DeliveryStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    id: job.to_string(),
+                    reason: format!("delivery status {status}"),
+                })?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                last_status: row
+                    .try_get::<Option<i64>, _>("last_status")?
+                    .and_then(|s| u16::try_from(s).ok()),
+                last_error: row.try_get("last_error")?,
+                delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(Micros),
+            })
+        })
+        .collect()
+}

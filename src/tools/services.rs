@@ -1,0 +1,78 @@
+//! What tools share: the runner, URL building, the image backend and the push policy; and the
+//! cross-tool behaviour built on them — owner-checked reads, job views with their webhook
+//! deliveries, and the piggy-back lines that tell a conversation what finished meanwhile.
+
+use std::sync::Arc;
+
+use super::{Caller, JobView, Links, ToolError, view};
+use crate::{
+    config::{DeliveryHint, PushConfig},
+    images::files::ImageFiles,
+    jobs::{Job, JobId, Micros, runner::JobRunner},
+    providers::ImageProvider,
+};
+
+/// At most this many finished jobs are announced at the top of one result.
+const MAX_ANNOUNCED: usize = 5;
+
+#[derive(Debug)]
+pub struct Services {
+    pub runner: JobRunner,
+    pub links: Links,
+    pub provider: Arc<dyn ImageProvider>,
+    pub images: ImageFiles,
+    pub push: PushConfig,
+}
+
+impl Services {
+    /// Reads a job for `caller`. Someone else's job looks exactly like a missing one.
+    pub async fn job_for(&self, caller: &Caller, job_id: &str) -> Result<Job, ToolError> {
+        let not_found = || ToolError::JobNotFound(job_id.trim().to_owned());
+        let id = JobId::parse(job_id).ok_or_else(not_found)?;
+        let job = self.runner.get(&id).await.map_err(|e| ToolError::Internal(e.to_string()))?;
+        job.filter(|job| job.owner == caller.owner).ok_or_else(not_found)
+    }
+
+    /// The job as every view shows it, with its webhook deliveries when webhooks are in use.
+    pub async fn view(&self, job: &Job) -> Result<JobView, ToolError> {
+        let mut view = JobView::of(job, &self.links);
+        if !self.push.webhooks.is_empty() {
+            let deliveries = self.runner.store().deliveries_of(&job.id).await;
+            let deliveries = deliveries.map_err(|e| ToolError::Internal(e.to_string()))?;
+            view.with_deliveries(&deliveries);
+        }
+        Ok(view)
+    }
+
+    /// The delivery hint for `tool`'s results in this caller's conversation.
+    pub fn delivery_for(&self, tool: &str, caller: &Caller) -> DeliveryHint {
+        caller.delivery.unwrap_or_else(|| self.push.delivery_for(tool))
+    }
+
+    /// One line per job of this conversation that ended and was never announced to it; each
+    /// job is announced at most once. Failures here only cost the announcement, never the call.
+    pub async fn piggyback(&self, caller: &Caller) -> Vec<String> {
+        let Some(conversation) = &caller.conversation else { return Vec::new() };
+        let store = self.runner.store();
+        match store
+            .take_unannounced(&caller.owner, conversation, Micros::now(), MAX_ANNOUNCED)
+            .await
+        {
+            Ok(jobs) => jobs.iter().map(view::announcement).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not read jobs to announce");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records that the caller's conversation has now been told how `job` ended.
+    pub async fn mark_announced(&self, job: &Job) {
+        if job.status.is_terminal()
+            && job.context.conversation.is_some()
+            && let Err(error) = self.runner.store().mark_announced(&job.id, Micros::now()).await
+        {
+            tracing::warn!(%error, job = %job.id, "could not mark job announced");
+        }
+    }
+}

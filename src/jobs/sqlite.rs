@@ -422,3 +422,6 @@ impl JobStore for SqliteJobStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod push_tests;

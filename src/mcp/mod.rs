@@ -97,13 +97,22 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
     if caller.conversation.is_none() {
         caller.conversation = session_key(ctx);
     }
-    caller.call_id = ctx.meta.get(CALL_ID_META).and_then(|id| id.as_str()).map(str::to_owned);
+    // An id, not content: anything longer is not a realtime call id and is not stored.
+    caller.call_id = ctx
+        .meta
+        .get(CALL_ID_META)
+        .and_then(|id| id.as_str())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_CALL_ID_LEN)
+        .map(str::to_owned);
     Ok(caller)
 }
 
 /// `_meta` key a realtime app may set on `tools/call` with the model's function call id, so
 /// Gemini Live payloads can answer that exact call.
 pub const CALL_ID_META: &str = "offstage/call_id";
+
+/// Longest call id kept (Gemini's are short; this only bounds what a client can make us store).
+const MAX_CALL_ID_LEN: usize = 256;
 
 /// Identifies a session: a legacy HTTP session by its id, or the stdio connection.
 fn session_key(ctx: &RequestContext<RoleServer>) -> Option<String> {

@@ -15,7 +15,8 @@ immediately. Vary the wording.
 - generate_image returns at once while the picture is made in the background. Tell the user it \
 is on its way and keep talking. Never call it again for the same picture.
 - When a result arrives later, tell the user once, briefly, even if the conversation has moved \
-on. Do not invent results before they arrive.
+on. Do not invent results before they arrive. A tool result may start with lines such as \
+\"The image of ... is ready.\" about earlier jobs: relay each once, then handle the result.
 - Use job_status only when the user asks whether something is ready; use cancel_job when they \
 say never mind.
 - If a tool says it is busy or failed, say so in plain words and follow its advice.";

@@ -193,3 +193,22 @@ async fn a_task_cancelled_with_cancel_job_is_pushed_as_cancelled() {
     client.cancel().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn server_discover_advertises_the_tasks_extension() {
+    let server = TestServer::start().await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {
+        "_meta": modern_meta(json!({}))}});
+    let response =
+        raw_request(&server.url(), None, "server/discover", None, body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let reply: Value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
+        .expect("a JSON-RPC reply");
+    let extensions = &reply["result"]["capabilities"]["extensions"];
+    assert!(extensions.get("io.modelcontextprotocol/tasks").is_some(), "{reply}");
+    server.stop().await;
+}

@@ -1014,3 +1014,24 @@ async fn estimates_grow_with_the_queue() {
         assert_eq!(ended(&runner, &job.id).await.status, JobStatus::Completed);
     }
 }
+
+#[tokio::test]
+async fn identical_calls_arriving_together_make_one_job() {
+    let fixture = Fixture::new().await;
+    let script = Script::new([Step::Gate]);
+    let runner = fixture.runner(quick(), &script);
+    let same = || NewJob {
+        dedupe: Some(Dedupe { key: "same-call".to_owned(), window: Duration::from_secs(60) }),
+        ..new_job(7)
+    };
+    let submitted = futures::future::join_all((0..16).map(|_| runner.submit(same()))).await;
+    let submitted: Vec<Submitted> = submitted.into_iter().map(|s| s.expect("submit")).collect();
+    let first = &submitted.iter().find(|s| !s.duplicate).expect("one new job").job.id;
+    assert!(submitted.iter().all(|s| s.job.id == *first), "every caller gets the same job");
+    assert_eq!(submitted.iter().filter(|s| !s.duplicate).count(), 1);
+    // Another owner's identical call is not a duplicate of it.
+    let other = runner.submit(NewJob { owner: "bob".to_owned(), ..same() }).await.unwrap();
+    assert!(!other.duplicate);
+    assert_ne!(other.job.id, *first);
+    runner.shutdown().await;
+}

@@ -228,12 +228,7 @@ async fn a_realtime_call_id_in_meta_answers_that_function_call() {
     .await
     .unwrap();
     assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let reply: Value = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: "))
-        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
-        .expect("a JSON-RPC reply");
+    let reply = crate::support::rpc_reply(response).await;
     let job = reply["result"]["structuredContent"]["job_id"].as_str().expect("a job").to_owned();
 
     let mut stream = server.events(None, &format!("?job={job}&after=0"), None).await;

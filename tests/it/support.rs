@@ -467,6 +467,15 @@ pub fn raw_request(
     request
 }
 
+/// The JSON-RPC reply in a response to [`raw_request`], sent as JSON or as one SSE `data:`.
+pub async fn rpc_reply(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("a body");
+    text.lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
+        .unwrap_or_else(|error| panic!("not a JSON-RPC reply ({error}): {text}"))
+}
+
 pub fn tasks_capabilities() -> rmcp::model::ClientCapabilities {
     rmcp::model::ClientCapabilities::builder().enable_tasks().build()
 }

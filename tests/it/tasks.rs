@@ -11,7 +11,7 @@ use rmcp::{
         TaskStatus, UpdateTaskParams,
     },
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{
     SOON, SseReader, TestServer, args, call, client_info, legacy_client, modern_meta, raw_request,
@@ -151,13 +151,7 @@ async fn requests_without_the_extension_and_legacy_sessions_get_the_placeholder(
             .send()
             .await
             .unwrap();
-    let text = response.text().await.unwrap();
-    let reply: Value = serde_json::from_str(text.trim_start_matches("data: ").trim())
-        .unwrap_or_else(|_| {
-            let data =
-                text.lines().find_map(|l| l.strip_prefix("data: ")).expect("a JSON-RPC reply");
-            serde_json::from_str(data).unwrap()
-        });
+    let reply = crate::support::rpc_reply(response).await;
     assert_eq!(reply["error"]["code"], -32021, "{reply}");
     for client in [legacy, plain_legacy, modern] {
         client.cancel().await.unwrap();
@@ -202,12 +196,7 @@ async fn server_discover_advertises_the_tasks_extension() {
     let response =
         raw_request(&server.url(), None, "server/discover", None, body).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let reply: Value = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: "))
-        .map_or_else(|| serde_json::from_str(&text), serde_json::from_str)
-        .expect("a JSON-RPC reply");
+    let reply = crate::support::rpc_reply(response).await;
     let extensions = &reply["result"]["capabilities"]["extensions"];
     assert!(extensions.get("io.modelcontextprotocol/tasks").is_some(), "{reply}");
     server.stop().await;

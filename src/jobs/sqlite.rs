@@ -46,6 +46,9 @@ macro_rules! columns {
 /// How often the WAL is folded back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// Events removed per purged job allowed, at most, in one retention pass.
+const EVENTS_PER_PURGED_JOB: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     writer: SqlitePool,
@@ -289,7 +292,10 @@ impl JobStore for SqliteJobStore {
         .bind(limit(limit_to))
         .fetch_all(&self.writer)
         .await?;
-        outbox::purge_events_before(&self.writer, cutoff, limit_to).await?;
+        // A job leaves at least two events (created, ended) and progress may add more: the
+        // event log gets a larger share so it never falls behind the jobs it describes.
+        let events = limit_to.saturating_mul(EVENTS_PER_PURGED_JOB);
+        outbox::purge_events_before(&self.writer, cutoff, events).await?;
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;
@@ -422,6 +428,3 @@ impl JobStore for SqliteJobStore {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod push_tests;

@@ -158,7 +158,8 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<Job>, StoreError>;
 
-    /// Deletes up to `limit` ended jobs that finished before `cutoff`, and events older than it.
+    /// Deletes up to `limit` ended jobs that finished before `cutoff`, and events older than it
+    /// (several per job, so the event log keeps pace with the jobs).
     async fn purge_finished_before(
         &self,
         cutoff: Micros,
@@ -217,6 +218,8 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError>;
 
+    /// Records the outcome of an attempt. Delivered and given-up are final: a late settle of
+    /// the same delivery (a slow attempt racing its retry) changes nothing.
     async fn settle_delivery(
         &self,
         id: &str,

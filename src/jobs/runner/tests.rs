@@ -1015,23 +1015,173 @@ async fn estimates_grow_with_the_queue() {
     }
 }
 
+/// Job `n`, recognised as a repeat by `key` within `window`.
+fn keyed_job(n: u32, key: &str, window: Duration) -> NewJob {
+    NewJob { dedupe: Some(Dedupe { key: key.to_owned(), window }), ..new_job(n) }
+}
+
 #[tokio::test]
-async fn identical_calls_arriving_together_make_one_job() {
+async fn a_repeated_call_within_the_window_returns_the_same_job() {
     let fixture = Fixture::new().await;
     let script = Script::new([Step::Gate]);
     let runner = fixture.runner(quick(), &script);
-    let same = || NewJob {
-        dedupe: Some(Dedupe { key: "same-call".to_owned(), window: Duration::from_secs(60) }),
-        ..new_job(7)
-    };
-    let submitted = futures::future::join_all((0..16).map(|_| runner.submit(same()))).await;
-    let submitted: Vec<Submitted> = submitted.into_iter().map(|s| s.expect("submit")).collect();
-    let first = &submitted.iter().find(|s| !s.duplicate).expect("one new job").job.id;
-    assert!(submitted.iter().all(|s| s.job.id == *first), "every caller gets the same job");
-    assert_eq!(submitted.iter().filter(|s| !s.duplicate).count(), 1);
-    // Another owner's identical call is not a duplicate of it.
-    let other = runner.submit(NewJob { owner: "bob".to_owned(), ..same() }).await.unwrap();
-    assert!(!other.duplicate);
-    assert_ne!(other.job.id, *first);
-    runner.shutdown().await;
+    let window = Duration::from_secs(60);
+
+    let first = submit_new(&runner, keyed_job(1, "k", window)).await;
+    assert!(!first.duplicate);
+    let again = submit_new(&runner, keyed_job(2, "k", window)).await;
+    assert_eq!((again.duplicate, &again.job.id), (true, &first.job.id), "while it works");
+    assert_eq!(again.job.input, json!({ "n": 1 }), "the existing job, as stored");
+
+    script.release.notify_one();
+    let done = ended(&runner, &first.job.id).await;
+    assert_eq!(done.status, JobStatus::Completed);
+    let after = submit_new(&runner, keyed_job(3, "k", window)).await;
+    assert_eq!(after, Submitted { job: done, duplicate: true }, "and once it has completed");
+    assert_eq!(fixture.row_count().await, 1);
+    assert_eq!(script.calls().len(), 1, "the work was done once");
+
+    // Another key, another owner or no key at all: a new job each time.
+    let other_key = submit_new(&runner, keyed_job(4, "other", window)).await;
+    let other_owner =
+        submit_new(&runner, NewJob { owner: "bob".to_owned(), ..keyed_job(5, "k", window) }).await;
+    let unkeyed = submit_new(&runner, new_job(6)).await;
+    for submitted in [&other_key, &other_owner, &unkeyed] {
+        assert!(!submitted.duplicate, "{:?}", submitted.job.input);
+        assert_eq!(ended(&runner, &submitted.job.id).await.status, JobStatus::Completed);
+    }
+    assert_eq!(fixture.row_count().await, 4);
+}
+
+#[tokio::test]
+async fn a_repeated_call_after_a_failure_or_the_window_makes_a_new_job() {
+    let fixture = Fixture::new().await;
+    let script = Script::new([failure("content_policy", false, None)]);
+    let runner = fixture.runner(quick(), &script);
+    let window = Duration::from_millis(200);
+
+    let failed = submit_new(&runner, keyed_job(1, "k", window)).await;
+    assert_eq!(ended(&runner, &failed.job.id).await.status, JobStatus::Failed);
+    // Asking again after a failure means trying again.
+    let retried = submit_new(&runner, keyed_job(2, "k", window)).await;
+    assert!(!retried.duplicate);
+    assert_ne!(retried.job.id, failed.job.id);
+    assert_eq!(ended(&runner, &retried.job.id).await.status, JobStatus::Completed);
+    assert_eq!(submit_new(&runner, keyed_job(3, "k", window)).await.job.id, retried.job.id);
+
+    // Past the window even a completed job is old news.
+    tokio::time::sleep(window + Duration::from_millis(50)).await;
+    let later = submit_new(&runner, keyed_job(4, "k", window)).await;
+    assert!(!later.duplicate);
+    assert_ne!(later.job.id, retried.job.id);
+    assert_eq!(ended(&runner, &later.job.id).await.status, JobStatus::Completed);
+    assert_eq!(fixture.row_count().await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_repeated_calls_make_exactly_one_job() {
+    let fixture = Fixture::new().await;
+    let script = Script::new([Step::Gate]);
+    // Fewer places than callers: repeats must not take a place in the queue either.
+    let config = JobsConfig { concurrency: 1, queue: 2, ..quick() };
+    let runner = fixture.runner(config, &script);
+    let window = Duration::from_secs(60);
+
+    let calls = (0..16).map(|n| {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.submit(keyed_job(n, "same", window)).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    let submitted: Vec<Submitted> =
+        results.into_iter().map(|joined| joined.expect("task").expect("submit")).collect();
+
+    let new: Vec<&Submitted> = submitted.iter().filter(|s| !s.duplicate).collect();
+    assert_eq!(new.len(), 1, "one caller created the job, {} repeated it", submitted.len() - 1);
+    let id = &new[0].job.id;
+    assert!(submitted.iter().all(|s| &s.job.id == id), "every caller got the same job");
+    assert_eq!(fixture.row_count().await, 1);
+
+    script.release.notify_one();
+    assert_eq!(ended(&runner, id).await.status, JobStatus::Completed);
+    assert_eq!(script.calls().len(), 1);
+}
+
+/// A composer that names its events and sends them to one webhook, and counts its calls.
+#[derive(Debug, Default)]
+struct Tagged {
+    calls: Mutex<Vec<(JobChange, JobId)>>,
+}
+
+const HOOK: &str = "https://hooks.example/offstage";
+
+impl EventComposer for Tagged {
+    fn compose(&self, change: JobChange, job: &Job) -> NewEvent {
+        self.calls.lock().unwrap().push((change, job.id.clone()));
+        NewEvent {
+            kind: format!("tagged.{}", change.kind(job)),
+            payload: json!({ "tagged": job.id, "status": job.status, "input": job.input }),
+            webhooks: vec![HOOK.to_owned()],
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_builders_composer_writes_every_event() {
+    let fixture = Fixture::new().await;
+    let script = Script::new([Step::Succeed, Step::Gate]);
+    let composer = Arc::new(Tagged::default());
+    let store: Arc<dyn JobStore> = fixture.store.clone();
+    let runner = JobRunner::builder(store, quick())
+        .handler(TOOL, script.clone())
+        .composer(composer.clone())
+        .build();
+    let mut events = runner.events().subscribe();
+
+    let job = submit(&runner, 1).await;
+    let done = ended(&runner, &job.id).await;
+    let seen = published_until_ended(&mut events).await;
+    let stored = stored_events(&fixture, &job.id).await;
+    assert_eq!(
+        stored.iter().map(|event| event.kind.as_str()).collect::<Vec<_>>(),
+        ["tagged.job.created", "tagged.job.completed"]
+    );
+    assert_eq!(
+        stored[1].payload,
+        json!({ "tagged": job.id, "status": "completed", "input": { "n": 1 } })
+    );
+    assert_eq!(
+        seen.iter().map(|event| &event.event).collect::<Vec<_>>(),
+        stored.iter().collect::<Vec<_>>(),
+        "published events carry the stored events"
+    );
+    assert_eq!(seen[1].job, done);
+    let hooks = fixture.store.deliveries_of(&job.id).await.unwrap();
+    let queued: Vec<(i64, &str)> =
+        hooks.iter().map(|state| (state.event_id, state.endpoint.as_str())).collect();
+    assert_eq!(queued, [(stored[0].id, HOOK), (stored[1].id, HOOK)], "its webhooks are queued");
+
+    // A cancellation is composed by it too.
+    let gated = submit(&runner, 2).await;
+    eventually("the handler runs", async || script.calls().len() == 2).await;
+    let outcome = runner.cancel(&gated.id, cancelled_by_user()).await.unwrap();
+    assert!(matches!(outcome, CancelOutcome::Cancelled(_)), "{outcome:?}");
+    let seen = published_until_ended(&mut events).await;
+    let stored = stored_events(&fixture, &gated.id).await;
+    assert_eq!(stored[1].kind, "tagged.job.cancelled");
+    assert_eq!(
+        seen.iter().map(|event| &event.event).collect::<Vec<_>>(),
+        stored.iter().collect::<Vec<_>>()
+    );
+
+    let calls = composer.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            (JobChange::Created, job.id.clone()),
+            (JobChange::Ended, job.id),
+            (JobChange::Created, gated.id.clone()),
+            (JobChange::Ended, gated.id),
+        ],
+        "one composition per event, nothing else"
+    );
 }

@@ -37,7 +37,7 @@ pub(super) async fn append(
     event: NewEvent,
     now: Micros,
 ) -> Result<StoredEvent, StoreError> {
-    let mut events = append_at(transaction, &[(job, &event)], now).await?;
+    let mut events = append_at(transaction, &[(job, &event)], |_| now).await?;
     Ok(events.remove(0))
 }
 
@@ -46,14 +46,14 @@ pub(super) async fn append_many(
     transaction: &mut Transaction<'_, Sqlite>,
     items: &[(&Job, &NewEvent)],
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let now = items.iter().map(|(job, _)| job.created_at).max().unwrap_or_else(Micros::now);
-    append_at(transaction, items, now).await
+    append_at(transaction, items, |job| job.created_at).await
 }
 
+/// Appends events (and their deliveries), each stamped with the time `at` gives its job.
 async fn append_at(
     transaction: &mut Transaction<'_, Sqlite>,
     items: &[(&Job, &NewEvent)],
-    now: Micros,
+    at: impl Fn(&Job) -> Micros,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut query = QueryBuilder::<Sqlite>::new(
         "INSERT INTO events (job_id, owner, conversation, kind, payload, created_at) ",
@@ -64,7 +64,7 @@ async fn append_at(
             .push_bind(job.context.conversation.clone())
             .push_bind(event.kind.clone())
             .push_bind(event.payload.to_string())
-            .push_bind(now.0);
+            .push_bind(at(job).0);
     });
     query.push(" RETURNING id, job_id");
     let rows = query.build().fetch_all(&mut **transaction).await?;
@@ -81,7 +81,7 @@ async fn append_at(
             reason: "event insert returned no id".to_owned(),
         })?;
         for endpoint in &event.webhooks {
-            deliveries.push((id, &job.id, endpoint.as_str()));
+            deliveries.push((id, &job.id, endpoint.as_str(), at(job)));
         }
         stored.push(StoredEvent {
             id,
@@ -90,7 +90,7 @@ async fn append_at(
             conversation: job.context.conversation.clone(),
             kind: event.kind.clone(),
             payload: event.payload.clone(),
-            created_at: now,
+            created_at: at(job),
         });
     }
     if !deliveries.is_empty() {
@@ -98,7 +98,7 @@ async fn append_at(
             "INSERT INTO deliveries (id, event_id, job_id, endpoint, status, next_attempt_at, \
              created_at, updated_at) ",
         );
-        query.push_values(deliveries, |mut row, (event_id, job_id, endpoint)| {
+        query.push_values(deliveries, |mut row, (event_id, job_id, endpoint, now)| {
             let id = format!("msg_{}", ulid::Ulid::generate().to_string().to_ascii_lowercase());
             row.push_bind(id)
                 .push_bind(event_id)
@@ -227,14 +227,14 @@ pub(super) async fn settle_delivery(
     let query = match outcome {
         DeliveryOutcome::Delivered { status } => sqlx::query(
             "UPDATE deliveries SET status = 'delivered', last_status = ?, last_error = NULL, \
-             delivered_at = ?2, updated_at = ?2 WHERE id = ?3",
+             delivered_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
         )
         .bind(i64::from(*status))
         .bind(now.0)
         .bind(id),
         DeliveryOutcome::Retry { at, status, error } => sqlx::query(
             "UPDATE deliveries SET next_attempt_at = ?, last_status = ?, last_error = ?, \
-             updated_at = ? WHERE id = ?",
+             updated_at = ? WHERE id = ? AND status = 'pending'",
         )
         .bind(at.0)
         .bind(status.map(i64::from))
@@ -243,7 +243,7 @@ pub(super) async fn settle_delivery(
         .bind(id),
         DeliveryOutcome::GaveUp { status, error } => sqlx::query(
             "UPDATE deliveries SET status = 'failed', last_status = ?, last_error = ?, \
-             updated_at = ? WHERE id = ?",
+             updated_at = ? WHERE id = ? AND status = 'pending'",
         )
         .bind(status.map(i64::from))
         .bind(error.as_str())

@@ -1,6 +1,10 @@
 //! Tests of the SQLite job store: field round trips, the compare-and-set state changes, job
 //! ownership and instance heartbeats (heartbeat, release, orphan claims), retention purges,
-//! durability, group commit and concurrent writers.
+//! durability, group commit and concurrent writers. The event log, duplicate detection and
+//! announcements are tested in `event_log.rs`, the webhook outbox in `deliveries.rs`.
+
+mod deliveries;
+mod event_log;
 
 use std::sync::Arc;
 
@@ -65,6 +69,14 @@ async fn finish(
 ) -> Result<Option<Job>, StoreError> {
     let ended = store.finish(id, outcome, now, &BareEvents).await?;
     Ok(ended.map(|(job, _event)| job))
+}
+
+/// A new `working` job of `owner` in `conversation` (if any), created at `created_at`.
+fn job_of(owner: &str, conversation: Option<&str>, created_at: i64) -> Job {
+    let mut job = job("t", created_at);
+    job.owner = owner.to_owned();
+    job.context.conversation = conversation.map(str::to_owned);
+    job
 }
 
 fn error(code: &str) -> JobError {

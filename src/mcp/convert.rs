@@ -25,8 +25,8 @@ pub fn tool(definition: &ToolDefinition) -> Tool {
         Some(hints.open_world),
     );
     let mut tool = Tool::default();
-    tool.name = definition.name.into();
-    tool.description = Some(definition.description.into());
+    tool.name = definition.name.to_string().into();
+    tool.description = Some(definition.description.to_string().into());
     tool.input_schema = definition.input_schema.clone();
     tool.annotations = Some(annotations);
     tool

@@ -1,18 +1,19 @@
 //! `cancel_job`: stops a background job the caller owns ("never mind").
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{
-    Annotations, JobView, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
-    job_status::status_line, parse_arguments, schema,
+    Annotations, JobView, Mode, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
+    job_status::status_line, parse_arguments,
 };
 use crate::jobs::{JobError, runner::CancelOutcome};
 
 pub const NAME: &str = "cancel_job";
+const MODE: Mode = Mode::Inline { within: Duration::from_secs(5) };
 
 const DESCRIPTION: &str =
     "Stop a background job, e.g. an image being made. Use when the user says cancel or never mind.";
@@ -32,18 +33,18 @@ pub struct CancelJob {
 
 impl CancelJob {
     pub fn new(services: Arc<Services>) -> CancelJob {
-        let definition = ToolDefinition {
-            name: NAME,
-            description: DESCRIPTION,
-            input_schema: schema::input_schema::<CancelJobInput>(),
-            annotations: Annotations {
+        let definition = ToolDefinition::typed::<CancelJobInput>(
+            NAME,
+            DESCRIPTION,
+            Annotations {
                 read_only: false,
                 // It throws away work in progress, which cannot be undone.
                 destructive: true,
                 idempotent: true,
                 open_world: false,
             },
-        };
+            MODE,
+        );
         CancelJob { services, definition }
     }
 }

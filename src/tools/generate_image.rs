@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Annotations, JobView, Links, ResourceLink, Services, Tool, ToolCall, ToolDefinition, ToolError,
-    ToolOutput, parse_arguments, schema,
+    Annotations, JobView, Links, Mode, ResourceLink, Services, Tool, ToolCall, ToolDefinition,
+    ToolError, ToolOutput, parse_arguments,
 };
 use crate::{
     images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
@@ -22,6 +22,7 @@ use crate::{
 };
 
 pub const NAME: &str = "generate_image";
+const MODE: Mode = Mode::Job;
 /// Prompts beyond this are truncated by providers anyway and cost the model tokens to write.
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
@@ -76,18 +77,18 @@ pub struct GenerateImage {
 
 impl GenerateImage {
     pub fn new(services: Arc<Services>) -> GenerateImage {
-        let definition = ToolDefinition {
-            name: NAME,
-            description: DESCRIPTION,
-            input_schema: schema::input_schema::<GenerateImageInput>(),
-            annotations: Annotations {
+        let definition = ToolDefinition::typed::<GenerateImageInput>(
+            NAME,
+            DESCRIPTION,
+            Annotations {
                 read_only: false,
                 destructive: false,
                 idempotent: false,
                 // Truthful per deployment: the built-in sketch provider never leaves the machine.
                 open_world: services.provider.is_remote(),
             },
-        };
+            MODE,
+        );
         GenerateImage { services, definition }
     }
 }

@@ -9,13 +9,15 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{
-    Annotations, JobView, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
-    parse_arguments, schema,
+    Annotations, JobView, Mode, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
+    parse_arguments,
 };
 use crate::jobs::{Job, JobStatus};
 
 pub const NAME: &str = "job_status";
 pub const MAX_WAIT_MS: u64 = 20_000;
+/// The longest wait plus room for the reads around it.
+const MODE: Mode = Mode::Inline { within: Duration::from_millis(MAX_WAIT_MS + 5_000) };
 /// How often a waiting call reports progress; also bounds how stale a wait can be.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -40,17 +42,17 @@ pub struct JobStatusTool {
 
 impl JobStatusTool {
     pub fn new(services: Arc<Services>) -> JobStatusTool {
-        let definition = ToolDefinition {
-            name: NAME,
-            description: DESCRIPTION,
-            input_schema: schema::input_schema::<JobStatusInput>(),
-            annotations: Annotations {
+        let definition = ToolDefinition::typed::<JobStatusInput>(
+            NAME,
+            DESCRIPTION,
+            Annotations {
                 read_only: true,
                 destructive: false,
                 idempotent: true,
                 open_world: false,
             },
-        };
+            MODE,
+        );
         JobStatusTool { services, definition }
     }
 }

@@ -4,10 +4,14 @@
 //! They never import `axum` or `rmcp`.
 
 pub mod cancel_job;
+pub mod check;
+pub mod export;
 pub mod generate_image;
 pub mod job_status;
+pub mod manifest;
 pub mod schema;
 mod services;
+pub mod tokens;
 pub mod view;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
@@ -31,15 +35,58 @@ pub struct Annotations {
     pub open_world: bool,
 }
 
+/// How a tool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers while the caller waits, within this bound or not at all.
+    Inline { within: Duration },
+    /// Answers at once with a job handle; the work runs in the background and is pushed later.
+    Job,
+}
+
 /// How a tool presents itself in `tools/list`.
 #[derive(Debug, Clone)]
 pub struct ToolDefinition {
-    pub name: &'static str,
+    pub name: Arc<str>,
     /// Written for voice models: when to use it, and that results come later.
-    pub description: &'static str,
-    /// A flat JSON Schema object (see `schema::compact`).
+    pub description: Arc<str>,
+    /// The compact schema models see (see [`schema::compile`]).
     pub input_schema: Arc<Map<String, Value>>,
+    /// The schema as written (schemars output, or built from a manifest), before compaction;
+    /// kept so `tools check` can show what compaction saved.
+    pub source_schema: Arc<Map<String, Value>>,
     pub annotations: Annotations,
+    pub mode: Mode,
+}
+
+impl ToolDefinition {
+    /// A definition whose input is the Rust type `T`.
+    pub fn typed<T: schemars::JsonSchema>(
+        name: &str,
+        description: &str,
+        annotations: Annotations,
+        mode: Mode,
+    ) -> ToolDefinition {
+        ToolDefinition::from_source(name, description, schema::source::<T>(), annotations, mode)
+    }
+
+    /// A definition from a source schema, compiled to its compact form.
+    pub fn from_source(
+        name: &str,
+        description: &str,
+        source: Map<String, Value>,
+        annotations: Annotations,
+        mode: Mode,
+    ) -> ToolDefinition {
+        ToolDefinition {
+            name: name.into(),
+            description: description.into(),
+            input_schema: Arc::new(schema::compile(&source)),
+            source_schema: Arc::new(source),
+            annotations,
+            mode,
+        }
+    }
 }
 
 /// The party behind a call: who (jobs belong to exactly one owner) and, when the app said,
@@ -165,7 +212,7 @@ pub trait Tool: Send + Sync + fmt::Debug {
 /// The tools this server offers, in name order (stable `tools/list`).
 #[derive(Debug, Clone)]
 pub struct ToolRegistry {
-    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    tools: BTreeMap<Arc<str>, Arc<dyn Tool>>,
 }
 
 impl ToolRegistry {
@@ -176,7 +223,7 @@ impl ToolRegistry {
             Arc::new(cancel_job::CancelJob::new(services.clone())),
         ];
         ToolRegistry {
-            tools: tools.into_iter().map(|tool| (tool.definition().name, tool)).collect(),
+            tools: tools.into_iter().map(|tool| (tool.definition().name.clone(), tool)).collect(),
         }
     }
 
@@ -188,8 +235,8 @@ impl ToolRegistry {
         self.tools.values()
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.tools.keys().copied().collect()
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.keys().map(AsRef::as_ref).collect()
     }
 }
 

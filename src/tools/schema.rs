@@ -10,6 +10,60 @@ use std::sync::Arc;
 use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Map, Value};
 
+/// The schema of `T` exactly as schemars writes it (what most MCP servers publish).
+pub fn source<T: JsonSchema>() -> Map<String, Value> {
+    let schema = SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>();
+    match schema.to_value() {
+        Value::Object(root) => root,
+        other => panic!("tool input schema must be an object, got {other}"),
+    }
+}
+
+/// The smallest correct form of a source schema.
+pub fn compile(source: &Map<String, Value>) -> Map<String, Value> {
+    let mut value = inline_refs(&Value::Object(source.clone()), source, 0);
+    compact(&mut value);
+    match value {
+        Value::Object(mut root) => {
+            root.remove("description");
+            root
+        }
+        _ => Map::new(),
+    }
+}
+
+/// Replaces `{"$ref": "#/$defs/X"}` with the definition it names (bounded depth, for
+/// recursive types).
+fn inline_refs(value: &Value, root: &Map<String, Value>, depth: usize) -> Value {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::String(reference)) = object.get("$ref")
+                && depth < 16
+                && let Some(name) = reference.strip_prefix("#/$defs/")
+                && let Some(target) = root.get("$defs").and_then(|defs| defs.get(name))
+            {
+                let mut merged = inline_refs(target, root, depth + 1);
+                if let Value::Object(merged) = &mut merged {
+                    for (key, value) in object.iter().filter(|(key, _)| *key != "$ref") {
+                        merged.insert(key.clone(), inline_refs(value, root, depth));
+                    }
+                }
+                return merged;
+            }
+            Value::Object(
+                object
+                    .iter()
+                    .map(|(key, value)| (key.clone(), inline_refs(value, root, depth)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| inline_refs(item, root, depth)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// The compact schema of `T`, an object type.
 pub fn input_schema<T: JsonSchema>() -> Arc<Map<String, Value>> {
     let mut settings = SchemaSettings::draft2020_12();

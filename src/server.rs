@@ -20,10 +20,7 @@ use crate::{
     mcp::{McpState, OffstageServer, Subscriptions},
     providers::{self, ProviderBuildError},
     push::{Composer, webhooks::Dispatcher},
-    tools::{
-        Links, Services, ToolRegistry,
-        generate_image::{self, GenerateImageJob},
-    },
+    tools::{self, Catalog, Links, Registry, Services},
 };
 
 /// Why the server could not start.
@@ -75,7 +72,8 @@ impl Server {
             .map_err(|source| StartError::Io { what: "the listener", source })?;
         let links = Links::new(public_base(&config, local_addr));
         let core = Core::build(&config, links).await?;
-        let app = crate::http::router(core.mcp.clone(), &config.security, &core.shutdown);
+        let app =
+            crate::http::router(core.mcp.clone(), &config.security, &config.tools, &core.shutdown);
         // rmcp writes a reply in several small pieces; without TCP_NODELAY, Nagle's algorithm
         // holds the last one for the peer's delayed ACK and every call takes ~40 ms.
         let listener = listener.tap_io(|stream| {
@@ -163,13 +161,8 @@ impl Core {
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
         let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
         let composer = Arc::new(Composer::new(links.clone(), &config.push));
-        let runner = JobRunner::builder(job_store.clone(), config.jobs.clone())
-            .handler(
-                generate_image::NAME,
-                Arc::new(GenerateImageJob::new(provider.clone(), images.clone())),
-            )
-            .composer(composer)
-            .build();
+        let runner =
+            JobRunner::builder(job_store.clone(), config.jobs.clone()).composer(composer).build();
         let services = Arc::new(Services {
             runner: runner.clone(),
             links,
@@ -177,7 +170,13 @@ impl Core {
             images,
             push: config.push.clone(),
         });
-        let registry = ToolRegistry::builtin(&services);
+        let (catalog, missing) = Catalog::new(tools::builtin(&services), &config.tools);
+        for problem in missing {
+            tracing::warn!("{problem}");
+        }
+        // Before the runner starts: interrupted jobs resume only into registered lanes.
+        tools::registry::register_handlers(&runner, &catalog, None);
+        let registry = Arc::new(Registry::new(catalog));
         let shutdown = CancellationToken::new();
         let subscriptions =
             Arc::new(Subscriptions::new(services.links.clone(), config.jobs.retention));

@@ -3,6 +3,7 @@
 
 mod push;
 mod raw;
+mod tools;
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,7 @@ use std::{
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 use serde::{Deserialize, Serialize};
+pub use tools::{Budgets, DEFAULT_PROFILE, EnvSecrets, ToolsConfig};
 use url::Url;
 
 /// The validated configuration every other module receives.
@@ -31,6 +33,7 @@ pub struct Config {
     pub provider: ProviderChoice,
     pub providers: ProvidersConfig,
     pub push: PushConfig,
+    pub tools: ToolsConfig,
     /// `tracing` filter directive, e.g. `info` or `offstage=debug`.
     pub log: String,
 }
@@ -105,10 +108,12 @@ pub struct LaneConfig {
 
 impl JobsConfig {
     /// `(concurrency, queue)` for one tool.
-    pub fn lane(&self, tool: &str) -> (usize, usize) {
+    /// Concurrency and queue of `tool`'s lane: the operator's per-tool setting, else what the
+    /// tool declares, else the defaults.
+    pub fn lane(&self, tool: &str, declared: Option<usize>) -> (usize, usize) {
         let lane = self.tools.get(tool);
         (
-            lane.and_then(|l| l.concurrency).unwrap_or(self.concurrency),
+            lane.and_then(|l| l.concurrency).or(declared).unwrap_or(self.concurrency).max(1),
             lane.and_then(|l| l.queue).unwrap_or(self.queue),
         )
     }
@@ -286,12 +291,15 @@ impl Config {
         raw.validate(sources)
     }
 
-    /// A configuration for tests and embedding: everything default, data under `data_dir`,
-    /// listening on an ephemeral loopback port, the `sketch` provider.
+    /// A configuration for tests and embedding: everything default, data under `data_dir`
+    /// (manifests in its `tools/`), listening on an ephemeral loopback port, the `sketch`
+    /// provider.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
         Config {
+            tools: ToolsConfig { dir: data_dir.join("tools"), ..ToolsConfig::default() },
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            data_dir: data_dir.into(),
+            data_dir,
             public_url: None,
             security: SecurityConfig {
                 tokens: Vec::new(),

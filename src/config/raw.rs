@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, SecurityConfig,
-    ensure_writable_dir, parse_http_url, parse_listen,
+    ToolsConfig, ensure_writable_dir, parse_http_url, parse_listen,
 };
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -68,6 +68,7 @@ pub struct RawConfig {
     pub jobs: JobsConfig,
     pub providers: ProvidersConfig,
     pub push: PushConfig,
+    pub tools: ToolsConfig,
 }
 
 impl Default for RawConfig {
@@ -85,6 +86,7 @@ impl Default for RawConfig {
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
             push: PushConfig::default(),
+            tools: ToolsConfig::default(),
         }
     }
 }
@@ -181,6 +183,7 @@ impl RawConfig {
             provider,
             providers: self.providers,
             push: self.push,
+            tools: validate_tools(self.tools)?,
             log: self.log,
         })
     }
@@ -211,6 +214,48 @@ fn default_data_dir() -> Result<PathBuf, ConfigError> {
     directories::ProjectDirs::from("", "", "offstage")
         .map(|dirs| dirs.data_local_dir().to_owned())
         .ok_or(ConfigError::NoDefaultDataDir)
+}
+
+/// Profile names appear in URLs (`/mcp/{profile}`); budgets of zero would refuse every tool.
+fn validate_tools(tools: ToolsConfig) -> Result<ToolsConfig, ConfigError> {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 48
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    for name in tools.profiles.keys().chain([&tools.default_profile]) {
+        if !valid_name(name) {
+            return Err(ConfigError::Invalid {
+                field: "tools.profiles",
+                message: format!(
+                    "profile name `{name}` must be 1-48 lowercase letters, digits, `_` or `-`"
+                ),
+            });
+        }
+    }
+    if http::HeaderName::from_bytes(tools.profile_header.as_bytes()).is_err() {
+        return Err(ConfigError::Invalid {
+            field: "tools.profile_header",
+            message: format!("`{}` is not a valid header name", tools.profile_header),
+        });
+    }
+    let default = &tools.default_profile;
+    if default != super::DEFAULT_PROFILE && !tools.profiles.contains_key(default) {
+        return Err(ConfigError::Invalid {
+            field: "tools.default_profile",
+            message: format!("`{default}` is not one of tools.profiles"),
+        });
+    }
+    let budgets = tools.budgets;
+    if budgets.per_tool == 0 || budgets.per_profile == 0 || budgets.tools_per_profile == 0 {
+        return Err(ConfigError::Invalid {
+            field: "tools.budgets",
+            message: "budgets must be greater than zero".to_owned(),
+        });
+    }
+    Ok(tools)
 }
 
 #[expect(

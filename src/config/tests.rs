@@ -156,8 +156,14 @@ fn nested_env_keys_durations_and_per_tool_lanes() {
         let config = load(jail).unwrap();
 
         assert_eq!(config.jobs.concurrency, 7, "env overrides the file's [jobs] table");
-        assert_eq!(config.jobs.lane("generate_image"), (2, 5), "the tool's own concurrency wins");
-        assert_eq!(config.jobs.lane("other_tool"), (7, 5), "other tools get the defaults");
+        assert_eq!(
+            config.jobs.lane("generate_image", None),
+            (2, 5),
+            "the tool's own concurrency wins"
+        );
+        assert_eq!(config.jobs.lane("other_tool", None), (7, 5), "other tools get the defaults");
+        assert_eq!(config.jobs.lane("generate_image", Some(9)), (2, 5), "the operator wins");
+        assert_eq!(config.jobs.lane("other_tool", Some(3)), (3, 5), "then what the tool declares");
         assert_eq!(config.jobs.retention, Duration::from_secs(48 * 3600));
         assert_eq!(config.jobs.timeout, Duration::from_secs(150));
         assert!(!config.jobs.resume_interrupted);

@@ -24,6 +24,8 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no job {0}")]
     JobNotFound(String),
+    #[error("no tool profile `{name}`; this server has: {known}")]
+    UnknownProfile { name: String, known: String },
     #[error("no route for {0}; see /healthz, /mcp and /v1/jobs/{{job_id}}")]
     NoRoute(String),
     #[error("method not allowed here")]
@@ -40,7 +42,9 @@ impl ApiError {
             ApiError::MissingHost | ApiError::BadHeader(_) | ApiError::BadQuery(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::JobNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::JobNotFound(_) | ApiError::NoRoute(_) | ApiError::UnknownProfile { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -55,6 +59,7 @@ impl ApiError {
             ApiError::BadHeader(_) => "bad_header",
             ApiError::BadQuery(_) => "bad_query",
             ApiError::JobNotFound(_) => "job_not_found",
+            ApiError::UnknownProfile { .. } => "unknown_profile",
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",

@@ -202,7 +202,7 @@ impl Authenticator {
 }
 
 /// Header names are validated with the configuration; a bad one cannot reach here.
-fn header_name(name: &str) -> HeaderName {
+pub(super) fn header_name(name: &str) -> HeaderName {
     HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("x-offstage-invalid"))
 }
 

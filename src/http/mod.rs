@@ -1,4 +1,5 @@
-//! The HTTP face: one axum router with the MCP endpoint at `/mcp`, job views under `/v1`, and
+//! The HTTP face: one axum router with the MCP endpoint at `/mcp` (and `/mcp/{profile}` per
+//! tool profile), job views under `/v1`, and
 //! `/healthz`. The only module that imports axum.
 //!
 //! Every route sits behind the Host/Origin guard; `/mcp` and the job JSON also behind bearer
@@ -10,6 +11,7 @@ pub mod guard;
 mod jobs;
 mod listen_tasks;
 mod mcp_errors;
+mod profile;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,7 +32,7 @@ pub use error::ApiError;
 use guard::{Authenticator, OriginGuard, authenticate, check_origin};
 
 use crate::{
-    config::SecurityConfig,
+    config::{SecurityConfig, ToolsConfig},
     mcp::{McpState, OffstageServer},
 };
 
@@ -38,9 +40,14 @@ use crate::{
 pub fn router(
     mcp: Arc<McpState>,
     security: &SecurityConfig,
+    tools: &ToolsConfig,
     shutdown: &CancellationToken,
 ) -> Router {
     let services = mcp.services.clone();
+    let selector = Arc::new(profile::ProfileSelector {
+        registry: mcp.registry.clone(),
+        header: guard::header_name(&tools.profile_header),
+    });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
@@ -61,7 +68,9 @@ pub fn router(
         shutdown.clone(),
     );
     let mcp_route = Router::new()
-        .route_service("/mcp", mcp_service)
+        .route_service("/mcp", mcp_service.clone())
+        .route_service("/mcp/{profile}", mcp_service)
+        .layer(from_fn_with_state(selector, profile::select))
         .layer(from_fn_with_state(security.max_body_bytes, listen_tasks::lift))
         .layer(axum::middleware::from_fn(mcp_errors::jsonify));
     let authenticated = Router::new()

@@ -44,6 +44,18 @@ pub trait JobHandler: Send + Sync + fmt::Debug + 'static {
 
     /// How long one attempt usually takes; seeds the estimates given to callers.
     fn typical_duration(&self) -> Duration;
+
+    /// Jobs of this tool running at once, when the tool declares it; the operator's
+    /// `jobs.tools.<name>.concurrency` wins, then this, then `jobs.concurrency`.
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// Longest a job of this tool may take, all attempts included, when the tool declares it
+    /// (otherwise `jobs.timeout`).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A failed attempt, described so the runner can decide to retry and the user can be told.
@@ -114,7 +126,7 @@ pub struct JobRunner {
 pub struct JobRunnerBuilder {
     store: Arc<dyn JobStore>,
     config: JobsConfig,
-    lanes: HashMap<String, Lane>,
+    lanes: HashMap<String, Arc<Lane>>,
     composer: Arc<dyn EventComposer>,
 }
 
@@ -127,7 +139,9 @@ struct Inner {
     events: JobEvents,
     composer: Arc<dyn EventComposer>,
     dedupe_stripes: Vec<tokio::sync::Mutex<()>>,
-    lanes: HashMap<String, Lane>,
+    /// One lane per tool; replaced whole when a tool is registered again (hot reload). A job
+    /// keeps the lane it was admitted to until it ends.
+    lanes: std::sync::RwLock<HashMap<String, Arc<Lane>>>,
     /// Jobs this process is driving, with the token that stops them when a caller cancels.
     running: Mutex<HashMap<JobId, CancellationToken>>,
     /// Outcomes the store refused; retried by the maintenance loop until written.
@@ -151,6 +165,8 @@ impl fmt::Debug for Inner {
 struct Lane {
     handler: Arc<dyn JobHandler>,
     concurrency: usize,
+    /// Longest a job may take, all attempts included.
+    timeout: Duration,
     /// Running jobs; a job waits here for its turn once admitted.
     slots: Arc<Semaphore>,
     /// Running plus waiting jobs; exhausted means the caller hears "busy".
@@ -161,15 +177,31 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(handler: Arc<dyn JobHandler>, concurrency: usize, queue: usize) -> Lane {
+    fn new(handler: Arc<dyn JobHandler>, config: &JobsConfig, tool: &str) -> Lane {
+        let (concurrency, queue) = config.lane(tool, handler.concurrency());
         let mean_ms = u64::try_from(handler.typical_duration().as_millis()).unwrap_or(u64::MAX);
         Lane {
+            timeout: handler.timeout().unwrap_or(config.timeout),
             handler,
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
             admission: Arc::new(Semaphore::new(concurrency + queue)),
             capacity: concurrency + queue,
             mean_ms: AtomicU64::new(mean_ms.max(1)),
+        }
+    }
+
+    /// A new handler in this lane's place. Same sizes: the running and waiting jobs keep
+    /// counting against the new lane, so a reload never doubles a tool's concurrency.
+    fn replaced_by(&self, next: Lane) -> Lane {
+        if (next.concurrency, next.capacity) != (self.concurrency, self.capacity) {
+            return next;
+        }
+        Lane {
+            slots: self.slots.clone(),
+            admission: self.admission.clone(),
+            mean_ms: AtomicU64::new(self.mean_ms.load(Ordering::Relaxed)),
+            ..next
         }
     }
 
@@ -207,8 +239,7 @@ fn stripe_of(key: &str) -> usize {
 
 impl JobRunnerBuilder {
     pub fn handler(mut self, tool: &str, handler: Arc<dyn JobHandler>) -> Self {
-        let (concurrency, queue) = self.config.lane(tool);
-        self.lanes.insert(tool.to_owned(), Lane::new(handler, concurrency, queue));
+        self.lanes.insert(tool.to_owned(), Arc::new(Lane::new(handler, &self.config, tool)));
         self
     }
 
@@ -227,7 +258,7 @@ impl JobRunnerBuilder {
                 events: JobEvents::default(),
                 composer: self.composer,
                 dedupe_stripes: (0..DEDUPE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-                lanes: self.lanes,
+                lanes: std::sync::RwLock::new(self.lanes),
                 running: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(Vec::new()),
                 instance: instance.into(),
@@ -242,6 +273,23 @@ impl JobRunnerBuilder {
 impl JobRunner {
     pub fn builder(store: Arc<dyn JobStore>, config: JobsConfig) -> JobRunnerBuilder {
         JobRunnerBuilder { store, config, lanes: HashMap::new(), composer: Arc::new(BareEvents) }
+    }
+
+    /// Runs `tool`'s jobs with `handler` from now on (a new tool, or a reloaded one). Jobs
+    /// already admitted finish with the handler they were admitted to.
+    pub fn register(&self, tool: &str, handler: Arc<dyn JobHandler>) {
+        let next = Lane::new(handler, &self.inner.config, tool);
+        let mut lanes = self.inner.lanes.write().expect("lanes lock poisoned");
+        let next = match lanes.get(tool) {
+            Some(current) => current.replaced_by(next),
+            None => next,
+        };
+        lanes.insert(tool.to_owned(), Arc::new(next));
+    }
+
+    /// Stops admitting `tool`'s jobs; running ones finish, later ones fail as unknown.
+    pub fn unregister(&self, tool: &str) {
+        self.inner.lanes.write().expect("lanes lock poisoned").remove(tool);
     }
 
     pub fn events(&self) -> &JobEvents {
@@ -275,7 +323,7 @@ impl JobRunner {
             return Err(SubmitError::ShuttingDown);
         }
         let lane =
-            inner.lanes.get(&new.tool).ok_or_else(|| SubmitError::UnknownTool(new.tool.clone()))?;
+            inner.lane(&new.tool).ok_or_else(|| SubmitError::UnknownTool(new.tool.clone()))?;
         let _same_key = match &new.dedupe {
             Some(dedupe) => {
                 let stripe = &inner.dedupe_stripes[stripe_of(&dedupe.key)];
@@ -398,8 +446,12 @@ impl Inner {
         });
     }
 
+    fn lane(&self, tool: &str) -> Option<Arc<Lane>> {
+        self.lanes.read().expect("lanes lock poisoned").get(tool).cloned()
+    }
+
     async fn drive(&self, job: Job, cancel: CancellationToken) {
-        let Some(lane) = self.lanes.get(&job.tool) else {
+        let Some(lane) = self.lane(&job.tool) else {
             let error = JobError {
                 code: "unknown_tool".to_owned(),
                 message: format!("The tool {} is no longer available.", job.tool),
@@ -422,7 +474,7 @@ impl Inner {
             () = self.shutdown.cancelled() => return,
             // The attempt is dropped by now, so nothing it wrote can outlive this clean-up.
             () = cancel.cancelled() => return lane.handler.discard(&job.id).await,
-            ended = tokio::time::timeout(self.config.timeout, self.attempts(&job, lane)) => {
+            ended = tokio::time::timeout(lane.timeout, self.attempts(&job, &lane)) => {
                 match ended {
                     Ok(Some(outcome)) => outcome,
                     Ok(None) => return,
@@ -430,7 +482,7 @@ impl Inner {
                         code: "timeout".to_owned(),
                         message: format!(
                             "This took longer than {} and was stopped; please try again.",
-                            humantime::format_duration(self.config.timeout)
+                            humantime::format_duration(lane.timeout)
                         ),
                     }),
                 }
@@ -533,7 +585,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        if let Some(lane) = self.lanes.get(&job.tool) {
+        if let Some(lane) = self.lane(&job.tool) {
             lane.handler.discard(&job.id).await;
         }
         Ok(())
@@ -606,7 +658,7 @@ impl Inner {
             Err(error) => return tracing::warn!(%error, "could not purge old jobs"),
         };
         for job in &purged {
-            if let Some(lane) = self.lanes.get(&job.tool) {
+            if let Some(lane) = self.lane(&job.tool) {
                 lane.handler.discard(&job.id).await;
             }
         }

@@ -5,6 +5,7 @@
 //! and job reads, and job events into `notifications/resources/updated`.
 
 pub mod convert;
+pub mod list_changed;
 mod progress;
 mod prompts;
 pub mod subscriptions;
@@ -22,7 +23,7 @@ use rmcp::{
         ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
         UnsubscribeRequestParams, UpdateTaskParams,
     },
-    service::{RequestContext, SubscriptionContext},
+    service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +32,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenTaskIds(pub Vec<String>);
 
+/// The tool profile a request was made to (`/mcp/{profile}` or the profile header), set by the
+/// HTTP layer after checking it exists. Absent (stdio): the default profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileName(pub Arc<str>);
+
 use crate::{
     jobs::Job,
-    tools::{Caller, JobView, Links, ProgressSink, Services, ToolCall, ToolOutput, ToolRegistry},
+    tools::{Caller, JobView, Links, ProgressSink, Registry, Services, ToolCall, ToolOutput},
 };
+pub use list_changed::ToolListeners;
 pub use subscriptions::Subscriptions;
 
 /// Job URIs one `subscriptions/listen` stream may watch; each costs a store read to open.
@@ -47,25 +54,33 @@ is working. Use job_status only when the user asks, and cancel_job when they cha
 /// Shared by every session and stateless request (rmcp builds one handler per session).
 #[derive(Debug)]
 pub struct McpState {
-    pub registry: ToolRegistry,
+    pub registry: Arc<Registry>,
     pub services: Arc<Services>,
     pub subscriptions: Arc<Subscriptions>,
+    pub listeners: Arc<ToolListeners>,
     /// Ends open `subscriptions/listen` streams gracefully on shutdown.
     pub shutdown: CancellationToken,
-    /// `tools/list` converted once: definitions do not change while running.
-    tools: Vec<Tool>,
 }
 
 impl McpState {
     pub fn new(
-        registry: ToolRegistry,
+        registry: Arc<Registry>,
         services: Arc<Services>,
         subscriptions: Arc<Subscriptions>,
         shutdown: CancellationToken,
     ) -> McpState {
-        let tools = registry.iter().map(|tool| convert::tool(tool.definition())).collect();
-        McpState { registry, services, subscriptions, shutdown, tools }
+        let listeners = Arc::new(ToolListeners::default());
+        listeners.clone().spawn(registry.changes(), shutdown.clone());
+        McpState { registry, services, subscriptions, listeners, shutdown }
     }
+}
+
+/// The profile this request was made to.
+fn profile(ctx: &RequestContext<RoleServer>, registry: &Registry) -> Arc<str> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<ProfileName>())
+        .map_or_else(|| registry.catalog().default_profile().into(), |name| name.0.clone())
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +180,7 @@ impl ServerHandler for OffstageServer {
             .enable_prompts()
             .enable_resources()
             .enable_resources_subscribe()
+            .enable_tool_list_changed()
             .enable_tasks()
             .build();
         ServerConfig::new(capabilities)
@@ -172,18 +188,41 @@ impl ServerHandler for OffstageServer {
             .with_instructions(INSTRUCTIONS)
     }
 
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // A legacy session: it hears of tool list changes on its GET stream.
+        let key = match context.extensions.get::<http::request::Parts>() {
+            None => Some("stdio".to_owned()),
+            Some(parts) => parts
+                .headers
+                .get("mcp-session-id")
+                .and_then(|value| value.to_str().ok())
+                .map(|id| format!("session:{id}")),
+        };
+        if let Some(key) = key {
+            self.state.listeners.add_session(key, context.peer);
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.state.tools.clone())
+        let profile = profile(&ctx, &self.state.registry);
+        let catalog = self.state.registry.catalog();
+        let tools = catalog.definitions(&profile).unwrap_or_default();
+        Ok(ListToolsResult::with_all_items(tools.into_iter().map(convert::tool).collect())
             .with_ttl_ms(convert::TOOLS_TTL_MS)
             .with_cache_scope(CacheScope::Public))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.state.tools.iter().find(|tool| tool.name == name).cloned()
+        // Without a request there is no profile: answer for every tool the server has.
+        let catalog = self.state.registry.catalog();
+        catalog
+            .tools()
+            .find(|tool| &*tool.definition().name == name)
+            .map(|t| convert::tool(t.definition()))
     }
 
     async fn call_tool(
@@ -191,8 +230,10 @@ impl ServerHandler for OffstageServer {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let Some(tool) = self.state.registry.get(&request.name) else {
-            let known = self.state.registry.names().join(", ");
+        let profile = profile(&ctx, &self.state.registry);
+        let catalog = self.state.registry.catalog();
+        let Some(tool) = catalog.get(&profile, &request.name) else {
+            let known = catalog.names(&profile).join(", ");
             return Err(McpError::invalid_params(
                 format!("unknown tool `{}`; this server has: {known}", request.name),
                 None,
@@ -354,6 +395,7 @@ impl ServerHandler for OffstageServer {
     ) -> Option<SubscriptionFilter> {
         // Only job resources can change; ownership is checked per URI once the stream opens.
         let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = requested.tools_list_changed.filter(|wanted| *wanted);
         accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
             uris.iter()
                 .filter(|uri| Links::parse_resource_uri(uri).is_some())
@@ -368,6 +410,9 @@ impl ServerHandler for OffstageServer {
         let caller = caller(ctx.request_context())?;
         let key: Arc<str> = format!("listen:{}", ulid::Ulid::generate()).into();
         let uris = ctx.accepted().resource_subscriptions.clone().unwrap_or_default();
+        if ctx.accepted().tools_list_changed == Some(true) {
+            self.state.listeners.add_stream(key.clone(), ctx.sink().clone());
+        }
         let mut watched = Vec::new();
         for uri in &uris {
             // Someone else's job is silently not watched, exactly like a missing one.
@@ -405,6 +450,7 @@ impl ServerHandler for OffstageServer {
             () = ctx.cancelled() => {}
             () = self.state.shutdown.cancelled() => {}
         }
+        self.state.listeners.remove_stream(&key);
         for id in &watched {
             self.state.subscriptions.remove(id, &key);
             self.state.subscriptions.remove(id, &format!("{key}:task"));

@@ -7,13 +7,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{
-    Annotations, JobView, Mode, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
-    job_status::status_line, parse_arguments,
+    Annotations, JobView, Services, ToolError, ToolOutput,
+    job_status::status_line,
+    typed::{Context, InlineTool},
 };
 use crate::jobs::{JobError, runner::CancelOutcome};
 
 pub const NAME: &str = "cancel_job";
-const MODE: Mode = Mode::Inline { within: Duration::from_secs(5) };
 
 const DESCRIPTION: &str =
     "Stop a background job, e.g. an image being made. Use when the user says cancel or never mind.";
@@ -28,35 +28,27 @@ pub struct CancelJobInput {
 #[derive(Debug)]
 pub struct CancelJob {
     services: Arc<Services>,
-    definition: ToolDefinition,
 }
 
 impl CancelJob {
     pub fn new(services: Arc<Services>) -> CancelJob {
-        let definition = ToolDefinition::typed::<CancelJobInput>(
-            NAME,
-            DESCRIPTION,
-            Annotations {
-                read_only: false,
-                // It throws away work in progress, which cannot be undone.
-                destructive: true,
-                idempotent: true,
-                open_world: false,
-            },
-            MODE,
-        );
-        CancelJob { services, definition }
+        CancelJob { services }
     }
 }
 
 #[async_trait]
-impl Tool for CancelJob {
-    fn definition(&self) -> &ToolDefinition {
-        &self.definition
+impl InlineTool for CancelJob {
+    type Input = CancelJobInput;
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = DESCRIPTION;
+    const WITHIN: Duration = Duration::from_secs(5);
+
+    fn annotations(&self) -> Annotations {
+        // It throws away work in progress, which cannot be undone.
+        Annotations { read_only: false, destructive: true, idempotent: true, open_world: false }
     }
 
-    async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
-        let input: CancelJobInput = parse_arguments(NAME, call.arguments)?;
+    async fn call(&self, input: CancelJobInput, call: Context) -> Result<ToolOutput, ToolError> {
         let job = self.services.job_for(&call.caller, &input.job_id).await?;
         let reason = JobError {
             code: "cancelled".to_owned(),

@@ -1,5 +1,5 @@
-//! `generate_image`: answers at once with a job handle and a working image URL; the provider
-//! draws in the background ([`GenerateImageJob`]) and the result is pushed when it lands.
+//! `generate_image`: a job tool. The call answers at once with a job handle and an image URL
+//! that already works; the provider draws in the background and the result is pushed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,21 +8,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    Annotations, JobView, Links, Mode, ResourceLink, Services, Tool, ToolCall, ToolDefinition,
-    ToolError, ToolOutput, parse_arguments,
-};
+use super::{Annotations, ToolError, typed::JobTool};
 use crate::{
     images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
-    jobs::{
-        Job, JobContext, JobId, JobStatus,
-        runner::{Dedupe, JobFailure, JobHandler, NewJob, SubmitError},
-    },
+    jobs::{Job, JobId, runner::JobFailure},
     providers::{ImageProvider, ImageRequest},
 };
 
 pub const NAME: &str = "generate_image";
-const MODE: Mode = Mode::Job;
 /// Prompts beyond this are truncated by providers anyway and cost the model tokens to write.
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
@@ -69,27 +62,17 @@ impl ImageJobOutput {
     }
 }
 
+/// Draws one image through the configured provider and stores it beside the job store.
 #[derive(Debug)]
 pub struct GenerateImage {
-    services: Arc<Services>,
-    definition: ToolDefinition,
+    provider: Arc<dyn ImageProvider>,
+    files: ImageFiles,
+    limits: ImageLimits,
 }
 
 impl GenerateImage {
-    pub fn new(services: Arc<Services>) -> GenerateImage {
-        let definition = ToolDefinition::typed::<GenerateImageInput>(
-            NAME,
-            DESCRIPTION,
-            Annotations {
-                read_only: false,
-                destructive: false,
-                idempotent: false,
-                // Truthful per deployment: the built-in sketch provider never leaves the machine.
-                open_world: services.provider.is_remote(),
-            },
-            MODE,
-        );
-        GenerateImage { services, definition }
+    pub fn new(provider: Arc<dyn ImageProvider>, files: ImageFiles) -> GenerateImage {
+        GenerateImage { provider, files, limits: ImageLimits::default() }
     }
 }
 
@@ -112,108 +95,6 @@ fn validate(input: GenerateImageInput) -> Result<ImageJobInput, ToolError> {
     Ok(ImageJobInput { prompt: prompt.to_owned(), size: input.size.unwrap_or_default() })
 }
 
-/// Same tool, same normalised arguments (case and spacing of the prompt ignored), same
-/// conversation.
-fn dedupe_key(conversation: &str, input: &ImageJobInput) -> String {
-    use sha2::Digest;
-    let prompt = input.prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-    let canonical = json!([NAME, conversation, prompt, input.size]).to_string();
-    let digest = sha2::Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// The reply to a repeated call: it is under way already, do not call again.
-fn already_line(id: &JobId, eta: Duration) -> String {
-    let seconds = eta.as_secs_f64().round().max(1.0);
-    format!(
-        "That image is already being made, about {seconds} s left; don't call {NAME} again for \
-         it. Job {id}."
-    )
-}
-
-/// The one line the model reads: it is being made, roughly when, and not to call again.
-fn started_line(id: &JobId, eta: Duration) -> String {
-    let seconds = eta.as_secs_f64().round().max(1.0);
-    format!(
-        "Making the image now, ready in about {seconds} s. Tell the user it's on its way; \
-         don't call {NAME} again for it. Job {id}."
-    )
-}
-
-#[async_trait]
-impl Tool for GenerateImage {
-    fn definition(&self) -> &ToolDefinition {
-        &self.definition
-    }
-
-    async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
-        let input = validate(parse_arguments(NAME, call.arguments)?)?;
-        let caller = call.caller;
-        let services = &self.services;
-        let dedupe = caller.conversation.as_ref().map(|conversation| Dedupe {
-            key: dedupe_key(conversation, &input),
-            window: services.push.dedupe_window,
-        });
-        let new = NewJob {
-            tool: NAME.to_owned(),
-            input: serde_json::to_value(&input).unwrap_or_default(),
-            context: JobContext {
-                delivery: Some(services.delivery_for(NAME, &caller).as_str().to_owned()),
-                conversation: caller.conversation,
-                call_id: caller.call_id,
-            },
-            owner: caller.owner,
-            dedupe,
-        };
-        let submitted = services.runner.submit(new).await.map_err(|error| match error {
-            SubmitError::Busy { retry_after, .. } => ToolError::Busy { retry_after },
-            SubmitError::ShuttingDown => ToolError::Busy { retry_after: Duration::from_secs(5) },
-            other => ToolError::Internal(other.to_string()),
-        })?;
-        let job = submitted.job;
-        let view = JobView::of(&job, &services.links);
-        let eta = Duration::from_millis(view.eta_ms.unwrap_or(0));
-        let text = match (submitted.duplicate, job.status) {
-            (false, _) => started_line(&job.id, eta),
-            (true, JobStatus::Working) => already_line(&job.id, eta),
-            (true, _) => format!("That image was just made: {}", services.links.image_url(&job.id)),
-        };
-        let mut structured = json!({
-            "job_id": job.id,
-            "status": job.status,
-            "image_url": services.links.image_url(&job.id),
-            "eta_ms": view.eta_ms.unwrap_or(0),
-        });
-        if submitted.duplicate {
-            structured["duplicate"] = json!(true);
-        }
-        Ok(ToolOutput {
-            text,
-            structured,
-            links: vec![ResourceLink {
-                uri: Links::resource_uri(&job.id),
-                name: format!("image job {}", job.id),
-                mime_type: "application/json",
-            }],
-            job: Some(job),
-        })
-    }
-}
-
-/// Draws one image through the configured provider and stores it beside the job store.
-#[derive(Debug)]
-pub struct GenerateImageJob {
-    provider: Arc<dyn ImageProvider>,
-    files: ImageFiles,
-    limits: ImageLimits,
-}
-
-impl GenerateImageJob {
-    pub fn new(provider: Arc<dyn ImageProvider>, files: ImageFiles) -> GenerateImageJob {
-        GenerateImageJob { provider, files, limits: ImageLimits::default() }
-    }
-}
-
 fn permanent(code: &str, message: &str) -> JobFailure {
     JobFailure {
         code: code.to_owned(),
@@ -224,11 +105,37 @@ fn permanent(code: &str, message: &str) -> JobFailure {
 }
 
 #[async_trait]
-impl JobHandler for GenerateImageJob {
-    async fn run(&self, job: &Job) -> Result<Value, JobFailure> {
-        let input = ImageJobInput::of(job).ok_or_else(|| {
-            permanent("invalid_input", "This image request was stored in a form I can't read.")
-        })?;
+impl JobTool for GenerateImage {
+    type Input = GenerateImageInput;
+    type Stored = ImageJobInput;
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = DESCRIPTION;
+
+    fn annotations(&self) -> Annotations {
+        Annotations {
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            // Truthful per deployment: the built-in sketch provider never leaves the machine.
+            open_world: self.provider.is_remote(),
+        }
+    }
+
+    fn prepare(&self, input: GenerateImageInput) -> Result<ImageJobInput, ToolError> {
+        validate(input)
+    }
+
+    /// Case and spacing of the prompt do not make a different picture.
+    fn same_call(&self, input: &ImageJobInput) -> Value {
+        let prompt = input.prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        json!([prompt, input.size])
+    }
+
+    fn started(&self, _input: &ImageJobInput) -> String {
+        "Making the image now".to_owned()
+    }
+
+    async fn run(&self, input: ImageJobInput, job: &Job) -> Result<Value, JobFailure> {
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
         let image = self.provider.generate(&request).await.map_err(|error| {
@@ -286,14 +193,6 @@ mod tests {
 
     fn input(prompt: &str) -> GenerateImageInput {
         GenerateImageInput { prompt: prompt.to_owned(), size: None }
-    }
-
-    #[test]
-    fn started_line_is_short_and_says_not_to_call_again() {
-        let line = started_line(&JobId::generate(), Duration::from_millis(25_400));
-        assert!(line.chars().count() <= 200, "{} chars: {line}", line.chars().count());
-        assert!(line.contains("don't call generate_image again"));
-        assert!(line.contains("about 25 s"));
     }
 
     #[test]

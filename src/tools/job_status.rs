@@ -9,15 +9,13 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{
-    Annotations, JobView, Mode, Services, Tool, ToolCall, ToolDefinition, ToolError, ToolOutput,
-    parse_arguments,
+    Annotations, JobView, Services, ToolError, ToolOutput,
+    typed::{Context, InlineTool},
 };
 use crate::jobs::{Job, JobStatus};
 
 pub const NAME: &str = "job_status";
 pub const MAX_WAIT_MS: u64 = 20_000;
-/// The longest wait plus room for the reads around it.
-const MODE: Mode = Mode::Inline { within: Duration::from_millis(MAX_WAIT_MS + 5_000) };
 /// How often a waiting call reports progress; also bounds how stale a wait can be.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -37,23 +35,11 @@ pub struct JobStatusInput {
 #[derive(Debug)]
 pub struct JobStatusTool {
     services: Arc<Services>,
-    definition: ToolDefinition,
 }
 
 impl JobStatusTool {
     pub fn new(services: Arc<Services>) -> JobStatusTool {
-        let definition = ToolDefinition::typed::<JobStatusInput>(
-            NAME,
-            DESCRIPTION,
-            Annotations {
-                read_only: true,
-                destructive: false,
-                idempotent: true,
-                open_world: false,
-            },
-            MODE,
-        );
-        JobStatusTool { services, definition }
+        JobStatusTool { services }
     }
 }
 
@@ -77,13 +63,18 @@ pub fn status_line(job: &Job, view: &JobView) -> String {
 }
 
 #[async_trait]
-impl Tool for JobStatusTool {
-    fn definition(&self) -> &ToolDefinition {
-        &self.definition
+impl InlineTool for JobStatusTool {
+    type Input = JobStatusInput;
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = DESCRIPTION;
+    /// The longest wait plus room for the reads around it.
+    const WITHIN: Duration = Duration::from_millis(MAX_WAIT_MS + 5_000);
+
+    fn annotations(&self) -> Annotations {
+        Annotations { read_only: true, destructive: false, idempotent: true, open_world: false }
     }
 
-    async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
-        let input: JobStatusInput = parse_arguments(NAME, call.arguments)?;
+    async fn call(&self, input: JobStatusInput, call: Context) -> Result<ToolOutput, ToolError> {
         let wait_ms = input.wait_ms.unwrap_or(0);
         if wait_ms > MAX_WAIT_MS {
             return Err(ToolError::InvalidArguments(format!(

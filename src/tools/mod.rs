@@ -7,14 +7,17 @@ pub mod cancel_job;
 pub mod check;
 pub mod export;
 pub mod generate_image;
+pub mod job;
 pub mod job_status;
 pub mod manifest;
+pub mod registry;
 pub mod schema;
 mod services;
 pub mod tokens;
+pub mod typed;
 pub mod view;
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -23,6 +26,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 
 use crate::{config::DeliveryHint, jobs::Job};
+pub use registry::{Catalog, Registry};
 pub use services::Services;
 pub use view::{JobView, Links};
 
@@ -177,6 +181,12 @@ pub enum ToolError {
         retry_after.as_secs()
     )]
     Busy { retry_after: Duration },
+    #[error(
+        "{tool} took longer than {} s and was stopped. Tell the user and try again, perhaps \
+         asking for less.",
+        after.as_secs()
+    )]
+    Timeout { tool: String, after: Duration },
     #[error("Something went wrong on our side; please try again in a moment.")]
     Internal(String),
 }
@@ -187,12 +197,13 @@ impl ToolError {
             ToolError::InvalidArguments(_) => "invalid_arguments",
             ToolError::JobNotFound(_) => "job_not_found",
             ToolError::Busy { .. } => "busy",
+            ToolError::Timeout { .. } => "timeout",
             ToolError::Internal(_) => "internal",
         }
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(self, ToolError::Busy { .. } | ToolError::Internal(_))
+        matches!(self, ToolError::Busy { .. } | ToolError::Timeout { .. } | ToolError::Internal(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -203,41 +214,28 @@ impl ToolError {
     }
 }
 
+/// What the MCP layer calls. Rust tools implement [`typed::InlineTool`] or
+/// [`typed::JobTool`] instead; manifest tools implement this directly.
 #[async_trait]
 pub trait Tool: Send + Sync + fmt::Debug {
     fn definition(&self) -> &ToolDefinition;
     async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError>;
+
+    /// The work behind a job-mode tool, registered with the runner under the tool's name.
+    fn handler(self: Arc<Self>) -> Option<Arc<dyn crate::jobs::runner::JobHandler>> {
+        None
+    }
 }
 
-/// The tools this server offers, in name order (stable `tools/list`).
-#[derive(Debug, Clone)]
-pub struct ToolRegistry {
-    tools: BTreeMap<Arc<str>, Arc<dyn Tool>>,
-}
-
-impl ToolRegistry {
-    pub fn builtin(services: &Arc<Services>) -> ToolRegistry {
-        let tools: [Arc<dyn Tool>; 3] = [
-            Arc::new(generate_image::GenerateImage::new(services.clone())),
-            Arc::new(job_status::JobStatusTool::new(services.clone())),
-            Arc::new(cancel_job::CancelJob::new(services.clone())),
-        ];
-        ToolRegistry {
-            tools: tools.into_iter().map(|tool| (tool.definition().name.clone(), tool)).collect(),
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
-        self.tools.values()
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        self.tools.keys().map(AsRef::as_ref).collect()
-    }
+/// Every built-in Rust tool. A new tool is one file and one line here.
+pub fn builtin(services: &Arc<Services>) -> Vec<Arc<dyn Tool>> {
+    let image =
+        generate_image::GenerateImage::new(services.provider.clone(), services.images.clone());
+    vec![
+        Arc::new(typed::Background::new(image, services.clone())),
+        Arc::new(typed::Inline::new(job_status::JobStatusTool::new(services.clone()))),
+        Arc::new(typed::Inline::new(cancel_job::CancelJob::new(services.clone()))),
+    ]
 }
 
 /// Deserializes arguments, naming the field and what was wrong in terms a model can act on.

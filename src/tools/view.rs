@@ -56,6 +56,9 @@ pub struct JobView {
     /// Estimated milliseconds left, while working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_ms: Option<u64>,
+    /// What a completed job produced (tools other than image tools).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
     /// Why it failed or was cancelled, as a sentence to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -93,6 +96,11 @@ impl JobView {
             status: job.status,
             image_url: produces_image.then(|| links.image_url(&job.id)),
             eta_ms: (job.status == JobStatus::Working).then(|| remaining_ms(job)),
+            result: job
+                .output
+                .as_ref()
+                .and_then(|output| output.get(super::job::RESULT_KEY))
+                .cloned(),
             error: job.error.as_ref().map(|error| error.message.clone()),
             created_at: job.created_at.to_rfc3339(),
             finished_at: job.finished_at.map(Micros::to_rfc3339),
@@ -132,6 +140,10 @@ pub fn announcement(job: &Job) -> String {
         Some(input) => format!("The image of \u{201c}{}\u{201d}", shorten(&input.prompt, 60)),
         None => format!("The {} job", job.tool.replace('_', " ")),
     };
+    let said = job.output.as_ref().and_then(|output| output.get(super::job::SAY_KEY));
+    if let (JobStatus::Completed, Some(serde_json::Value::String(said))) = (job.status, said) {
+        return said.clone();
+    }
     match job.status {
         JobStatus::Working => format!("{what} is still being made."),
         JobStatus::Completed => format!("{what} is ready."),

@@ -1,0 +1,79 @@
+//! `[tools]`: where manifest tools live, which tools each profile serves, and the token
+//! budgets every tool definition is held to.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The profile served at `/mcp` when neither the path nor the header names one.
+pub const DEFAULT_PROFILE: &str = "voice";
+
+/// `[tools]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Directory of `*.toml` tool manifests; a missing directory means no manifest tools.
+    pub dir: PathBuf,
+    /// Reload manifests when the directory changes.
+    pub watch: bool,
+    /// Profile served at `/mcp` without a profile in the path or header.
+    pub default_profile: String,
+    /// Request header that selects a profile on `/mcp`.
+    pub profile_header: String,
+    /// Named tool subsets, served at `/mcp/{profile}`. Without a `voice` entry, `voice` serves
+    /// every tool.
+    pub profiles: BTreeMap<String, Vec<String>>,
+    /// Budgets checked at startup, on reload and by `offstage tools check`.
+    pub budgets: Budgets,
+    /// Let manifest HTTP tools reach private, loopback and link-local addresses.
+    pub allow_private: bool,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            dir: PathBuf::from("tools"),
+            watch: true,
+            default_profile: DEFAULT_PROFILE.to_owned(),
+            profile_header: "Offstage-Profile".to_owned(),
+            profiles: BTreeMap::new(),
+            budgets: Budgets::default(),
+            allow_private: false,
+        }
+    }
+}
+
+/// Token budgets (o200k tokens of name, description and compact parameters).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budgets {
+    pub per_tool: usize,
+    pub per_profile: usize,
+    /// Tools in one profile: models pick worse from long lists.
+    pub tools_per_profile: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets { per_tool: 120, per_profile: 600, tools_per_profile: 6 }
+    }
+}
+
+/// Secrets manifest tools name, read from the environment when a call needs them (this is
+/// the one module allowed to read it). Only upper-case names are secrets, so a manifest
+/// cannot ask for `PATH` or `HOME`-like settings by accident of case.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSecrets;
+
+impl EnvSecrets {
+    pub fn get(self, name: &str) -> Option<String> {
+        let valid = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "config is the one module that reads the environment"
+        )]
+        let value = valid.then(|| std::env::var(name).ok()).flatten();
+        value.filter(|value| !value.is_empty())
+    }
+}

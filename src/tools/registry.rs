@@ -1,0 +1,136 @@
+//! The tools on offer: built-in Rust tools plus manifest tools, grouped into profiles. A
+//! [`Catalog`] is immutable; the [`Registry`] swaps in a new one whole (hot reload), so a call
+//! sees either the old set or the new, never a mix, and listeners hear of every change.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{Tool, ToolDefinition};
+use crate::{
+    config::{DEFAULT_PROFILE, ToolsConfig},
+    jobs::runner::JobRunner,
+};
+
+/// One immutable set of tools and the profiles that select from it.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    tools: BTreeMap<Arc<str>, Arc<dyn Tool>>,
+    /// Profile name → tool names, in name order (stable `tools/list`).
+    profiles: BTreeMap<String, Vec<Arc<str>>>,
+    default_profile: String,
+}
+
+impl Catalog {
+    /// Groups `tools` into the configured profiles. Names a profile lists that no tool has are
+    /// returned (a manifest may be broken for a moment); the profile serves the rest.
+    pub fn new(tools: Vec<Arc<dyn Tool>>, config: &ToolsConfig) -> (Catalog, Vec<String>) {
+        let tools: BTreeMap<Arc<str>, Arc<dyn Tool>> =
+            tools.into_iter().map(|tool| (tool.definition().name.clone(), tool)).collect();
+        let mut missing = Vec::new();
+        let mut profiles = BTreeMap::new();
+        for (profile, names) in &config.profiles {
+            let mut members: Vec<Arc<str>> = Vec::new();
+            for name in names {
+                match tools.get_key_value(name.as_str()) {
+                    Some((key, _)) => members.push(key.clone()),
+                    None => missing.push(format!("profile {profile} lists unknown tool {name}")),
+                }
+            }
+            members.sort();
+            members.dedup();
+            profiles.insert(profile.clone(), members);
+        }
+        profiles
+            .entry(DEFAULT_PROFILE.to_owned())
+            .or_insert_with(|| tools.keys().cloned().collect());
+        let catalog = Catalog { tools, profiles, default_profile: config.default_profile.clone() };
+        (catalog, missing)
+    }
+
+    /// A tool of the profile; tools outside it do not exist for its callers.
+    pub fn get(&self, profile: &str, name: &str) -> Option<&Arc<dyn Tool>> {
+        let members = self.profiles.get(profile)?;
+        members.iter().any(|member| member.as_ref() == name).then(|| self.tools.get(name))?
+    }
+
+    /// The profile's tool definitions in name order; `None` for an unknown profile.
+    pub fn definitions(&self, profile: &str) -> Option<Vec<&ToolDefinition>> {
+        let members = self.profiles.get(profile)?;
+        Some(
+            members
+                .iter()
+                .filter_map(|name| self.tools.get(name))
+                .map(|t| t.definition())
+                .collect(),
+        )
+    }
+
+    pub fn has_profile(&self, profile: &str) -> bool {
+        self.profiles.contains_key(profile)
+    }
+
+    pub fn profiles(&self) -> impl Iterator<Item = &str> {
+        self.profiles.keys().map(String::as_str)
+    }
+
+    pub fn default_profile(&self) -> &str {
+        &self.default_profile
+    }
+
+    /// Every tool, whatever its profiles.
+    pub fn tools(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.values()
+    }
+
+    pub fn names(&self, profile: &str) -> Vec<&str> {
+        self.profiles
+            .get(profile)
+            .map(|m| m.iter().map(AsRef::as_ref).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Points the runner at the job handlers of `next`: new and changed tools get lanes, tools
+/// gone since `previous` lose theirs (their running jobs finish).
+pub fn register_handlers(runner: &JobRunner, next: &Catalog, previous: Option<&Catalog>) {
+    for tool in next.tools() {
+        if let Some(handler) = tool.clone().handler() {
+            runner.register(&tool.definition().name, handler);
+        }
+    }
+    for gone in previous.into_iter().flat_map(|catalog| catalog.tools.keys()) {
+        if !next.tools.contains_key(gone) {
+            runner.unregister(gone);
+        }
+    }
+}
+
+/// The current catalog and everyone waiting to hear it changed.
+#[derive(Debug)]
+pub struct Registry {
+    current: ArcSwap<Catalog>,
+    /// Bumped on every swap; MCP sends `notifications/tools/list_changed` on each bump.
+    version: watch::Sender<u64>,
+}
+
+impl Registry {
+    pub fn new(catalog: Catalog) -> Registry {
+        Registry { current: ArcSwap::from_pointee(catalog), version: watch::Sender::new(0) }
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Serves `catalog` from now on and tells listeners.
+    pub fn replace(&self, catalog: Catalog) {
+        self.current.store(Arc::new(catalog));
+        self.version.send_modify(|version| *version += 1);
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}

@@ -1,5 +1,5 @@
-//! The command line: `offstage serve` and `offstage stdio`, with the flags that override
-//! configuration. Parsing only; `main.rs` runs the result.
+//! The command line: `offstage serve`, `offstage stdio` and `offstage tools check|export`, with
+//! the flags that override configuration. Parsing only; `main.rs` runs the result.
 
 use std::path::PathBuf;
 
@@ -29,12 +29,38 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve MCP over Streamable HTTP at /mcp, plus the job views.
     Serve,
     /// Serve MCP over stdin/stdout for desktop clients (image URLs still served over HTTP).
     Stdio,
+    /// Inspect the tools this configuration serves.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ToolsCommand {
+    /// Print every profile's tools with their token counts and warnings; exit 1 when a
+    /// manifest is broken or a budget is exceeded.
+    Check {
+        /// Only this profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Print markdown tables instead of plain text.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Print a profile's tool definitions, ready to paste into a realtime session.
+    Export {
+        /// openai-realtime (session.update tools), gemini-live (setup tools) or mcp (tools/list).
+        #[arg(long)]
+        format: String,
+        /// The profile to export (default: the default profile).
+        #[arg(long)]
+        profile: Option<String>,
+    },
 }
 
 impl Cli {

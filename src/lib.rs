@@ -5,6 +5,7 @@
 //! MCP and HTTP faces, and the composition root that wires them.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod images;

@@ -1,4 +1,5 @@
-//! The `offstage` binary: parse flags, load configuration, start logging, run the server.
+//! The `offstage` binary: parse flags, load configuration, start logging, run the server or a
+//! tools command.
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.sources()).context("invalid configuration")?;
     offstage::telemetry::init(&config.log, cli.command == Command::Serve);
-    match cli.command {
+    match &cli.command {
         Command::Serve => {
             let server = Server::start(config).await?;
             shutdown_signal().await;
@@ -21,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await;
         }
         Command::Stdio => server::start_for_stdio(config).await?.serve_stdio().await?,
+        Command::Tools(command) => {
+            let printed = offstage::commands::tools(command, &config).await?;
+            std::io::Write::write_all(&mut std::io::stdout(), printed.stdout.as_bytes())?;
+            if !printed.success {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

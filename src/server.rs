@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::{
-    config::Config,
+    config::{Config, ToolsConfig, inherited_env},
     images::files::ImageFiles,
     jobs::{
         runner::JobRunner,
@@ -18,9 +18,18 @@ use crate::{
         store::{JobStore, StoreError},
     },
     mcp::{McpState, OffstageServer, Subscriptions},
+    netguard,
     providers::{self, ProviderBuildError},
     push::{Composer, webhooks::Dispatcher},
-    tools::{self, Catalog, Links, Registry, Services},
+    tools::{
+        self, Links, Registry, Services,
+        manifest::{
+            INHERITED_ENV,
+            reload::{Loaded, Loader},
+            tool::{Backends, EnvSecretSource},
+        },
+        registry::{budget_problems, register_handlers},
+    },
 };
 
 /// Why the server could not start.
@@ -38,6 +47,8 @@ pub enum StartError {
     HttpClient(String),
     #[error("stdio transport failed: {0}")]
     Stdio(String),
+    #[error("tool definitions over budget (see `offstage tools check`):\n{0}")]
+    OverBudget(String),
 }
 
 /// A running server. Dropping it without [`Server::stop`] leaves jobs to lease recovery.
@@ -148,8 +159,34 @@ pub async fn start_for_stdio(config: Config) -> Result<Server, StartError> {
     Server::start_on(config, listener).await
 }
 
+/// The tools a server with this configuration would serve, and what did not load, found
+/// without serving anything (for `offstage tools check` and `export`). The job store it needs
+/// to build them lives in a scratch directory, removed afterwards.
+pub async fn inspect_tools(config: &Config) -> Result<Loaded, StartError> {
+    let scratch = std::env::temp_dir().join(format!("offstage-tools-{}", ulid::Ulid::generate()));
+    let mut config = config.clone();
+    config.data_dir = scratch.clone();
+    let links = Links::new(Url::parse("http://127.0.0.1/").expect("static URL"));
+    let inspected = async {
+        std::fs::create_dir_all(&scratch)
+            .map_err(|source| StartError::Io { what: "a scratch directory", source })?;
+        let (store, _runner, services) = Core::services(&config, links).await?;
+        let loader = Core::loader(&config, &services)?;
+        let loaded = loader.load();
+        store.close().await;
+        Ok(loaded)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    inspected
+}
+
 impl Core {
-    async fn build(config: &Config, links: Links) -> Result<Core, StartError> {
+    /// The store, runner (not started) and what tools share.
+    async fn services(
+        config: &Config,
+        links: Links,
+    ) -> Result<(SqliteJobStore, JobRunner, Arc<Services>), StartError> {
         let store = SqliteJobStore::open(&config.database_path()).await?;
         let http_client = reqwest::Client::builder()
             .user_agent(concat!("offstage/", env!("CARGO_PKG_VERSION")))
@@ -170,13 +207,35 @@ impl Core {
             images,
             push: config.push.clone(),
         });
-        let (catalog, missing) = Catalog::new(tools::builtin(&services), &config.tools);
-        for problem in missing {
-            tracing::warn!("{problem}");
+        Ok((store, runner, services))
+    }
+
+    fn loader(config: &Config, services: &Arc<Services>) -> Result<Loader, StartError> {
+        let backends = manifest_backends(&config.tools)?;
+        Ok(Loader::new(config.tools.clone(), services.clone(), backends, tools::builtin(services)))
+    }
+
+    async fn build(config: &Config, links: Links) -> Result<Core, StartError> {
+        let (store, runner, services) = Core::services(config, links).await?;
+        let job_store = runner.store().clone();
+        let loader = Arc::new(Core::loader(config, &services)?);
+        let loaded = loader.load();
+        for error in &loaded.errors {
+            tracing::error!("{error}");
         }
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let over = budget_problems(&loaded.catalog, &config.tools.budgets);
+        if !over.is_empty() {
+            return Err(StartError::OverBudget(over.join("\n")));
+        }
+        loader.commit(&loaded);
         // Before the runner starts: interrupted jobs resume only into registered lanes.
-        tools::registry::register_handlers(&runner, &catalog, None);
-        let registry = Arc::new(Registry::new(catalog));
+        register_handlers(&runner, &loaded.catalog, None);
+        let registry = Arc::new(Registry::new(loaded.catalog));
+        let problems = loaded.errors.iter().map(ToString::to_string);
+        registry.set_problems(problems.chain(loaded.warnings.iter().cloned()).collect());
         let shutdown = CancellationToken::new();
         let subscriptions =
             Arc::new(Subscriptions::new(services.links.clone(), config.jobs.retention));
@@ -184,10 +243,30 @@ impl Core {
         Dispatcher::new(&config.push, job_store)
             .map_err(|error| StartError::HttpClient(error.to_string()))?
             .spawn(runner.events(), shutdown.clone());
+        if config.tools.watch {
+            loader.watch(registry.clone(), runner.clone(), shutdown.clone());
+        }
         let mcp = Arc::new(McpState::new(registry, services, subscriptions, shutdown.clone()));
         runner.start().await?;
         Ok(Core { store, runner, mcp, shutdown })
     }
+}
+
+/// What manifest tools call through: the guarded HTTP client, secrets from the environment,
+/// and the variables commands inherit.
+fn manifest_backends(config: &ToolsConfig) -> Result<Backends, StartError> {
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("offstage/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .dns_resolver(netguard::GuardedResolver { allow_private: config.allow_private }.shared())
+        .build()
+        .map_err(|error| StartError::HttpClient(error.to_string()))?;
+    Ok(Backends {
+        client,
+        secrets: Arc::new(EnvSecretSource(config.secrets.clone())),
+        allow_private: config.allow_private,
+        command_env: inherited_env(&INHERITED_ENV),
+    })
 }
 
 /// `public_url` when set; otherwise the bound address, with a wildcard IP replaced by loopback

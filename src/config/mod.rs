@@ -15,7 +15,7 @@ use std::{
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 use serde::{Deserialize, Serialize};
-pub use tools::{Budgets, DEFAULT_PROFILE, EnvSecrets, ToolsConfig};
+pub use tools::{Budgets, DEFAULT_PROFILE, EnvSecrets, ToolsConfig, inherited_env};
 use url::Url;
 
 /// The validated configuration every other module receives.

@@ -27,6 +27,9 @@ pub struct ToolsConfig {
     pub budgets: Budgets,
     /// Let manifest HTTP tools reach private, loopback and link-local addresses.
     pub allow_private: bool,
+    /// Secrets given by a program embedding offstage (never read from a file).
+    #[serde(skip)]
+    pub secrets: EnvSecrets,
 }
 
 impl Default for ToolsConfig {
@@ -39,6 +42,7 @@ impl Default for ToolsConfig {
             profiles: BTreeMap::new(),
             budgets: Budgets::default(),
             allow_private: false,
+            secrets: EnvSecrets::default(),
         }
     }
 }
@@ -62,11 +66,17 @@ impl Default for Budgets {
 /// Secrets manifest tools name, read from the environment when a call needs them (this is
 /// the one module allowed to read it). Only upper-case names are secrets, so a manifest
 /// cannot ask for `PATH` or `HOME`-like settings by accident of case.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EnvSecrets;
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvSecrets {
+    /// Secrets a host program embedding offstage hands over directly; consulted first.
+    pub given: BTreeMap<String, String>,
+}
 
 impl EnvSecrets {
-    pub fn get(self, name: &str) -> Option<String> {
+    pub fn get(&self, name: &str) -> Option<String> {
+        if let Some(value) = self.given.get(name) {
+            return Some(value.clone());
+        }
         let valid = name.starts_with(|c: char| c.is_ascii_uppercase())
             && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         #[expect(
@@ -76,4 +86,20 @@ impl EnvSecrets {
         let value = valid.then(|| std::env::var(name).ok()).flatten();
         value.filter(|value| !value.is_empty())
     }
+}
+
+/// The values of `names` in the server's environment, for programs manifest tools run (they
+/// get these and their declared secrets, nothing else).
+pub fn inherited_env(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "config is the one module that reads the environment"
+            )]
+            let value = std::env::var(name).ok()?;
+            Some(((*name).to_owned(), value))
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ mod jobs;
 mod listen_tasks;
 mod mcp_errors;
 mod profile;
+mod tools;
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +45,7 @@ pub fn router(
     shutdown: &CancellationToken,
 ) -> Router {
     let services = mcp.services.clone();
+    let registry = mcp.registry.clone();
     let selector = Arc::new(profile::ProfileSelector {
         registry: mcp.registry.clone(),
         header: guard::header_name(&tools.profile_header),
@@ -76,6 +78,7 @@ pub fn router(
     let authenticated = Router::new()
         .route("/v1/jobs/{id}", get(jobs::job))
         .route("/v1/events", get(events::events))
+        .route("/v1/tools", get(tools::tools))
         .merge(mcp_route)
         .route_layer(from_fn_with_state(authenticator, authenticate));
     Router::new()
@@ -87,6 +90,7 @@ pub fn router(
         .layer(from_fn_with_state(Arc::new(OriginGuard::new(security)), check_origin))
         .layer(DefaultBodyLimit::max(security.max_body_bytes))
         .layer(axum::Extension(streams))
+        .layer(axum::Extension(registry))
         .with_state(services)
 }
 

@@ -15,7 +15,7 @@ use crate::jobs::{JobError, runner::CancelOutcome};
 
 pub const NAME: &str = "cancel_job";
 
-const DESCRIPTION: &str =
+pub const DESCRIPTION: &str =
     "Stop a background job, e.g. an image being made. Use when the user says cancel or never mind.";
 
 /// Arguments of `cancel_job`.

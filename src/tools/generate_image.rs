@@ -19,7 +19,7 @@ pub const NAME: &str = "generate_image";
 /// Prompts beyond this are truncated by providers anyway and cost the model tokens to write.
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
-const DESCRIPTION: &str = "Make a picture from a description. Use when the user asks to draw, \
+pub const DESCRIPTION: &str = "Make a picture from a description. Use when the user asks to draw, \
 create or show an image. Returns at once; the image is ready later, so tell the user it is on \
 its way and do not call again for the same picture.";
 

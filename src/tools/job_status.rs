@@ -19,7 +19,7 @@ pub const MAX_WAIT_MS: u64 = 20_000;
 /// How often a waiting call reports progress; also bounds how stale a wait can be.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-const DESCRIPTION: &str = "Check a background job, e.g. an image being made. Use only when the \
+pub const DESCRIPTION: &str = "Check a background job, e.g. an image being made. Use only when the \
 user asks whether it is ready; results also arrive on their own. wait_ms waits for it to finish.";
 
 /// Arguments of `job_status`.

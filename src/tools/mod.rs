@@ -49,7 +49,7 @@ pub enum Mode {
 }
 
 /// How a tool presents itself in `tools/list`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolDefinition {
     pub name: Arc<str>,
     /// Written for voice models: when to use it, and that results come later.
@@ -187,13 +187,17 @@ pub enum ToolError {
         after.as_secs()
     )]
     Timeout { tool: String, after: Duration },
+    /// The tool ran and failed; `message` is its own sentence (a manifest's `say.failed`).
+    #[error("{message}")]
+    Failed { code: String, message: String, retryable: bool, retry_after: Option<Duration> },
     #[error("Something went wrong on our side; please try again in a moment.")]
     Internal(String),
 }
 
 impl ToolError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
+            ToolError::Failed { code, .. } => code,
             ToolError::InvalidArguments(_) => "invalid_arguments",
             ToolError::JobNotFound(_) => "job_not_found",
             ToolError::Busy { .. } => "busy",
@@ -203,12 +207,17 @@ impl ToolError {
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(self, ToolError::Busy { .. } | ToolError::Timeout { .. } | ToolError::Internal(_))
+        match self {
+            ToolError::Busy { .. } | ToolError::Timeout { .. } | ToolError::Internal(_) => true,
+            ToolError::Failed { retryable, .. } => *retryable,
+            ToolError::InvalidArguments(_) | ToolError::JobNotFound(_) => false,
+        }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ToolError::Busy { retry_after } => Some(*retry_after),
+            ToolError::Failed { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{Tool, ToolDefinition};
 use crate::{
-    config::{DEFAULT_PROFILE, ToolsConfig},
+    config::{Budgets, DEFAULT_PROFILE, ToolsConfig},
     jobs::runner::JobRunner,
 };
 
@@ -84,12 +84,54 @@ impl Catalog {
         self.tools.values()
     }
 
+    /// Whether every profile lists the same definitions in both.
+    fn lists_equal(&self, other: &Catalog) -> bool {
+        self.profiles.len() == other.profiles.len()
+            && self
+                .profiles
+                .keys()
+                .all(|profile| self.definitions(profile) == other.definitions(profile))
+    }
+
     pub fn names(&self, profile: &str) -> Vec<&str> {
         self.profiles
             .get(profile)
             .map(|m| m.iter().map(AsRef::as_ref).collect())
             .unwrap_or_default()
     }
+}
+
+/// Every way `catalog` breaks `budgets`, one line each; empty when it is within them.
+pub fn budget_problems(catalog: &Catalog, budgets: &Budgets) -> Vec<String> {
+    let mut problems = Vec::new();
+    for tool in catalog.tools() {
+        let definition = tool.definition();
+        let tokens = super::tokens::of_definition(definition);
+        if tokens > budgets.per_tool {
+            problems.push(format!(
+                "tool {}: {tokens} tokens, over the per-tool budget of {}",
+                definition.name, budgets.per_tool
+            ));
+        }
+    }
+    for profile in catalog.profiles() {
+        let definitions = catalog.definitions(profile).unwrap_or_default();
+        if definitions.len() > budgets.tools_per_profile {
+            problems.push(format!(
+                "profile {profile}: {} tools, over the limit of {}",
+                definitions.len(),
+                budgets.tools_per_profile
+            ));
+        }
+        let tokens: usize = definitions.iter().map(|d| super::tokens::of_definition(d)).sum();
+        if tokens > budgets.per_profile {
+            problems.push(format!(
+                "profile {profile}: {tokens} tokens, over the per-profile budget of {}",
+                budgets.per_profile
+            ));
+        }
+    }
+    problems
 }
 
 /// Points the runner at the job handlers of `next`: new and changed tools get lanes, tools
@@ -111,23 +153,40 @@ pub fn register_handlers(runner: &JobRunner, next: &Catalog, previous: Option<&C
 #[derive(Debug)]
 pub struct Registry {
     current: ArcSwap<Catalog>,
+    /// What the last load found wrong (broken manifests, refused reloads), for operators.
+    problems: ArcSwap<Vec<String>>,
     /// Bumped on every swap; MCP sends `notifications/tools/list_changed` on each bump.
     version: watch::Sender<u64>,
 }
 
 impl Registry {
     pub fn new(catalog: Catalog) -> Registry {
-        Registry { current: ArcSwap::from_pointee(catalog), version: watch::Sender::new(0) }
+        Registry {
+            current: ArcSwap::from_pointee(catalog),
+            problems: ArcSwap::default(),
+            version: watch::Sender::new(0),
+        }
+    }
+
+    pub fn problems(&self) -> Arc<Vec<String>> {
+        self.problems.load_full()
+    }
+
+    pub fn set_problems(&self, problems: Vec<String>) {
+        self.problems.store(Arc::new(problems));
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
         self.current.load_full()
     }
 
-    /// Serves `catalog` from now on and tells listeners.
+    /// Serves `catalog` from now on and, when any profile's list differs, tells listeners
+    /// (a changed URL behind a tool is no news to a model).
     pub fn replace(&self, catalog: Catalog) {
-        self.current.store(Arc::new(catalog));
-        self.version.send_modify(|version| *version += 1);
+        let previous = self.current.swap(Arc::new(catalog));
+        if !previous.lists_equal(&self.current.load()) {
+            self.version.send_modify(|version| *version += 1);
+        }
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {

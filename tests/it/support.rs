@@ -133,6 +133,8 @@ impl TestServer {
 pub struct Inbox {
     pub updates: mpsc::UnboundedReceiver<String>,
     pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    /// One entry per `notifications/tools/list_changed` (legacy sessions).
+    pub tools_changed: mpsc::UnboundedReceiver<()>,
 }
 
 impl Inbox {
@@ -143,6 +145,14 @@ impl Inbox {
             .expect("a resources/updated notification arrives")
             .expect("client still running")
     }
+
+    /// Waits for the next `notifications/tools/list_changed`, or fails after [`SOON`].
+    pub async fn next_tools_changed(&mut self) {
+        tokio::time::timeout(SOON, self.tools_changed.recv())
+            .await
+            .expect("a tools/list_changed notification arrives")
+            .expect("client still running");
+    }
 }
 
 /// A client handler that forwards pushed notifications to an [`Inbox`].
@@ -151,13 +161,17 @@ pub struct Recorder {
     info: ClientConfig,
     updates: mpsc::UnboundedSender<String>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+    tools_changed: mpsc::UnboundedSender<()>,
 }
 
 impl Recorder {
     pub fn new(info: ClientConfig) -> (Recorder, Inbox) {
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (progress_tx, progress) = mpsc::unbounded_channel();
-        (Recorder { info, updates: updates_tx, progress: progress_tx }, Inbox { updates, progress })
+        let (tools_tx, tools_changed) = mpsc::unbounded_channel();
+        let recorder =
+            Recorder { info, updates: updates_tx, progress: progress_tx, tools_changed: tools_tx };
+        (recorder, Inbox { updates, progress, tools_changed })
     }
 }
 
@@ -180,6 +194,10 @@ impl ClientHandler for Recorder {
         _context: NotificationContext<RoleClient>,
     ) {
         let _ = self.progress.send(params);
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.tools_changed.send(());
     }
 }
 

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use offstage::{
     push::event::{EventBody, WebhookBody},
     tools::{
-        JobView, cancel_job::CancelJobInput, generate_image::GenerateImageInput,
-        job_status::JobStatusInput, schema::input_schema,
+        JobView,
+        cancel_job::CancelJobInput,
+        generate_image::GenerateImageInput,
+        job_status::JobStatusInput,
+        schema::{compile, source},
     },
 };
 use serde_json::Value;
@@ -40,12 +43,10 @@ fn every_rust_file_says_what_it_owns() {
 /// The schemas developers and editors read: tool inputs exactly as `tools/list` shows them, the
 /// job JSON every view returns, and the events host apps receive (SSE and webhooks).
 fn generated() -> Vec<(&'static str, Value)> {
-    let object =
-        |schema: std::sync::Arc<serde_json::Map<String, Value>>| Value::Object((*schema).clone());
     vec![
-        ("generate_image.input.json", object(input_schema::<GenerateImageInput>())),
-        ("job_status.input.json", object(input_schema::<JobStatusInput>())),
-        ("cancel_job.input.json", object(input_schema::<CancelJobInput>())),
+        ("generate_image.input.json", Value::Object(compile(&source::<GenerateImageInput>()))),
+        ("job_status.input.json", Value::Object(compile(&source::<JobStatusInput>()))),
+        ("cancel_job.input.json", Value::Object(compile(&source::<CancelJobInput>()))),
         ("job.json", serde_json::to_value(schemars::schema_for!(JobView)).unwrap()),
         ("event.json", serde_json::to_value(schemars::schema_for!(EventBody)).unwrap()),
         ("webhook.json", serde_json::to_value(schemars::schema_for!(WebhookBody)).unwrap()),

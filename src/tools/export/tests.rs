@@ -1,0 +1,366 @@
+//! Tests for `tools export`: each format's exact output for a small tool set, and validators for
+//! the documented shape rules run over every kind of schema the compiler writes.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::tools::{Mode, schema, tokens::tests::builtin};
+
+const READ_ONLY: Annotations =
+    Annotations { read_only: true, destructive: false, idempotent: true, open_world: true };
+const WRITES: Annotations =
+    Annotations { read_only: false, destructive: false, idempotent: false, open_world: false };
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Unit {
+    /// Degrees Celsius.
+    Celsius,
+    /// Degrees Fahrenheit.
+    Fahrenheit,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct WeatherInput {
+    /// City name, e.g. "Lisbon".
+    city: String,
+    unit: Option<Unit>,
+    #[schemars(range(min = 1, max = 7))]
+    days: Option<u8>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct NoArguments {}
+
+fn weather() -> ToolDefinition {
+    ToolDefinition::typed::<WeatherInput>(
+        "get_weather",
+        "Tell the weather. Use when the user asks about the weather.",
+        READ_ONLY,
+        Mode::Inline { within: Duration::from_secs(2) },
+    )
+}
+
+fn clock() -> ToolDefinition {
+    ToolDefinition::typed::<NoArguments>(
+        "get_time",
+        "Tell the time. Use when the user asks what time it is.",
+        WRITES,
+        Mode::Inline { within: Duration::from_secs(1) },
+    )
+}
+
+fn definition(name: &str, source: Value) -> ToolDefinition {
+    ToolDefinition::from_source(
+        name,
+        "Test tool. Use when testing.",
+        source.as_object().cloned().unwrap(),
+        WRITES,
+        Mode::Job,
+    )
+}
+
+#[test]
+fn format_names_parse_and_print() {
+    for format in ExportFormat::ALL {
+        assert_eq!(format.as_str().parse::<ExportFormat>(), Ok(format));
+        assert_eq!(format.to_string(), format.as_str());
+    }
+    assert_eq!("Gemini-Live".parse(), Ok(ExportFormat::GeminiLive));
+    let error = "openai".parse::<ExportFormat>().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown export format \"openai\"; use openai-realtime, gemini-live or mcp"
+    );
+}
+
+#[test]
+fn openai_realtime_is_a_flat_session_tools_array() {
+    assert_eq!(
+        export(&[weather(), clock()], ExportFormat::OpenAiRealtime),
+        json!([
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "Tell the weather. Use when the user asks about the weather.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "city": {"type": "string", "description": "City name, e.g. \"Lisbon\"."},
+                        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                        "days": {"type": "integer", "minimum": 1, "maximum": 7}
+                    },
+                    "required": ["city"],
+                    "additionalProperties": false
+                }
+            },
+            {
+                "type": "function",
+                "name": "get_time",
+                "description": "Tell the time. Use when the user asks what time it is.",
+                "parameters": {"type": "object"}
+            }
+        ])
+    );
+}
+
+#[test]
+fn gemini_live_is_one_tool_of_function_declarations_with_upper_case_types() {
+    assert_eq!(
+        export(&[weather(), clock()], ExportFormat::GeminiLive),
+        json!([{
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Tell the weather. Use when the user asks about the weather.",
+                    "parameters": {
+                        "type": "OBJECT",
+                        "properties": {
+                            "city": {"type": "STRING", "description": "City name, e.g. \"Lisbon\"."},
+                            "unit": {"type": "STRING", "enum": ["celsius", "fahrenheit"]},
+                            "days": {"type": "INTEGER", "minimum": 1, "maximum": 7}
+                        },
+                        "required": ["city"]
+                    }
+                },
+                {
+                    "name": "get_time",
+                    "description": "Tell the time. Use when the user asks what time it is."
+                }
+            ]
+        }])
+    );
+}
+
+#[test]
+fn mcp_is_a_tools_list_result_with_the_read_only_rule() {
+    assert_eq!(
+        export(&[weather(), clock()], ExportFormat::Mcp),
+        json!({
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "Tell the weather. Use when the user asks about the weather.",
+                    "inputSchema": *weather().input_schema,
+                    "annotations": {"readOnlyHint": true, "openWorldHint": true}
+                },
+                {
+                    "name": "get_time",
+                    "description": "Tell the time. Use when the user asks what time it is.",
+                    "inputSchema": {"type": "object"},
+                    "annotations": {
+                        "readOnlyHint": false,
+                        "destructiveHint": false,
+                        "idempotentHint": false,
+                        "openWorldHint": false
+                    }
+                }
+            ]
+        })
+    );
+}
+
+#[test]
+fn mcp_export_matches_what_the_server_lists() {
+    // The server's own conversion is the reference; this catches the two drifting apart.
+    for annotations in [READ_ONLY, WRITES] {
+        for mut definition in builtin().into_iter().chain([weather(), clock()]) {
+            definition.annotations = annotations;
+            let listed = serde_json::to_value(crate::mcp::convert::tool(&definition)).unwrap();
+            assert_eq!(mcp_tool(&definition), listed);
+        }
+    }
+}
+
+#[test]
+fn gemini_rewrites_what_its_subset_cannot_say() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "level": {"type": "integer", "enum": [1, 2, 3], "description": "How loud."},
+            "mode": {"const": "fast"},
+            "when": {"type": "string", "format": "date-time"},
+            "site": {"type": "string", "format": "uri"},
+            "note": {"type": ["string", "null"]},
+            "either": {"type": ["string", "integer"], "description": "Name or id."},
+            "shape": {"oneOf": [
+                {"type": "object", "properties": {"r": {"type": "number"}}, "required": ["r"]},
+                {"type": "object", "properties": {"side": {"type": "number"}}}
+            ]},
+            "size": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "both": {"allOf": [{"type": "string"}, {"maxLength": 5, "description": "Short."}]}
+        },
+        "required": ["level", "note"],
+        "additionalProperties": false
+    });
+    let parameters = gemini::parameters(schema.as_object().unwrap()).unwrap();
+    assert_eq!(
+        Value::Object(parameters),
+        json!({
+            "type": "OBJECT",
+            "properties": {
+                "level": {"type": "INTEGER", "description": "How loud. One of: 1, 2, 3."},
+                "mode": {"type": "STRING", "enum": ["fast"]},
+                "when": {"type": "STRING", "format": "date-time"},
+                "site": {"type": "STRING"},
+                "note": {"type": "STRING", "nullable": true},
+                "either": {
+                    "anyOf": [{"type": "STRING"}, {"type": "INTEGER"}],
+                    "description": "Name or id."
+                },
+                "shape": {"anyOf": [
+                    {"type": "OBJECT", "properties": {"r": {"type": "NUMBER"}}, "required": ["r"]},
+                    {"type": "OBJECT", "properties": {"side": {"type": "NUMBER"}}}
+                ]},
+                "size": {"type": "INTEGER", "minimum": 1, "maximum": 9},
+                "tags": {"type": "OBJECT"},
+                "both": {"type": "STRING", "description": "Short."}
+            },
+            "required": ["level", "note"]
+        })
+    );
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Folder {
+    name: String,
+    children: Vec<Folder>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Browse {
+    root: Option<Folder>,
+}
+
+#[test]
+fn gemini_unrolls_recursive_types_twice() {
+    let compact = schema::compile(&schema::source::<Browse>());
+    let parameters = gemini::parameters(&compact).unwrap();
+    let folder = |children: Value| {
+        json!({
+            "type": "OBJECT",
+            "properties": {"name": {"type": "STRING"}, "children": {"type": "ARRAY", "items": children}},
+            "required": ["name", "children"]
+        })
+    };
+    let expected = folder(folder(json!({"type": "OBJECT"})));
+    assert_eq!(parameters["properties"]["root"], expected);
+}
+
+/// Every kind of schema the compiler writes, as tools.
+fn varied_tools() -> Vec<ToolDefinition> {
+    let mut tools = builtin().to_vec();
+    tools.extend([weather(), clock()]);
+    tools.push(ToolDefinition::typed::<Browse>("browse_files", "Use when.", WRITES, Mode::Job));
+    tools.push(definition(
+        "mixed_bag",
+        json!({
+            "type": "object",
+            "properties": {
+                "level": {"type": "integer", "enum": [1, 2, 3]},
+                "kind": {"oneOf": [{"const": "a"}, {"const": "b", "description": "B."}]},
+                "pair": {"type": "array", "prefixItems": [{"type": "integer"}], "items": false},
+                "any": true,
+                "map": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "list": {"type": "array", "items": {"type": ["string", "null"]}, "maxItems": 3},
+                "deep": {"$ref": "#/$defs/Deep"}
+            },
+            "$defs": {"Deep": {"type": "object", "properties": {"x": {"type": "number"}}}}
+        }),
+    ));
+    tools
+}
+
+#[test]
+fn every_export_keeps_the_documented_shapes() {
+    let tools = varied_tools();
+    let openai = export(&tools, ExportFormat::OpenAiRealtime);
+    for tool in openai.as_array().unwrap() {
+        check_openai_tool(tool);
+    }
+    let gemini = export(&tools, ExportFormat::GeminiLive);
+    let [holder] = gemini.as_array().unwrap().as_slice() else { panic!("one tool: {gemini}") };
+    assert_eq!(holder.as_object().unwrap().keys().collect::<Vec<_>>(), ["functionDeclarations"]);
+    for declaration in holder["functionDeclarations"].as_array().unwrap() {
+        check_gemini_declaration(declaration);
+    }
+    let mcp = export(&tools, ExportFormat::Mcp);
+    for tool in mcp["tools"].as_array().unwrap() {
+        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+        assert!(tool["annotations"]["readOnlyHint"].is_boolean(), "{tool}");
+    }
+}
+
+/// Realtime function tools: exactly these four keys, a function name, an object schema.
+fn check_openai_tool(tool: &Value) {
+    let keys: Vec<&String> = tool.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["description", "name", "parameters", "type"], "{tool}");
+    assert_eq!(tool["type"], "function");
+    let name = tool["name"].as_str().unwrap();
+    assert!(
+        (1..=64).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{name}"
+    );
+    assert_eq!(tool["parameters"]["type"], "object", "{tool}");
+}
+
+/// Gemini declarations: a valid name and parameters using only the `Schema` subset.
+fn check_gemini_declaration(declaration: &Value) {
+    let object = declaration.as_object().unwrap();
+    assert!(object.keys().all(|key| ["name", "description", "parameters"].contains(&key.as_str())));
+    let name = object["name"].as_str().unwrap();
+    let first = name.chars().next().unwrap();
+    assert!(first.is_ascii_alphabetic() || first == '_', "{name}");
+    assert!(
+        name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    );
+    if let Some(parameters) = object.get("parameters") {
+        assert_eq!(parameters["type"], "OBJECT", "{declaration}");
+        check_gemini_schema(parameters);
+    }
+}
+
+fn check_gemini_schema(schema: &Value) {
+    let object = schema.as_object().unwrap_or_else(|| panic!("not a schema object: {schema}"));
+    for key in object.keys() {
+        assert!(gemini::ALLOWED_KEYS.contains(&key.as_str()), "{key} in {schema}");
+    }
+    if let Some(kind) = object.get("type") {
+        assert!(gemini::TYPES.iter().any(|(_, gemini)| kind == *gemini), "{schema}");
+    }
+    if let Some(values) = object.get("enum") {
+        assert_eq!(object["type"], "STRING", "{schema}");
+        assert!(values.as_array().unwrap().iter().all(Value::is_string), "{schema}");
+    }
+    if let Some(format) = object.get("format") {
+        assert_eq!(format, "date-time");
+    }
+    if let Some(nullable) = object.get("nullable") {
+        assert_eq!(nullable, true);
+    }
+    let properties = object.get("properties").and_then(Value::as_object);
+    for name in object.get("required").and_then(Value::as_array).into_iter().flatten() {
+        let declared = properties.is_some_and(|p| p.contains_key(name.as_str().unwrap()));
+        assert!(declared, "required {name} is not a property: {schema}");
+    }
+    properties.into_iter().flat_map(|p| p.values()).for_each(check_gemini_schema);
+    object.get("items").into_iter().for_each(check_gemini_schema);
+    object
+        .get("anyOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .for_each(check_gemini_schema);
+}

@@ -53,7 +53,8 @@ pub fn status_line(job: &Job, view: &JobView) -> String {
         }
         JobStatus::Completed => match &view.image_url {
             Some(url) => format!("The image is ready: {url}"),
-            None => format!("Job {} is done.", job.id),
+            // The tool's own sentence ("It is 3 degrees in Berlin."), else a generic one.
+            None => super::view::announcement(job),
         },
         JobStatus::Failed => {
             format!("{what} failed: {}", view.error.as_deref().unwrap_or("no reason given."))

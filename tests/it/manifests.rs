@@ -8,6 +8,7 @@ use std::{
 };
 
 use axum::{Json, Router, extract::Query, http::HeaderMap, routing::get};
+use rmcp::model::{CallToolRequestParams, CallToolResponse, GetTaskParams, TaskStatus};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -189,6 +190,26 @@ async fn a_job_manifest_goes_through_the_push_path() {
     // And a model asking for it gets the same.
     let status = support::wait_until_ended(&client, &id).await;
     assert_eq!(status["result"], json!({"word": "owl"}));
+
+    // A task-capable 2026 client gets a task for the same tool, with no code in the tool.
+    let (tasks, _) = support::tasks_client(&server.url(), None).await;
+    let params = CallToolRequestParams::new("echo_later")
+        .with_arguments(support::args(json!({"word": "lark"})));
+    let CallToolResponse::Task(created) = tasks.call_tool_once(params).await.unwrap() else {
+        panic!("a task-capable request to a job tool gets a task")
+    };
+    let task_id = created.task.task_id;
+    let deadline = tokio::time::Instant::now() + SOON;
+    let done = loop {
+        let got = tasks.get_task(GetTaskParams::new(task_id.clone())).await.unwrap();
+        if got.task.status() != TaskStatus::Working {
+            break serde_json::to_value(&got).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "task never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["result"]["content"][0]["text"], "The echo says lark.", "{done}");
+    assert_eq!(done["result"]["structuredContent"]["result"], json!({"word": "lark"}));
     server.stop().await;
 }
 

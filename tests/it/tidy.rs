@@ -41,7 +41,8 @@ fn every_rust_file_says_what_it_owns() {
 }
 
 /// The schemas developers and editors read: tool inputs exactly as `tools/list` shows them, the
-/// job JSON every view returns, and the events host apps receive (SSE and webhooks).
+/// job JSON every view returns, the events host apps receive (SSE and webhooks), and the tool
+/// manifest format (`tools/*.toml` point editors at it with a `#:schema` line).
 fn generated() -> Vec<(&'static str, Value)> {
     vec![
         ("generate_image.input.json", Value::Object(compile(&source::<GenerateImageInput>()))),
@@ -50,6 +51,7 @@ fn generated() -> Vec<(&'static str, Value)> {
         ("job.json", serde_json::to_value(schemars::schema_for!(JobView)).unwrap()),
         ("event.json", serde_json::to_value(schemars::schema_for!(EventBody)).unwrap()),
         ("webhook.json", serde_json::to_value(schemars::schema_for!(WebhookBody)).unwrap()),
+        ("manifest.json", offstage::tools::manifest::json_schema()),
     ]
 }
 

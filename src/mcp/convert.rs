@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::tools::{JobView, ToolDefinition, ToolError, ToolOutput, view::RESOURCE_PREFIX};
 
-/// `tools/list` may be cached this long: the built-in set only changes with a new release.
+/// `tools/list` may be cached this long: tools change only when `tools/` is reloaded, which
+/// notifies every listening client; the others see the change within this time.
 pub const TOOLS_TTL_MS: u64 = 60_000;
 
 pub fn tool(definition: &ToolDefinition) -> Tool {

@@ -131,7 +131,11 @@ const MAX_CALL_ID_LEN: usize = 256;
 
 /// Identifies a session: a legacy HTTP session by its id, or the stdio connection.
 fn session_key(ctx: &RequestContext<RoleServer>) -> Option<String> {
-    match ctx.extensions.get::<http::request::Parts>() {
+    session_key_of(&ctx.extensions)
+}
+
+fn session_key_of(extensions: &rmcp::model::Extensions) -> Option<String> {
+    match extensions.get::<http::request::Parts>() {
         None => Some("stdio".to_owned()),
         Some(parts) => parts
             .headers
@@ -190,15 +194,7 @@ impl ServerHandler for OffstageServer {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // A legacy session: it hears of tool list changes on its GET stream.
-        let key = match context.extensions.get::<http::request::Parts>() {
-            None => Some("stdio".to_owned()),
-            Some(parts) => parts
-                .headers
-                .get("mcp-session-id")
-                .and_then(|value| value.to_str().ok())
-                .map(|id| format!("session:{id}")),
-        };
-        if let Some(key) = key {
+        if let Some(key) = session_key_of(&context.extensions) {
             self.state.listeners.add_session(key, context.peer);
         }
     }
@@ -248,11 +244,13 @@ impl ServerHandler for OffstageServer {
             arguments: request.arguments.unwrap_or_default(),
             progress,
         };
-        let result = tool.call(call).await;
         let services = &self.state.services;
-        if tasks::wanted(&ctx)
-            && let Ok(ToolOutput { job: Some(job), text, .. }) = &result
-        {
+        let wants_task = tasks::wanted(&ctx);
+        // Taken before the call runs, so they are the jobs that ended before it: a fast job
+        // this very call starts can never be announced as news in its own reply.
+        let mut earlier = if wants_task { Vec::new() } else { services.piggyback(&caller).await };
+        let result = tool.call(call).await;
+        if wants_task && let Ok(ToolOutput { job: Some(job), text, .. }) = &result {
             // The job is durably stored before this returns, as SEP-2663 requires. The tool's
             // own line ("being made, don't call again") is the best status message to start with.
             let view = JobView::of(job, &services.links);
@@ -260,7 +258,9 @@ impl ServerHandler for OffstageServer {
                 .with_status_message(text.clone());
             return Ok(CreateTaskResult::new(task).into());
         }
-        let earlier = services.piggyback(&caller).await;
+        if wants_task {
+            earlier = services.piggyback(&caller).await;
+        }
         Ok(convert::call_result(result, &request.name, &earlier).into())
     }
 

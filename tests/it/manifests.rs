@@ -263,6 +263,12 @@ url = "http://127.0.0.1:9/never"
     let server = server_with(tools.path()).await;
     let (client, _inbox) = support::legacy_client(&server.url(), None).await;
 
+    let listed = client.list_all_tools().await.unwrap();
+    let echo =
+        listed.iter().find(|tool| tool.name == "echo_args").expect("command tools are listed");
+    let schema = serde_json::to_value(&*echo.input_schema).unwrap();
+    assert_eq!(schema["required"], json!(["text"]), "{schema}");
+
     let hostile = "$(id); rm -rf / `whoami` \"'";
     let started = call(&client, "echo_args", json!({"text": hostile})).await;
     let done = server.wait_ended_quietly(None, &job_id(&started)).await;

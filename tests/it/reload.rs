@@ -35,6 +35,16 @@ async fn next_on_stream(stream: &mut rmcp::service::Subscription) {
     }
 }
 
+/// A server watching `tools`, allowed to call the loopback stand-in.
+async fn watching(tools: &std::path::Path) -> TestServer {
+    let dir = tools.to_owned();
+    TestServer::start_with(|config| {
+        config.tools.dir = dir;
+        config.tools.allow_private = true;
+    })
+    .await
+}
+
 async fn problems(server: &TestServer) -> Vec<String> {
     let body: Value = reqwest::get(server.http("/v1/tools")).await.unwrap().json().await.unwrap();
     serde_json::from_value(body["problems"].clone()).unwrap()
@@ -44,12 +54,7 @@ async fn problems(server: &TestServer) -> Vec<String> {
 async fn adding_changing_and_removing_a_manifest_notifies_every_client() {
     let base = stand_in().await;
     let tools = tempfile::tempdir().unwrap();
-    let dir = tools.path().to_owned();
-    let server = TestServer::start_with(|config| {
-        config.tools.dir = dir;
-        config.tools.allow_private = true;
-    })
-    .await;
+    let server = watching(tools.path()).await;
     let (legacy, mut inbox) = support::legacy_client(&server.url(), None).await;
     let (modern, _modern_inbox) = support::modern_client(&server.url(), None).await;
     let mut stream =
@@ -134,12 +139,7 @@ async fn adding_changing_and_removing_a_manifest_notifies_every_client() {
 async fn a_reload_over_budget_is_refused_whole() {
     let base = stand_in().await;
     let tools = tempfile::tempdir().unwrap();
-    let dir = tools.path().to_owned();
-    let server = TestServer::start_with(|config| {
-        config.tools.dir = dir;
-        config.tools.allow_private = true;
-    })
-    .await;
+    let server = watching(tools.path()).await;
     let (legacy, _inbox) = support::legacy_client(&server.url(), None).await;
     // Each part is within the manifest format's limits; together they cost too many tokens.
     let mut wordy =

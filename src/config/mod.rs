@@ -162,16 +162,19 @@ pub enum ProviderChoice {
     Auto,
     Sketch,
     Openai,
+    /// Google's Gemini image models; needs `GEMINI_API_KEY`. `auto` never picks it.
+    Gemini,
 }
 
 impl ProviderChoice {
-    const NAMES: &'static str = "auto, sketch, openai";
+    const NAMES: &'static str = "auto, sketch, openai, gemini";
 
     fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "sketch" => Ok(Self::Sketch),
             "openai" => Ok(Self::Openai),
+            "gemini" => Ok(Self::Gemini),
             _ => Err(ConfigError::UnknownProvider(value.to_owned())),
         }
     }
@@ -181,6 +184,7 @@ impl ProviderChoice {
             Self::Auto => "auto",
             Self::Sketch => "sketch",
             Self::Openai => "openai",
+            Self::Gemini => "gemini",
         }
     }
 }
@@ -191,6 +195,7 @@ impl ProviderChoice {
 pub struct ProvidersConfig {
     pub sketch: SketchConfig,
     pub openai: OpenAiConfig,
+    pub gemini: GeminiConfig,
 }
 
 /// The built-in offline provider.
@@ -257,6 +262,49 @@ impl std::fmt::Debug for OpenAiConfig {
     }
 }
 
+/// Gemini image models through `POST {base_url}/v1beta/models/{model}:generateContent`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeminiConfig {
+    /// From `GEMINI_API_KEY`, else `GOOGLE_API_KEY`; never logged.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Override for proxies and tests. Without `/v1beta`.
+    pub base_url: String,
+    /// A model that can answer with images, such as `gemini-2.5-flash-image`.
+    pub model: String,
+    /// One HTTP request's limit; the job's own timeout bounds all attempts.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Typical generation time, reported to callers as `eta_ms`.
+    #[serde(with = "humantime_serde")]
+    pub typical_latency: Duration,
+}
+
+impl Default for GeminiConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://generativelanguage.googleapis.com".to_owned(),
+            model: "gemini-2.5-flash-image".to_owned(),
+            request_timeout: Duration::from_secs(120),
+            typical_latency: Duration::from_secs(15),
+        }
+    }
+}
+
+impl std::fmt::Debug for GeminiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeminiConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("request_timeout", &self.request_timeout)
+            .field("typical_latency", &self.typical_latency)
+            .finish()
+    }
+}
+
 /// A configuration that cannot be used, said so that the operator knows what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -274,8 +322,8 @@ pub enum ConfigError {
     NoDefaultDataDir,
     #[error("provider: unknown provider `{0}`; expected one of {names}", names = ProviderChoice::NAMES)]
     UnknownProvider(String),
-    #[error("provider `openai` needs an API key: set OPENAI_API_KEY")]
-    MissingApiKey,
+    #[error("provider `{provider}` needs an API key: set {variable}")]
+    MissingApiKey { provider: &'static str, variable: &'static str },
     #[error("public_url: `{0}` is not an absolute http(s) URL")]
     BadPublicUrl(String),
     #[error("providers.openai.base_url: `{0}` is not an absolute http(s) URL")]

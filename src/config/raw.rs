@@ -92,7 +92,7 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*` < `OFFSTAGE_*` < flags.
+    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY` < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -113,6 +113,11 @@ impl RawConfig {
         if let Some(base) = env_string("OPENAI_BASE_URL") {
             let base = base.trim_end_matches('/').trim_end_matches("/v1").to_owned();
             figment = figment.merge(Serialized::default("providers.openai.base_url", base));
+        }
+        // Google's SDKs read either variable; ours prefers the Gemini-specific one, so that a
+        // `GOOGLE_API_KEY` kept for other Google services does not shadow it.
+        if let Some(key) = env_string("GEMINI_API_KEY").or_else(|| env_string("GOOGLE_API_KEY")) {
+            figment = figment.merge(Serialized::default("providers.gemini.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -143,12 +148,34 @@ impl RawConfig {
             }
             ProviderChoice::Auto => ProviderChoice::Sketch,
             ProviderChoice::Openai if self.providers.openai.api_key.is_none() => {
-                return Err(ConfigError::MissingApiKey);
+                return Err(ConfigError::MissingApiKey {
+                    provider: "openai",
+                    variable: "OPENAI_API_KEY",
+                });
+            }
+            // A key set blank in the file is as good as none; the variables are already
+            // filtered that way by `env_string`.
+            ProviderChoice::Gemini
+                if self.providers.gemini.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) =>
+            {
+                return Err(ConfigError::MissingApiKey {
+                    provider: "gemini",
+                    variable: "GEMINI_API_KEY",
+                });
             }
             chosen => chosen,
         };
         if parse_http_url(&self.providers.openai.base_url).is_none() {
             return Err(ConfigError::BadBaseUrl(self.providers.openai.base_url));
+        }
+        if parse_http_url(&self.providers.gemini.base_url).is_none() {
+            return Err(ConfigError::Invalid {
+                field: "providers.gemini.base_url",
+                message: format!(
+                    "`{}` is not an absolute http(s) URL",
+                    self.providers.gemini.base_url
+                ),
+            });
         }
         let public_url = match &self.public_url {
             Some(url) => {

@@ -14,10 +14,15 @@ use figment::Jail;
 
 use super::*;
 
-/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY` or `OFFSTAGE_*`
-/// would change what these tests see, so such variables are removed for the jail's lifetime.
+/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini key or
+/// `OFFSTAGE_*` would change what these tests see, so such variables are removed for the jail's
+/// lifetime.
 fn hermetic(jail: &mut Jail) {
-    let ours = |key: &str| key.starts_with("OFFSTAGE_") || key.starts_with("OPENAI_");
+    let ours = |key: &str| {
+        key.starts_with("OFFSTAGE_")
+            || key.starts_with("OPENAI_")
+            || matches!(key, "GEMINI_API_KEY" | "GOOGLE_API_KEY")
+    };
     if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
         return;
     }
@@ -256,12 +261,73 @@ fn choosing_openai_without_a_key_is_refused() {
     Jail::expect_with(|jail| {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"openai\"\n")?;
-        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey)));
+        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey { .. })));
         // A blank key is no key.
         jail.set_env("OPENAI_API_KEY", "  ");
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::MissingApiKey));
+        assert!(matches!(error, ConfigError::MissingApiKey { provider: "openai", .. }));
         assert!(error.to_string().contains("OPENAI_API_KEY"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn gemini_reads_its_key_from_gemini_then_google_variables() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let secret = "AIza-test-7d1e4b2a-very-secret";
+        jail.set_env("OFFSTAGE_PROVIDER", "gemini");
+        jail.set_env("GOOGLE_API_KEY", "AIza-google-fallback");
+        let config = load(jail).unwrap();
+        assert_eq!(config.provider, ProviderChoice::Gemini);
+        assert_eq!(config.providers.gemini.api_key.as_deref(), Some("AIza-google-fallback"));
+
+        jail.set_env("GEMINI_API_KEY", secret);
+        let config = load(jail).unwrap();
+        assert_eq!(config.providers.gemini.api_key.as_deref(), Some(secret), "GEMINI_ first");
+        assert_eq!(config.providers.gemini.model, "gemini-2.5-flash-image");
+        assert_eq!(config.providers.gemini.base_url, "https://generativelanguage.googleapis.com");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
+        Ok(())
+    });
+}
+
+#[test]
+fn auto_never_picks_gemini() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.set_env("GEMINI_API_KEY", "AIza-test-key");
+        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
+fn choosing_gemini_without_a_key_names_the_variable() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "provider = \"gemini\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(matches!(error, ConfigError::MissingApiKey { provider: "gemini", .. }));
+        assert!(error.to_string().contains("GEMINI_API_KEY"), "{error}");
+        // A blank key in the file is no key either.
+        jail.create_file(
+            "offstage.toml",
+            "provider = \"gemini\"\n[providers.gemini]\napi_key = \" \"\n",
+        )?;
+        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey { .. })));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_gemini_base_url_is_refused() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "[providers.gemini]\nbase_url = \"googleapis\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(error.to_string().contains("providers.gemini.base_url"), "{error}");
         Ok(())
     });
 }
@@ -275,7 +341,7 @@ fn an_unknown_provider_is_named_with_the_valid_choices() {
         assert!(matches!(&error, ConfigError::UnknownProvider(name) if name == "dall-e"));
         let message = error.to_string();
         assert!(message.contains("`dall-e`"), "{message}");
-        assert!(message.contains("auto, sketch, openai"), "{message}");
+        assert!(message.contains("auto, sketch, openai, gemini"), "{message}");
 
         // Names are case-insensitive, so this is not an error.
         let mut flagged = sources(jail);

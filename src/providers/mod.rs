@@ -4,6 +4,7 @@
 //! encoded image bytes or a typed [`ProviderError`] whose variant decides whether the job
 //! runner retries and what the user hears when it gives up.
 
+pub mod gemini;
 pub mod openai;
 pub mod sketch;
 
@@ -140,7 +141,7 @@ impl ProviderError {
 /// A backend that draws images.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
-    /// The configuration name (`sketch`, `openai`).
+    /// The configuration name (`sketch`, `openai`, `gemini`).
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
@@ -158,6 +159,7 @@ pub fn from_config(
 ) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     match choice {
         ProviderChoice::Openai => Ok(Arc::new(openai::OpenAiProvider::new(&config.openai, http)?)),
+        ProviderChoice::Gemini => Ok(Arc::new(gemini::GeminiProvider::new(&config.gemini, http)?)),
         ProviderChoice::Sketch | ProviderChoice::Auto => {
             Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
         }
@@ -167,8 +169,12 @@ pub fn from_config(
 /// A provider that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderBuildError {
-    #[error("provider `openai` needs an API key: set OPENAI_API_KEY")]
-    MissingApiKey,
-    #[error("provider `openai`: base_url `{0}` is not an http(s) URL")]
-    BadBaseUrl(String),
+    #[error("provider `{provider}` needs an API key: set {variable}")]
+    MissingApiKey { provider: &'static str, variable: &'static str },
+    #[error("provider `{provider}`: base_url `{url}` is not an http(s) URL")]
+    BadBaseUrl { provider: &'static str, url: String },
+    #[error("provider `{provider}`: the API key has characters an HTTP header cannot carry")]
+    BadApiKey { provider: &'static str },
+    #[error("provider `{provider}`: model `{model}` is not a model name")]
+    BadModel { provider: &'static str, model: String },
 }

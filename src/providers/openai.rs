@@ -57,10 +57,16 @@ impl OpenAiProvider {
     pub fn new(config: &OpenAiConfig, http: reqwest::Client) -> Result<Self, ProviderBuildError> {
         let api_key = match config.api_key.as_deref().map(str::trim) {
             Some(key) if !key.is_empty() => ApiKey(key.to_owned()),
-            _ => return Err(ProviderBuildError::MissingApiKey),
+            _ => {
+                return Err(ProviderBuildError::MissingApiKey {
+                    provider: "openai",
+                    variable: "OPENAI_API_KEY",
+                });
+            }
         };
-        let endpoint = endpoint_url(&config.base_url)
-            .ok_or_else(|| ProviderBuildError::BadBaseUrl(config.base_url.clone()))?;
+        let endpoint = endpoint_url(&config.base_url).ok_or_else(|| {
+            ProviderBuildError::BadBaseUrl { provider: "openai", url: config.base_url.clone() }
+        })?;
         Ok(Self {
             http,
             endpoint,
@@ -233,9 +239,12 @@ fn status_error(
     }
 }
 
+// The `pub(super)` helpers below are shared with `gemini`, which speaks HTTP the same way; they
+// can move to a module of their own once a third HTTP provider needs them.
+
 /// Reads the whole body unless it exceeds `limit`, then `None`. Content-Length only lets us
 /// refuse early: chunked bodies have none, and a server may send more than it announced.
-async fn read_capped(
+pub(super) async fn read_capped(
     response: &mut reqwest::Response,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, ProviderError> {
@@ -255,7 +264,7 @@ async fn read_capped(
 
 /// Failures below HTTP. Messages name only the innermost cause (for example "Connection
 /// refused"): reqwest's own message carries the URL, which we keep out of job records.
-fn transport_error(error: reqwest::Error) -> ProviderError {
+pub(super) fn transport_error(error: reqwest::Error) -> ProviderError {
     if error.is_timeout() {
         return ProviderError::Timeout;
     }
@@ -278,7 +287,7 @@ fn transport_error(error: reqwest::Error) -> ProviderError {
 /// The wait the server asked for: `retry-after-ms` (sent by OpenAI and read first by
 /// openai-python's `_parse_retry_after_header`), else `Retry-After` in seconds or as an
 /// HTTP-date (RFC 9110 §10.2.3). A date in the past means "now".
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let millis = header("retry-after-ms").and_then(|value| value.trim().parse::<f64>().ok());
     if let Some(wait) = millis.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()) {
@@ -304,7 +313,7 @@ fn endpoint_url(base_url: &str) -> Option<Url> {
     usable.then(|| Url::parse(&format!("{base}/v1/images/generations")).ok()).flatten()
 }
 
-fn truncate(text: &str) -> String {
+pub(super) fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),

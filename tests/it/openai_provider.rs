@@ -292,7 +292,7 @@ fn missing_or_blank_key_fails_to_build() {
     for api_key in [None, Some("  ".to_owned())] {
         let config = OpenAiConfig { api_key, ..OpenAiConfig::default() };
         let result = OpenAiProvider::new(&config, reqwest::Client::new());
-        assert!(matches!(result, Err(ProviderBuildError::MissingApiKey)), "{result:?}");
+        assert!(matches!(result, Err(ProviderBuildError::MissingApiKey { .. })), "{result:?}");
     }
 }
 
@@ -300,7 +300,10 @@ fn missing_or_blank_key_fails_to_build() {
 fn non_http_base_url_fails_to_build() {
     for base_url in ["ftp://api.openai.com", "api.openai.com", "http://"] {
         let result = OpenAiProvider::new(&config(base_url), reqwest::Client::new());
-        assert!(matches!(result, Err(ProviderBuildError::BadBaseUrl(_))), "{base_url}: {result:?}");
+        assert!(
+            matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })),
+            "{base_url}: {result:?}"
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Decoding is CPU work: callers run [`inspect`] on the blocking pool, never on a request task.
 
+pub mod fetch;
 pub mod files;
 pub mod placeholder;
 

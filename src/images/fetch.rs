@@ -74,7 +74,7 @@ pub enum FetchError {
     TooManyRedirects { limit: u32 },
     #[error("the image is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("the content is not a PNG, JPEG, WebP or GIF image")]
+    #[error("the content is not a PNG, JPEG or WebP image")]
     NotAnImage,
     #[error("the image is {width}x{height}, over the pixel limit")]
     TooManyPixels { width: u32, height: u32 },
@@ -122,7 +122,7 @@ impl FetchError {
             FetchError::TooLarge { limit } => {
                 format!("That image is too large; the limit is {} megabytes.", limit / 1_048_576)
             }
-            FetchError::NotAnImage => "That link is not a PNG, JPEG, WebP or GIF image.".to_owned(),
+            FetchError::NotAnImage => "That link is not a PNG, JPEG or WebP image.".to_owned(),
             FetchError::TooManyPixels { width, height } => {
                 format!("That image is {width} by {height} pixels, which is too big to edit.")
             }
@@ -277,24 +277,13 @@ fn sniff(bytes: &[u8], max_pixels: u64) -> Result<(image::ImageFormat, (u32, u32
                 .into_dimensions()
                 .map_err(|error| FetchError::Corrupt(error.to_string()))?
         }
-        // Our image build has no GIF codec, so read the logical screen size from the header.
-        ImageFormat::Gif => gif_screen_size(bytes)?,
+        // Only what the pipeline can decode: a GIF (or anything else) could not be edited.
         _ => return Err(FetchError::NotAnImage),
     };
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(FetchError::TooManyPixels { width, height });
     }
     Ok((format, (width, height)))
-}
-
-/// Bytes 6..10 of a GIF are its little-endian logical screen width and height.
-fn gif_screen_size(bytes: &[u8]) -> Result<(u32, u32), FetchError> {
-    match bytes.get(6..10) {
-        Some(&[w0, w1, h0, h1]) => {
-            Ok((u16::from_le_bytes([w0, w1]).into(), u16::from_le_bytes([h0, h1]).into()))
-        }
-        _ => Err(FetchError::Corrupt("GIF header is truncated".to_owned())),
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use offstage::{
     providers::{self, ImageProvider, ImageRequest, ProviderBuildError, ProviderError},
 };
 
-use crate::stability_standin::{self, Reply, StandIn};
+use crate::stability_standin::{self, Reply};
 
 /// Distinctive, so that a leak into any error text is easy to spot.
 const KEY: &str = "sk-offstage-test-5a8e2c91d7f04b36";

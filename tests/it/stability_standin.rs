@@ -334,7 +334,7 @@ fn validate(endpoint: &str, request: &RecordedRequest) -> Result<(String, u64), 
     }
     let output_format = request.field("output_format").unwrap_or("png");
     if !matches!(output_format, "png" | "jpeg" | "webp") {
-        return Err(invalid(format!("output_format: must be one of png, jpeg, webp")));
+        return Err(invalid("output_format: must be one of png, jpeg, webp".to_owned()));
     }
     let seed = match request.field("seed") {
         None => RANDOM_SEED,

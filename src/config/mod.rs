@@ -164,10 +164,12 @@ pub enum ProviderChoice {
     Openai,
     /// Google's Gemini image models; needs `GEMINI_API_KEY`. `auto` never picks it.
     Gemini,
+    /// Stability AI's Stable Image models; needs `STABILITY_API_KEY`. `auto` never picks it.
+    Stability,
 }
 
 impl ProviderChoice {
-    const NAMES: &'static str = "auto, sketch, openai, gemini";
+    const NAMES: &'static str = "auto, sketch, openai, gemini, stability";
 
     fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
@@ -175,6 +177,7 @@ impl ProviderChoice {
             "sketch" => Ok(Self::Sketch),
             "openai" => Ok(Self::Openai),
             "gemini" => Ok(Self::Gemini),
+            "stability" => Ok(Self::Stability),
             _ => Err(ConfigError::UnknownProvider(value.to_owned())),
         }
     }
@@ -185,6 +188,7 @@ impl ProviderChoice {
             Self::Sketch => "sketch",
             Self::Openai => "openai",
             Self::Gemini => "gemini",
+            Self::Stability => "stability",
         }
     }
 }
@@ -196,6 +200,7 @@ pub struct ProvidersConfig {
     pub sketch: SketchConfig,
     pub openai: OpenAiConfig,
     pub gemini: GeminiConfig,
+    pub stability: StabilityConfig,
 }
 
 /// The built-in offline provider.
@@ -296,6 +301,50 @@ impl Default for GeminiConfig {
 impl std::fmt::Debug for GeminiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeminiConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("request_timeout", &self.request_timeout)
+            .field("typical_latency", &self.typical_latency)
+            .finish()
+    }
+}
+
+/// Stability AI's Stable Image models through
+/// `POST {base_url}/v2beta/stable-image/generate/{model}`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StabilityConfig {
+    /// From `STABILITY_API_KEY`; never logged.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Override for proxies and tests. Without `/v2beta`.
+    pub base_url: String,
+    /// `core`, `ultra`, or an SD3 model such as `sd3.5-large` (sent to the `sd3` endpoint).
+    pub model: String,
+    /// One HTTP request's limit; the job's own timeout bounds all attempts.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Typical generation time, reported to callers as `eta_ms`.
+    #[serde(with = "humantime_serde")]
+    pub typical_latency: Duration,
+}
+
+impl Default for StabilityConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://api.stability.ai".to_owned(),
+            model: "core".to_owned(),
+            request_timeout: Duration::from_secs(120),
+            typical_latency: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for StabilityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StabilityConfig")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("base_url", &self.base_url)
             .field("model", &self.model)

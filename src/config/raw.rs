@@ -92,7 +92,8 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY` < `OFFSTAGE_*` < flags.
+    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY` < `OFFSTAGE_*`
+    /// < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -118,6 +119,10 @@ impl RawConfig {
         // `GOOGLE_API_KEY` kept for other Google services does not shadow it.
         if let Some(key) = env_string("GEMINI_API_KEY").or_else(|| env_string("GOOGLE_API_KEY")) {
             figment = figment.merge(Serialized::default("providers.gemini.api_key", key));
+        }
+        // The variable Stability's own examples and SDKs read.
+        if let Some(key) = env_string("STABILITY_API_KEY") {
+            figment = figment.merge(Serialized::default("providers.stability.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -163,6 +168,19 @@ impl RawConfig {
                     variable: "GEMINI_API_KEY",
                 });
             }
+            ProviderChoice::Stability
+                if self
+                    .providers
+                    .stability
+                    .api_key
+                    .as_deref()
+                    .is_none_or(|k| k.trim().is_empty()) =>
+            {
+                return Err(ConfigError::MissingApiKey {
+                    provider: "stability",
+                    variable: "STABILITY_API_KEY",
+                });
+            }
             chosen => chosen,
         };
         if parse_http_url(&self.providers.openai.base_url).is_none() {
@@ -174,6 +192,15 @@ impl RawConfig {
                 message: format!(
                     "`{}` is not an absolute http(s) URL",
                     self.providers.gemini.base_url
+                ),
+            });
+        }
+        if parse_http_url(&self.providers.stability.base_url).is_none() {
+            return Err(ConfigError::Invalid {
+                field: "providers.stability.base_url",
+                message: format!(
+                    "`{}` is not an absolute http(s) URL",
+                    self.providers.stability.base_url
                 ),
             });
         }

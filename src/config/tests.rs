@@ -14,14 +14,14 @@ use figment::Jail;
 
 use super::*;
 
-/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini key or
-/// `OFFSTAGE_*` would change what these tests see, so such variables are removed for the jail's
+/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini or
+/// Stability key or `OFFSTAGE_*` would change what these tests see, so such variables are removed for the jail's
 /// lifetime.
 fn hermetic(jail: &mut Jail) {
     let ours = |key: &str| {
         key.starts_with("OFFSTAGE_")
             || key.starts_with("OPENAI_")
-            || matches!(key, "GEMINI_API_KEY" | "GOOGLE_API_KEY")
+            || matches!(key, "GEMINI_API_KEY" | "GOOGLE_API_KEY" | "STABILITY_API_KEY")
     };
     if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
         return;
@@ -322,6 +322,40 @@ fn choosing_gemini_without_a_key_names_the_variable() {
 }
 
 #[test]
+fn stability_reads_its_key_from_its_variable_and_hides_it() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let secret = "sk-stability-test-3f9a1c-very-secret";
+        jail.set_env("OFFSTAGE_PROVIDER", "stability");
+        jail.set_env("STABILITY_API_KEY", secret);
+        let config = load(jail).unwrap();
+        assert_eq!(config.provider, ProviderChoice::Stability);
+        assert_eq!(config.providers.stability.api_key.as_deref(), Some(secret));
+        assert_eq!(config.providers.stability.model, "core");
+        assert_eq!(config.providers.stability.base_url, "https://api.stability.ai");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
+        Ok(())
+    });
+}
+
+#[test]
+fn choosing_stability_without_a_key_names_the_variable() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "provider = \"stability\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(matches!(error, ConfigError::MissingApiKey { provider: "stability", .. }));
+        assert!(error.to_string().contains("STABILITY_API_KEY"), "{error}");
+        // `auto` never picks it, key or not.
+        jail.create_file("offstage.toml", "")?;
+        jail.set_env("STABILITY_API_KEY", "sk-test");
+        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
 fn a_bad_gemini_base_url_is_refused() {
     Jail::expect_with(|jail| {
         hermetic(jail);
@@ -341,7 +375,7 @@ fn an_unknown_provider_is_named_with_the_valid_choices() {
         assert!(matches!(&error, ConfigError::UnknownProvider(name) if name == "dall-e"));
         let message = error.to_string();
         assert!(message.contains("`dall-e`"), "{message}");
-        assert!(message.contains("auto, sketch, openai, gemini"), "{message}");
+        assert!(message.contains("auto, sketch, openai, gemini, stability"), "{message}");
 
         // Names are case-insensitive, so this is not an error.
         let mut flagged = sources(jail);

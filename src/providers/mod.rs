@@ -7,6 +7,7 @@
 pub mod gemini;
 pub mod openai;
 pub mod sketch;
+pub mod stability;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -141,7 +142,7 @@ impl ProviderError {
 /// A backend that draws images.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
-    /// The configuration name (`sketch`, `openai`, `gemini`).
+    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`).
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
@@ -160,6 +161,9 @@ pub fn from_config(
     match choice {
         ProviderChoice::Openai => Ok(Arc::new(openai::OpenAiProvider::new(&config.openai, http)?)),
         ProviderChoice::Gemini => Ok(Arc::new(gemini::GeminiProvider::new(&config.gemini, http)?)),
+        ProviderChoice::Stability => {
+            Ok(Arc::new(stability::StabilityProvider::new(&config.stability, http)?))
+        }
         ProviderChoice::Sketch | ProviderChoice::Auto => {
             Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
         }

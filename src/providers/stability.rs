@@ -1,0 +1,360 @@
+//! The Stability AI image provider: one multipart `POST {base_url}/v2beta/stable-image/generate/
+//! {core|ultra|sd3}` per image, answered with the raw image bytes, with every documented failure
+//! mapped onto a [`ProviderError`] the job runner can act on.
+//!
+//! The wire format follows Stability's API reference (<https://platform.stability.ai/docs/api-reference>,
+//! "Stable Image" → "Generate"): a `multipart/form-data` body with `prompt`, `aspect_ratio` (nine
+//! ratios), `output_format`, an optional `seed` and, for the `sd3` endpoint, `model`; with
+//! `accept: image/*` a 200 carries the image itself, and the `finish-reason` (`SUCCESS` or
+//! `CONTENT_FILTERED`) and `seed` response headers. Errors are JSON bodies
+//! `{"id", "name", "errors": [...]}` whose `name` is `bad_request`, `unauthorized`,
+//! `payment_required`, `content_moderation`, `payload_too_large`, `rate_limit_exceeded` or
+//! `server_error`, by status 400, 401, 402, 403, 413, 429 and 500.
+
+use std::{fmt, time::Duration};
+
+use async_trait::async_trait;
+use reqwest::{
+    StatusCode,
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue},
+    multipart::Form,
+};
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
+    openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
+};
+use crate::config::StabilityConfig;
+
+/// Error bodies are a few hundred bytes; a larger one is read no further and ignored.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The values `aspect_ratio` accepts, as `(name, width, height)`. Stability draws at its own
+/// pixel size for each (about one megapixel), so we ask for the ratio nearest the requested
+/// size and let the job record the size that came back.
+const ASPECT_RATIOS: [(&str, u32, u32); 9] = [
+    ("1:1", 1, 1),
+    ("2:3", 2, 3),
+    ("3:2", 3, 2),
+    ("4:5", 4, 5),
+    ("5:4", 5, 4),
+    ("9:16", 9, 16),
+    ("16:9", 16, 9),
+    ("9:21", 9, 21),
+    ("21:9", 21, 9),
+];
+
+/// The SD3 model asked for when the configuration names only the `sd3` endpoint.
+const DEFAULT_SD3_MODEL: &str = "sd3.5-large";
+
+/// `seed` is documented as `0..=4294967294`, with 0 meaning "pick one at random".
+const MAX_SEED: u64 = 4_294_967_294;
+
+/// Draws images with Stable Image Core, Ultra or Stable Diffusion 3.x.
+#[derive(Debug)]
+pub struct StabilityProvider {
+    http: reqwest::Client,
+    endpoint: Url,
+    api_key: ApiKey,
+    /// The `model` form field; only the `sd3` endpoint takes one.
+    sd3_model: Option<String>,
+    /// What the job record names as the model that drew.
+    model: String,
+    request_timeout: Duration,
+    typical_latency: Duration,
+    body_limit: usize,
+}
+
+/// The API key, kept as the header we send and as text to scrub from messages. Its `Debug` is
+/// redacted so that no `{:?}` of the provider can leak it.
+struct ApiKey {
+    header: HeaderValue,
+    text: String,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl StabilityProvider {
+    /// Checks the key, model and base URL once, so that a bad configuration fails at start.
+    pub fn new(
+        config: &StabilityConfig,
+        http: reqwest::Client,
+    ) -> Result<Self, ProviderBuildError> {
+        let provider = "stability";
+        let text = match config.api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => key.to_owned(),
+            _ => {
+                return Err(ProviderBuildError::MissingApiKey {
+                    provider,
+                    variable: "STABILITY_API_KEY",
+                });
+            }
+        };
+        let mut header = HeaderValue::from_str(&format!("Bearer {text}"))
+            .map_err(|_| ProviderBuildError::BadApiKey { provider })?;
+        // Keeps the key out of HTTP/2 header compression tables and reqwest's own debug output.
+        header.set_sensitive(true);
+        let (endpoint, sd3_model, model) = match config.model.trim() {
+            "core" | "stable-image-core" => ("core", None, "stable-image-core".to_owned()),
+            "ultra" | "stable-image-ultra" => ("ultra", None, "stable-image-ultra".to_owned()),
+            "sd3" => ("sd3", Some(DEFAULT_SD3_MODEL.to_owned()), DEFAULT_SD3_MODEL.to_owned()),
+            // `sd3.5-large`, `sd3.5-large-turbo`, `sd3.5-medium`, ... all live under `sd3`.
+            model
+                if model.starts_with("sd3")
+                    && model.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) =>
+            {
+                ("sd3", Some(model.to_owned()), model.to_owned())
+            }
+            _ => {
+                return Err(ProviderBuildError::BadModel { provider, model: config.model.clone() });
+            }
+        };
+        let endpoint = endpoint_url(&config.base_url, endpoint).ok_or_else(|| {
+            ProviderBuildError::BadBaseUrl { provider, url: config.base_url.clone() }
+        })?;
+        Ok(Self {
+            http,
+            endpoint,
+            api_key: ApiKey { header, text },
+            sd3_model,
+            model,
+            request_timeout: config.request_timeout,
+            typical_latency: config.typical_latency,
+            body_limit: MAX_RESPONSE_BYTES,
+        })
+    }
+
+    /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
+    pub fn with_body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    fn form(&self, request: &ImageRequest) -> Form {
+        let mut form = Form::new()
+            .text("prompt", request.prompt.clone())
+            .text("aspect_ratio", aspect_ratio(request.width, request.height))
+            .text("output_format", "png");
+        // Seed 0 is "random" on both sides; a fixed seed is passed on within the documented
+        // range so that a caller who pins one gets the same picture again.
+        if request.seed != 0 {
+            form = form.text("seed", (request.seed % (MAX_SEED + 1)).to_string());
+        }
+        if let Some(model) = &self.sd3_model {
+            form = form.text("model", model.clone());
+        }
+        form
+    }
+}
+
+#[async_trait]
+impl ImageProvider for StabilityProvider {
+    fn name(&self) -> &'static str {
+        "stability"
+    }
+
+    fn typical_latency(&self) -> Duration {
+        self.typical_latency
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        let mut response = self
+            .http
+            .post(self.endpoint.clone())
+            .header(AUTHORIZATION, self.api_key.header.clone())
+            // `image/*` asks for the bytes themselves rather than base64 inside JSON.
+            .header(ACCEPT, "image/*")
+            .timeout(self.request_timeout)
+            .multipart(self.form(request))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers());
+        let header = |name| response.headers().get(name).and_then(|value| value.to_str().ok());
+        let finish_reason = header("finish-reason").map(str::to_owned);
+        let is_json = header(CONTENT_TYPE.as_str()).is_some_and(|v| v.contains("json"));
+        tracing::debug!(
+            status = status.as_u16(),
+            model = %self.model,
+            finish_reason = finish_reason.as_deref().unwrap_or("-"),
+            "stability answered"
+        );
+
+        if status.is_success() {
+            // A filtered generation still answers 200, with a blurred image that must not
+            // reach the user; the header is the only sign.
+            if finish_reason.as_deref() == Some("CONTENT_FILTERED") {
+                return Err(ProviderError::Refused {
+                    reason: "the generated image was flagged by content moderation \
+                             (CONTENT_FILTERED)"
+                        .to_owned(),
+                });
+            }
+            if is_json {
+                return Err(ProviderError::InvalidResponse(
+                    "JSON where image bytes were asked for".to_owned(),
+                ));
+            }
+            let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
+                let limit = self.body_limit;
+                ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
+            })?;
+            if body.is_empty() {
+                return Err(ProviderError::InvalidResponse("an empty image body".to_owned()));
+            }
+            return Ok(GeneratedImage { bytes: body.into(), model: self.model.clone() });
+        }
+        let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
+        Err(status_error(status, retry_after, &body, &self.api_key))
+    }
+}
+
+/// `{"id", "name", "errors": [...]}`, every field possibly absent.
+#[derive(Default, Deserialize)]
+struct ErrorBody {
+    name: Option<String>,
+    errors: Option<Vec<String>>,
+}
+
+/// Maps a non-2xx answer, following the documented meaning of each status.
+fn status_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    api_key: &ApiKey,
+) -> ProviderError {
+    // A body that is not the documented JSON (a proxy's HTML page) still has a meaningful status.
+    let error = serde_json::from_slice::<ErrorBody>(body).unwrap_or_default();
+    let name = error.name.as_deref().unwrap_or_default();
+    let joined = error.errors.unwrap_or_default().join("; ");
+    // Stability does not echo keys, but a proxy might; scrub it from anything we pass on.
+    let message = || match joined.trim() {
+        "" if name.is_empty() => format!("HTTP {}", status.as_u16()),
+        "" => name.to_owned(),
+        text => truncate(&text.replace(api_key.text.as_str(), "<redacted>")),
+    };
+    match status.as_u16() {
+        401 => ProviderError::Unauthorized,
+        // Out of credits: more attempts cannot help until someone buys some.
+        402 => ProviderError::QuotaExhausted,
+        // The documented 403 is the moderation filter rejecting the prompt; any other 403
+        // (a proxy's, say) is about who we are.
+        403 if name == "content_moderation" || joined.contains("content moderation") => {
+            ProviderError::Refused { reason: message() }
+        }
+        403 => ProviderError::Unauthorized,
+        429 => ProviderError::RateLimited { retry_after },
+        408 => ProviderError::Unavailable { status: status.as_u16(), retry_after },
+        // 400 invalid fields, 404 an unknown endpoint, 413 over 10 MiB, 422 a rejected language.
+        400..=499 => ProviderError::BadRequest(message()),
+        500..=599 => ProviderError::Unavailable { status: status.as_u16(), retry_after },
+        other => ProviderError::InvalidResponse(format!("unexpected HTTP status {other}")),
+    }
+}
+
+/// The supported ratio nearest `width:height`, compared on a log scale so that `2:3` and `3:2`
+/// are equally far from `1:1`.
+fn aspect_ratio(width: u32, height: u32) -> &'static str {
+    let log_ratio =
+        |width: u32, height: u32| (f64::from(width.max(1)) / f64::from(height.max(1))).ln();
+    let wanted = log_ratio(width, height);
+    let distance =
+        |&(_, width, height): &(&str, u32, u32)| (log_ratio(width, height) - wanted).abs();
+    ASPECT_RATIOS
+        .iter()
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+        .map_or("1:1", |(name, _, _)| name)
+}
+
+fn endpoint_url(base_url: &str, endpoint: &str) -> Option<Url> {
+    let base = Url::parse(base_url.trim()).ok()?;
+    let usable = matches!(base.scheme(), "http" | "https")
+        && base.has_host()
+        && base.query().is_none()
+        && base.fragment().is_none();
+    // Appending to the string keeps a path prefix such as `/stability` that a proxy lives under.
+    let base = base.as_str().trim_end_matches('/');
+    let url = format!("{base}/v2beta/stable-image/generate/{endpoint}");
+    usable.then(|| Url::parse(&url).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ApiKey {
+        ApiKey { header: HeaderValue::from_static("Bearer sk-x"), text: "sk-secret".to_owned() }
+    }
+
+    fn error_for(status: u16, body: &str) -> ProviderError {
+        let status = StatusCode::from_u16(status).unwrap();
+        status_error(status, Some(Duration::from_secs(3)), body.as_bytes(), &key())
+    }
+
+    #[test]
+    fn aspect_ratio_is_the_nearest_supported_one() {
+        assert_eq!(aspect_ratio(1024, 1024), "1:1");
+        assert_eq!(aspect_ratio(1024, 1536), "2:3");
+        assert_eq!(aspect_ratio(1536, 1024), "3:2");
+        assert_eq!(aspect_ratio(1920, 1080), "16:9");
+        assert_eq!(aspect_ratio(1080, 1920), "9:16");
+        assert_eq!(aspect_ratio(1000, 3000), "9:21", "taller than any ratio: the tallest");
+        assert_eq!(aspect_ratio(0, 0), "1:1");
+    }
+
+    #[test]
+    fn endpoint_names_the_service_and_keeps_a_path_prefix() {
+        let url = |base: &str| endpoint_url(base, "core").map(String::from);
+        let expected = "http://127.0.0.1:9/v2beta/stable-image/generate/core";
+        assert_eq!(url("http://127.0.0.1:9").as_deref(), Some(expected));
+        assert_eq!(url("http://127.0.0.1:9/").as_deref(), Some(expected));
+        assert_eq!(
+            url("https://proxy.test/stability/").as_deref(),
+            Some("https://proxy.test/stability/v2beta/stable-image/generate/core")
+        );
+        assert_eq!(url("api.stability.ai"), None);
+    }
+
+    #[test]
+    fn each_documented_error_name_maps_onto_its_class() {
+        let body = |name: &str, error: &str| {
+            serde_json::json!({"id": "e1", "name": name, "errors": [error]}).to_string()
+        };
+        let bad = error_for(400, &body("bad_request", "prompt: is required"));
+        assert!(matches!(&bad, ProviderError::BadRequest(m) if m == "prompt: is required"));
+        assert!(matches!(error_for(401, &body("unauthorized", "x")), ProviderError::Unauthorized));
+        let credits = body("payment_required", "insufficient credits");
+        assert!(matches!(error_for(402, &credits), ProviderError::QuotaExhausted));
+        let flagged = body("content_moderation", "flagged by content moderation");
+        assert!(matches!(error_for(403, &flagged), ProviderError::Refused { .. }));
+        assert!(matches!(
+            error_for(413, &body("payload_too_large", "x")),
+            ProviderError::BadRequest(_)
+        ));
+        let limited = error_for(429, &body("rate_limit_exceeded", "x"));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+        let server = error_for(500, &body("server_error", "x"));
+        assert!(matches!(server, ProviderError::Unavailable { status: 500, .. }));
+        assert!(matches!(error_for(502, "<html>"), ProviderError::Unavailable { .. }));
+    }
+
+    #[test]
+    fn errors_are_joined_and_scrubbed_of_the_key() {
+        let body = r#"{"id":"e","name":"bad_request","errors":["a: bad","key sk-secret"]}"#;
+        let ProviderError::BadRequest(message) = error_for(400, body) else { panic!() };
+        assert_eq!(message, "a: bad; key <redacted>");
+        let ProviderError::BadRequest(message) = error_for(404, "not json") else { panic!() };
+        assert_eq!(message, "HTTP 404");
+    }
+}

@@ -5,6 +5,10 @@
 //! Shapes follow Stability's API reference: a 200 with `accept: image/*` is the image itself with
 //! `finish-reason` and `seed` headers; errors are `{"id", "name", "errors": [...]}`.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "a rejection is the HTTP response the stand-in sends; boxing it would only add noise"
+)]
 // Each test binary uses a different part of this shared module; unused helpers are expected.
 #![allow(dead_code)]
 

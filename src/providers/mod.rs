@@ -182,3 +182,29 @@ pub enum ProviderBuildError {
     #[error("provider `{provider}`: model `{model}` is not a model name")]
     BadModel { provider: &'static str, model: String },
 }
+
+/// The entry of `ratios` (name, width, height) nearest `width:height`, compared on a log scale
+/// so that `2:3` and `3:2` are equally far from `1:1`.
+fn nearest_ratio(ratios: &[(&'static str, u32, u32)], width: u32, height: u32) -> &'static str {
+    let log_ratio =
+        |width: u32, height: u32| (f64::from(width.max(1)) / f64::from(height.max(1))).ln();
+    let wanted = log_ratio(width, height);
+    let distance =
+        |&(_, width, height): &(&str, u32, u32)| (log_ratio(width, height) - wanted).abs();
+    ratios
+        .iter()
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+        .map_or("1:1", |(name, ..)| name)
+}
+
+/// `path` under a provider's configured base URL, or `None` when the base is not a plain
+/// http(s) URL. Appending to the string keeps a path prefix a proxy lives under.
+fn endpoint_url(base_url: &str, path: &str) -> Option<url::Url> {
+    let base = url::Url::parse(base_url.trim()).ok()?;
+    let usable = matches!(base.scheme(), "http" | "https")
+        && base.has_host()
+        && base.query().is_none()
+        && base.fragment().is_none();
+    let url = format!("{}/{path}", base.as_str().trim_end_matches('/'));
+    usable.then(|| url::Url::parse(&url).ok()).flatten()
+}

@@ -263,30 +263,13 @@ fn status_error(
     }
 }
 
-/// The supported ratio nearest `width:height`, compared on a log scale so that `2:3` and `3:2`
-/// are equally far from `1:1`.
+/// The supported ratio nearest `width:height`.
 fn aspect_ratio(width: u32, height: u32) -> &'static str {
-    let log_ratio =
-        |width: u32, height: u32| (f64::from(width.max(1)) / f64::from(height.max(1))).ln();
-    let wanted = log_ratio(width, height);
-    let distance =
-        |&(_, width, height): &(&str, u32, u32)| (log_ratio(width, height) - wanted).abs();
-    ASPECT_RATIOS
-        .iter()
-        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
-        .map_or("1:1", |(name, _, _)| name)
+    super::nearest_ratio(&ASPECT_RATIOS, width, height)
 }
 
 fn endpoint_url(base_url: &str, endpoint: &str) -> Option<Url> {
-    let base = Url::parse(base_url.trim()).ok()?;
-    let usable = matches!(base.scheme(), "http" | "https")
-        && base.has_host()
-        && base.query().is_none()
-        && base.fragment().is_none();
-    // Appending to the string keeps a path prefix such as `/stability` that a proxy lives under.
-    let base = base.as_str().trim_end_matches('/');
-    let url = format!("{base}/v2beta/stable-image/generate/{endpoint}");
-    usable.then(|| Url::parse(&url).ok()).flatten()
+    super::endpoint_url(base_url, &format!("v2beta/stable-image/generate/{endpoint}"))
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{ProviderChoice, ProvidersConfig};
+use crate::{
+    config::{ProviderChoice, ProvidersConfig},
+    images::ImageFormat,
+};
 
 /// What to draw, at which pixel size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,70 @@ impl fmt::Debug for GeneratedImage {
     }
 }
 
+/// An image to change and what to change about it (`edit_image`).
+#[derive(Clone)]
+pub struct EditRequest {
+    /// The source image, already fetched, sniffed and checked against the pixel limits.
+    pub image: Bytes,
+    pub format: ImageFormat,
+    /// What to change, in plain words, already validated (non-empty, bounded).
+    pub instruction: String,
+    /// The size wanted back; providers that keep the source's size may ignore it.
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+}
+
+impl fmt::Debug for EditRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EditRequest")
+            .field("image", &self.image.len())
+            .field("format", &self.format)
+            .field("instruction", &self.instruction)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An intermediate image a provider streamed while drawing (OpenAI `partial_images`).
+#[derive(Clone)]
+pub struct PartialImage {
+    /// 0-based, increasing within one attempt.
+    pub index: u32,
+    /// Encoded bytes as the provider sent them; unvalidated.
+    pub bytes: Bytes,
+}
+
+/// Where a provider hands its partial images while it draws. Cheap to clone; the default
+/// drops everything, so providers can always call [`Partials::send`].
+#[derive(Clone, Default)]
+pub struct Partials(Option<Arc<dyn Fn(PartialImage) + Send + Sync>>);
+
+impl Partials {
+    pub fn new(sink: impl Fn(PartialImage) + Send + Sync + 'static) -> Partials {
+        Partials(Some(Arc::new(sink)))
+    }
+
+    /// True when someone listens, so a provider can skip asking for partials otherwise.
+    pub fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Hands one partial image over. Must not block: sinks only queue it.
+    pub fn send(&self, partial: PartialImage) {
+        if let Some(sink) = &self.0 {
+            sink(partial);
+        }
+    }
+}
+
+impl fmt::Debug for Partials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.wanted() { "Partials(sink)" } else { "Partials(none)" })
+    }
+}
+
 /// Why a provider could not produce an image.
 ///
 /// Variants name what went wrong, not where; [`ProviderError::is_retryable`] and
@@ -70,6 +137,8 @@ pub enum ProviderError {
     BadRequest(String),
     #[error("the provider sent an unusable response: {0}")]
     InvalidResponse(String),
+    #[error("the provider cannot {0}")]
+    Unsupported(&'static str),
 }
 
 impl ProviderError {
@@ -103,6 +172,7 @@ impl ProviderError {
             Self::Refused { .. } => "content_refused",
             Self::BadRequest(_) => "provider_bad_request",
             Self::InvalidResponse(_) => "provider_invalid_response",
+            Self::Unsupported(_) => "provider_unsupported",
         }
     }
 
@@ -135,6 +205,11 @@ impl ProviderError {
             Self::BadRequest(_) | Self::InvalidResponse(_) => {
                 "Something went wrong making that image; please try again.".to_owned()
             }
+            Self::Unsupported(_) => {
+                "The image service here can't change existing pictures; I can make a new one \
+                 instead."
+                    .to_owned()
+            }
         }
     }
 }
@@ -150,6 +225,28 @@ pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
     fn is_remote(&self) -> bool;
     /// Draw one image. Dropping the future cancels the work.
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
+
+    /// Draw one image, handing intermediate images to `partials` as they arrive. Providers
+    /// that cannot stream draw as [`ImageProvider::generate`] does.
+    async fn generate_with_partials(
+        &self,
+        request: &ImageRequest,
+        partials: &Partials,
+    ) -> Result<GeneratedImage, ProviderError> {
+        let _ = partials;
+        self.generate(request).await
+    }
+
+    /// True when [`ImageProvider::edit`] does something; routing skips providers that cannot.
+    fn can_edit(&self) -> bool {
+        false
+    }
+
+    /// Change an existing image as instructed. Dropping the future cancels the work.
+    async fn edit(&self, request: &EditRequest) -> Result<GeneratedImage, ProviderError> {
+        let _ = request;
+        Err(ProviderError::Unsupported("edit images"))
+    }
 }
 
 /// Builds the chosen provider. Configuration validation has already resolved `auto`.

@@ -11,7 +11,10 @@ use url::Url;
 
 use crate::{
     config::{Config, ToolsConfig, inherited_env},
-    images::files::ImageFiles,
+    images::{
+        fetch::{FetchLimits, ImageFetcher},
+        files::ImageFiles,
+    },
     jobs::{
         runner::JobRunner,
         sqlite::SqliteJobStore,
@@ -19,7 +22,7 @@ use crate::{
     },
     mcp::{McpState, OffstageServer, Subscriptions},
     netguard,
-    providers::{self, ProviderBuildError},
+    providers::{ProviderBuildError, router::Router},
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
@@ -99,7 +102,7 @@ impl Server {
         tracing::info!(
             mcp = %format!("http://{local_addr}/mcp"),
             data_dir = %config.data_dir.display(),
-            provider = config.provider.as_str(),
+            providers = %config.route().iter().map(|step| step.provider.as_str()).collect::<Vec<_>>().join(" > "),
             "offstage is serving"
         );
         Ok(Server { local_addr, core, http })
@@ -193,7 +196,13 @@ impl Core {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| StartError::HttpClient(error.to_string()))?;
-        let provider = providers::from_config(config.provider, &config.providers, http_client)?;
+        let router = Arc::new(Router::from_config(config, &http_client)?);
+        let fetcher = ImageFetcher::new(FetchLimits {
+            allow_private: config.tools.allow_private,
+            private_allowlist: config.tools.image_hosts.clone(),
+            ..FetchLimits::default()
+        })
+        .map_err(|error| StartError::HttpClient(error.to_string()))?;
         let images = ImageFiles::open(&config.data_dir)
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
         let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
@@ -203,8 +212,9 @@ impl Core {
         let services = Arc::new(Services {
             runner: runner.clone(),
             links,
-            provider,
+            router,
             images,
+            fetcher,
             push: config.push.clone(),
         });
         Ok((store, runner, services))

@@ -3,6 +3,7 @@
 
 mod push;
 mod raw;
+mod routing;
 mod tools;
 
 use std::{
@@ -14,6 +15,7 @@ use std::{
 
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
+pub use routing::{RoutePolicy, RouteStep};
 use serde::{Deserialize, Serialize};
 pub use tools::{Budgets, DEFAULT_PROFILE, EnvSecrets, ToolsConfig, inherited_env};
 use url::Url;
@@ -29,8 +31,12 @@ pub struct Config {
     pub public_url: Option<Url>,
     pub security: SecurityConfig,
     pub jobs: JobsConfig,
-    /// Never `Auto` after validation.
+    /// The first provider tried; never `Auto` after validation.
     pub provider: ProviderChoice,
+    /// Tried in order when the one before gives up (never `Auto`, no repeats).
+    pub fallback: Vec<ProviderChoice>,
+    /// Per-provider limits, by provider name.
+    pub routing: BTreeMap<String, RoutePolicy>,
     pub providers: ProvidersConfig,
     pub push: PushConfig,
     pub tools: ToolsConfig,
@@ -171,7 +177,7 @@ pub enum ProviderChoice {
 impl ProviderChoice {
     const NAMES: &'static str = "auto, sketch, openai, gemini, stability";
 
-    fn parse(value: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "sketch" => Ok(Self::Sketch),
@@ -406,10 +412,28 @@ impl Config {
             },
             jobs: JobsConfig::default(),
             provider: ProviderChoice::Sketch,
+            fallback: Vec::new(),
+            routing: BTreeMap::new(),
             providers: ProvidersConfig::default(),
             push: PushConfig::default(),
             log: DEFAULT_LOG.to_owned(),
         }
+    }
+
+    /// The providers in the order they are tried, each with its limits.
+    pub fn route(&self) -> Vec<RouteStep> {
+        std::iter::once(self.provider)
+            .chain(self.fallback.iter().copied())
+            .map(|provider| {
+                let policy = self.routing.get(provider.as_str()).copied().unwrap_or_default();
+                RouteStep {
+                    provider,
+                    timeout: policy.timeout,
+                    concurrency: policy.concurrency,
+                    attempts: policy.attempts.unwrap_or(self.jobs.max_attempts).max(1),
+                }
+            })
+            .collect()
     }
 
     /// Path of the embedded SQLite database.

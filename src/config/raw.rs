@@ -1,6 +1,9 @@
 //! The unvalidated configuration as serde reads it, and the layering of its sources.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use figment::{
     Figment,
@@ -9,8 +12,9 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, SecurityConfig,
-    ToolsConfig, ensure_writable_dir, parse_http_url, parse_listen,
+    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, RoutePolicy,
+    SecurityConfig, ToolsConfig, ensure_writable_dir, parse_http_url, parse_listen,
+    routing::{split_list, validate_fallback, validate_routing},
 };
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -60,6 +64,9 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub provider: String,
+    /// Providers tried in order after `provider` gives up.
+    pub fallback: Vec<String>,
+    pub routing: BTreeMap<String, RoutePolicy>,
     pub tokens: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
@@ -78,6 +85,8 @@ impl Default for RawConfig {
             data_dir: None,
             public_url: None,
             provider: "auto".to_owned(),
+            fallback: Vec::new(),
+            routing: BTreeMap::new(),
             tokens: Vec::new(),
             allowed_hosts: default_allowed_hosts(),
             allowed_origins: default_allowed_origins(),
@@ -127,8 +136,14 @@ impl RawConfig {
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
         // setting rejects, and `config` is not a setting.
-        figment = figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["tokens", "listen", "config"]));
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&["tokens", "listen", "config", "fallback"]),
+        );
+        if let Some(fallback) = env_string("OFFSTAGE_FALLBACK") {
+            figment = figment.merge(Serialized::default("fallback", split_list(&fallback)));
+        }
         if let Some(listen) = env_string("OFFSTAGE_LISTEN") {
             figment = figment.merge(Serialized::default("listen", listen));
         }
@@ -152,37 +167,11 @@ impl RawConfig {
                 ProviderChoice::Openai
             }
             ProviderChoice::Auto => ProviderChoice::Sketch,
-            ProviderChoice::Openai if self.providers.openai.api_key.is_none() => {
-                return Err(ConfigError::MissingApiKey {
-                    provider: "openai",
-                    variable: "OPENAI_API_KEY",
-                });
-            }
-            // A key set blank in the file is as good as none; the variables are already
-            // filtered that way by `env_string`.
-            ProviderChoice::Gemini
-                if self.providers.gemini.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) =>
-            {
-                return Err(ConfigError::MissingApiKey {
-                    provider: "gemini",
-                    variable: "GEMINI_API_KEY",
-                });
-            }
-            ProviderChoice::Stability
-                if self
-                    .providers
-                    .stability
-                    .api_key
-                    .as_deref()
-                    .is_none_or(|k| k.trim().is_empty()) =>
-            {
-                return Err(ConfigError::MissingApiKey {
-                    provider: "stability",
-                    variable: "STABILITY_API_KEY",
-                });
-            }
             chosen => chosen,
         };
+        require_key(provider, &self.providers)?;
+        let fallback = validate_fallback(provider, &self.fallback, &self.providers)?;
+        validate_routing(&self.routing)?;
         if parse_http_url(&self.providers.openai.base_url).is_none() {
             return Err(ConfigError::BadBaseUrl(self.providers.openai.base_url));
         }
@@ -235,11 +224,35 @@ impl RawConfig {
             },
             jobs: self.jobs,
             provider,
+            fallback,
+            routing: self.routing,
             providers: self.providers,
             push: self.push,
             tools: validate_tools(self.tools)?,
             log: self.log,
         })
+    }
+}
+
+/// A provider that needs a key must have one. A key set blank in the file is as good as none;
+/// the variables are already filtered that way by `env_string`.
+pub(super) fn require_key(
+    choice: ProviderChoice,
+    providers: &ProvidersConfig,
+) -> Result<(), ConfigError> {
+    let blank = |key: &Option<String>| key.as_deref().is_none_or(|key| key.trim().is_empty());
+    let missing = |provider, variable| Err(ConfigError::MissingApiKey { provider, variable });
+    match choice {
+        ProviderChoice::Openai if blank(&providers.openai.api_key) => {
+            missing("openai", "OPENAI_API_KEY")
+        }
+        ProviderChoice::Gemini if blank(&providers.gemini.api_key) => {
+            missing("gemini", "GEMINI_API_KEY")
+        }
+        ProviderChoice::Stability if blank(&providers.stability.api_key) => {
+            missing("stability", "STABILITY_API_KEY")
+        }
+        _ => Ok(()),
     }
 }
 

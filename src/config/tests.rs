@@ -646,3 +646,59 @@ fn push_settings_are_read_and_webhooks_validated() {
         Ok(())
     });
 }
+
+#[test]
+fn fallback_and_routing_resolve_into_an_ordered_route() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file(
+            "offstage.toml",
+            r#"
+            provider = "gemini"
+            fallback = ["openai", "sketch"]
+            [jobs]
+            max_attempts = 4
+            [routing.gemini]
+            timeout = "45s"
+            concurrency = 2
+            attempts = 1
+            "#,
+        )?;
+        jail.set_env("GEMINI_API_KEY", "AIza-test-key");
+        jail.set_env("OPENAI_API_KEY", "sk-test-key");
+        let route = load(jail).unwrap().route();
+        let order: Vec<_> = route.iter().map(|step| step.provider).collect();
+        assert_eq!(order, [ProviderChoice::Gemini, ProviderChoice::Openai, ProviderChoice::Sketch]);
+        assert_eq!(route[0].timeout, Some(Duration::from_secs(45)));
+        assert_eq!((route[0].concurrency, route[0].attempts), (Some(2), 1));
+        assert_eq!((route[1].timeout, route[1].concurrency, route[1].attempts), (None, None, 4));
+
+        jail.set_env("OFFSTAGE_FALLBACK", "sketch");
+        let order: Vec<_> = load(jail).unwrap().route().iter().map(|s| s.provider).collect();
+        assert_eq!(order, [ProviderChoice::Gemini, ProviderChoice::Sketch], "env list wins");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_fallbacks_and_routing_are_refused_with_the_reason() {
+    let cases = [
+        ("fallback = [\"sketch\", \"sketch\"]", "listed twice"),
+        ("fallback = [\"auto\"]", "`auto` can only be the provider"),
+        ("fallback = [\"dalle\"]", "unknown provider `dalle`"),
+        ("fallback = [\"openai\"]", "OPENAI_API_KEY"),
+        ("[routing.midjourney]\nattempts = 1", "names no provider"),
+        ("[routing.sketch]\nattempts = 0", "routing.sketch.attempts"),
+        ("[routing.sketch]\nconcurrency = 0", "routing.sketch.concurrency"),
+        ("[routing.sketch]\ntimeout = \"0s\"", "routing.sketch.timeout"),
+    ];
+    for (file, expected) in cases {
+        Jail::expect_with(|jail| {
+            hermetic(jail);
+            jail.create_file("offstage.toml", &format!("provider = \"sketch\"\n{file}"))?;
+            let error = load(jail).unwrap_err().to_string();
+            assert!(error.contains(expected), "`{file}`: `{error}` should say `{expected}`");
+            Ok(())
+        });
+    }
+}

@@ -25,8 +25,12 @@ pub struct ToolsConfig {
     pub profiles: BTreeMap<String, Vec<String>>,
     /// Budgets checked at startup, on reload and by `offstage tools check`.
     pub budgets: Budgets,
-    /// Let manifest HTTP tools reach private, loopback and link-local addresses.
+    /// Let manifest HTTP tools and `edit_image` URLs reach private, loopback and link-local
+    /// addresses.
     pub allow_private: bool,
+    /// Exact private `ip:port` destinations `edit_image` may fetch from even without
+    /// `allow_private`, such as the operator's own image store. Literal-IP URLs only.
+    pub image_hosts: Vec<std::net::SocketAddr>,
     /// Secrets given by a program embedding offstage (never read from a file).
     #[serde(skip)]
     pub secrets: EnvSecrets,
@@ -42,6 +46,7 @@ impl Default for ToolsConfig {
             profiles: BTreeMap::new(),
             budgets: Budgets::default(),
             allow_private: false,
+            image_hosts: Vec::new(),
             secrets: EnvSecrets::default(),
         }
     }

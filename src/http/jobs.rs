@@ -21,7 +21,7 @@ use crate::{
     images::placeholder::{PlaceholderKind, placeholder_png},
     jobs::{Job, JobId, JobStatus},
     tools::{
-        Caller, Services,
+        Caller, Services, edit_image,
         generate_image::{ImageJobInput, ImageJobOutput},
     },
 };
@@ -56,6 +56,9 @@ pub async fn image(
         .await
         .map_err(|error| ApiError::Internal(error.to_string()))?
         .ok_or_else(not_found)?;
+    if !edit_image::produces_image(&job.tool) {
+        return Err(not_found());
+    }
     let Some(input) = ImageJobInput::of(&job) else { return Err(not_found()) };
     let kind = match job.status {
         JobStatus::Completed => return final_image(&services, &job, &request_headers).await,

@@ -87,6 +87,9 @@ impl JobStatus {
 pub struct JobError {
     pub code: String,
     pub message: String,
+    /// Structured facts about the failure for operators (e.g. provider attempts); not spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
 }
 
 /// Microseconds since the Unix epoch: precise enough to measure push latency, sortable in SQL.

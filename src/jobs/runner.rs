@@ -66,6 +66,8 @@ pub struct JobFailure {
     pub message: String,
     pub retryable: bool,
     pub retry_after: Option<Duration>,
+    /// What the job records about the failure (e.g. each provider attempt), kept with it.
+    pub detail: Option<Value>,
 }
 
 /// What a caller asks to run.
@@ -453,6 +455,7 @@ impl Inner {
     async fn drive(&self, job: Job, cancel: CancellationToken) {
         let Some(lane) = self.lane(&job.tool) else {
             let error = JobError {
+                detail: None,
                 code: "unknown_tool".to_owned(),
                 message: format!("The tool {} is no longer available.", job.tool),
             };
@@ -478,7 +481,7 @@ impl Inner {
                 match ended {
                     Ok(Some(outcome)) => outcome,
                     Ok(None) => return,
-                    Err(_elapsed) => Outcome::Failed(JobError {
+                    Err(_elapsed) => Outcome::Failed(JobError { detail: None,
                         code: "timeout".to_owned(),
                         message: format!(
                             "This took longer than {} and was stopped; please try again.",
@@ -509,6 +512,7 @@ impl Inner {
             };
             if current.attempts > self.config.max_attempts {
                 return Some(Outcome::Failed(JobError {
+                    detail: None,
                     code: "interrupted".to_owned(),
                     message: "This was interrupted too many times and was stopped; please try \
                               again."
@@ -526,6 +530,7 @@ impl Inner {
                 Err(_panic) => {
                     tracing::error!(job = %job.id, tool = %job.tool, "job handler panicked");
                     JobFailure {
+                        detail: None,
                         code: "internal".to_owned(),
                         message: "Something went wrong on our side; please try again.".to_owned(),
                         retryable: false,
@@ -540,6 +545,7 @@ impl Inner {
                 return Some(Outcome::Failed(JobError {
                     code: failure.code,
                     message: failure.message,
+                    detail: failure.detail,
                 }));
             }
             tracing::info!(job = %job.id, code = %failure.code, ?delay, "attempt failed; retrying");
@@ -642,6 +648,7 @@ impl Inner {
                 self.spawn(job, None);
             } else {
                 let error = JobError {
+                    detail: None,
                     code: "interrupted".to_owned(),
                     message: "The server restarted while this was running; please ask again."
                         .to_owned(),

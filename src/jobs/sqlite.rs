@@ -120,7 +120,12 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
     let status: String = row.try_get("status")?;
     let input: String = row.try_get("input")?;
+    // `output` holds the result of a completed job and the detail of a failed one.
     let output: Option<String> = row.try_get("output")?;
+    let output: Option<serde_json::Value> = output
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| corrupt(format!("output: {e}")))?;
     let error_code: Option<String> = row.try_get("error_code")?;
     let error_message: Option<String> = row.try_get("error_message")?;
     let attempts: i64 = row.try_get("attempts")?;
@@ -131,11 +136,12 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
         owner: row.try_get("owner")?,
         input: serde_json::from_str(&input).map_err(|e| corrupt(format!("input: {e}")))?,
         status: JobStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
-        output: output
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(|e| corrupt(format!("output: {e}")))?,
-        error: error_code.map(|code| JobError { code, message: error_message.unwrap_or_default() }),
+        output: if error_code.is_none() { output.clone() } else { None },
+        error: error_code.map(|code| JobError {
+            code,
+            message: error_message.unwrap_or_default(),
+            detail: output.clone(),
+        }),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         eta_ms: u64::try_from(eta_ms).unwrap_or(0),
         created_at: Micros(row.try_get("created_at")?),
@@ -205,7 +211,9 @@ impl JobStore for SqliteJobStore {
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
         let (output, error) = match outcome {
             Outcome::Completed(output) => (Some(output.to_string()), None),
-            Outcome::Failed(error) | Outcome::Cancelled(error) => (None, Some(error)),
+            Outcome::Failed(error) | Outcome::Cancelled(error) => {
+                (error.detail.as_ref().map(ToString::to_string), Some(error))
+            }
         };
         let mut transaction = self.writer.begin().await?;
         let row = sqlx::query(concat!(

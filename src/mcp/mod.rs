@@ -285,6 +285,7 @@ impl ServerHandler for OffstageServer {
     ) -> Result<(), McpError> {
         let job = self.owned_task(&ctx, &request.task_id).await?;
         let reason = crate::jobs::JobError {
+            detail: None,
             code: "cancelled".to_owned(),
             message: "Cancelled at the user's request.".to_owned(),
         };

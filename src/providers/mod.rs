@@ -6,6 +6,7 @@
 
 pub mod gemini;
 pub mod openai;
+pub mod router;
 pub mod sketch;
 pub mod stability;
 
@@ -84,6 +85,15 @@ pub struct PartialImage {
     pub bytes: Bytes,
 }
 
+impl fmt::Debug for PartialImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialImage")
+            .field("index", &self.index)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// Where a provider hands its partial images while it draws. Cheap to clone; the default
 /// drops everything, so providers can always call [`Partials::send`].
 #[derive(Clone, Default)]
@@ -117,7 +127,7 @@ impl fmt::Debug for Partials {
 ///
 /// Variants name what went wrong, not where; [`ProviderError::is_retryable`] and
 /// [`ProviderError::speakable`] are the two questions the job runner asks.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     #[error("the provider rejected the API key")]
     Unauthorized,

@@ -51,6 +51,7 @@ impl InlineTool for CancelJob {
     async fn call(&self, input: CancelJobInput, call: Context) -> Result<ToolOutput, ToolError> {
         let job = self.services.job_for(&call.caller, &input.job_id).await?;
         let reason = JobError {
+            detail: None,
             code: "cancelled".to_owned(),
             message: "Cancelled at the user's request.".to_owned(),
         };

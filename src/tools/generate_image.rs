@@ -12,7 +12,10 @@ use super::{Annotations, ToolError, typed::JobTool};
 use crate::{
     images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
     jobs::{Job, JobId, runner::JobFailure},
-    providers::{ImageProvider, ImageRequest},
+    providers::{
+        ImageRequest, Partials,
+        router::{Attempt, RouteFailure, Routed, Router},
+    },
 };
 
 pub const NAME: &str = "generate_image";
@@ -54,6 +57,9 @@ pub struct ImageJobOutput {
     pub bytes: u64,
     pub provider: String,
     pub model: String,
+    /// Every provider call the job made, the successful one last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
 }
 
 impl ImageJobOutput {
@@ -62,17 +68,31 @@ impl ImageJobOutput {
     }
 }
 
-/// Draws one image through the configured provider and stores it beside the job store.
+/// Draws one image through the configured providers and stores it beside the job store.
 #[derive(Debug)]
 pub struct GenerateImage {
-    provider: Arc<dyn ImageProvider>,
+    router: Arc<Router>,
     files: ImageFiles,
     limits: ImageLimits,
 }
 
 impl GenerateImage {
-    pub fn new(provider: Arc<dyn ImageProvider>, files: ImageFiles) -> GenerateImage {
-        GenerateImage { provider, files, limits: ImageLimits::default() }
+    pub fn new(router: Arc<Router>, files: ImageFiles) -> GenerateImage {
+        GenerateImage { router, files, limits: ImageLimits::default() }
+    }
+}
+
+/// The job failure for a route that gave up: the spoken sentence of the error chosen, and every
+/// attempt kept with the job. The router already retried; the runner does not retry again.
+pub fn route_failure(job: &Job, failure: RouteFailure) -> JobFailure {
+    let RouteFailure { error, attempts } = failure;
+    tracing::warn!(job = %job.id, code = error.code(), attempts = attempts.len(), "no provider made the image");
+    JobFailure {
+        code: error.code().to_owned(),
+        message: error.speakable(),
+        retryable: false,
+        retry_after: None,
+        detail: Some(json!({ "attempts": attempts })),
     }
 }
 
@@ -97,6 +117,7 @@ fn validate(input: GenerateImageInput) -> Result<ImageJobInput, ToolError> {
 
 fn permanent(code: &str, message: &str) -> JobFailure {
     JobFailure {
+        detail: None,
         code: code.to_owned(),
         message: message.to_owned(),
         retryable: false,
@@ -117,7 +138,7 @@ impl JobTool for GenerateImage {
             destructive: false,
             idempotent: false,
             // Truthful per deployment: the built-in sketch provider never leaves the machine.
-            open_world: self.provider.is_remote(),
+            open_world: self.router.is_remote(),
         }
     }
 
@@ -138,44 +159,12 @@ impl JobTool for GenerateImage {
     async fn run(&self, input: ImageJobInput, job: &Job) -> Result<Value, JobFailure> {
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
-        let image = self.provider.generate(&request).await.map_err(|error| {
-            tracing::warn!(job = %job.id, provider = self.provider.name(), %error, "provider failed");
-            JobFailure {
-                code: error.code().to_owned(),
-                message: error.speakable(),
-                retryable: error.is_retryable(),
-                retry_after: error.retry_after(),
-            }
-        })?;
-        // Decoding is CPU work: keep it off the async workers that answer requests.
-        let limits = self.limits;
-        let bytes = image.bytes.clone();
-        let info = tokio::task::spawn_blocking(move || crate::images::inspect(&bytes, limits))
+        let routed = self
+            .router
+            .generate(&request, &Partials::default())
             .await
-            .map_err(|_| permanent("internal", "Something went wrong checking the image."))?
-            .map_err(|error| {
-                tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
-                permanent(
-                    "invalid_image",
-                    "The image service sent back a broken image; please try again.",
-                )
-            })?;
-        self.files.write(&job.id, info.format, &image.bytes).await.map_err(|error| {
-            tracing::error!(job = %job.id, %error, "could not store image");
-            JobFailure {
-                code: "storage".to_owned(),
-                message: "I couldn't save the image; please try again.".to_owned(),
-                retryable: true,
-                retry_after: None,
-            }
-        })?;
-        let output = ImageJobOutput {
-            image: info,
-            bytes: image.bytes.len() as u64,
-            provider: self.provider.name().to_owned(),
-            model: image.model,
-        };
-        Ok(serde_json::to_value(output).unwrap_or_default())
+            .map_err(|failure| route_failure(job, failure))?;
+        keep(&self.files, self.limits, job, routed).await
     }
 
     async fn discard(&self, id: &JobId) {
@@ -183,8 +172,49 @@ impl JobTool for GenerateImage {
     }
 
     fn typical_duration(&self) -> Duration {
-        self.provider.typical_latency()
+        self.router.typical_latency()
     }
+}
+
+/// Validates a routed image, stores it as the job's image and returns the job's output.
+/// Shared by every tool that produces an image.
+pub(super) async fn keep(
+    files: &ImageFiles,
+    limits: ImageLimits,
+    job: &Job,
+    routed: Routed,
+) -> Result<Value, JobFailure> {
+    let image = routed.image;
+    // Decoding is CPU work: keep it off the async workers that answer requests.
+    let bytes = image.bytes.clone();
+    let info = tokio::task::spawn_blocking(move || crate::images::inspect(&bytes, limits))
+        .await
+        .map_err(|_| permanent("internal", "Something went wrong checking the image."))?
+        .map_err(|error| {
+            tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
+            permanent(
+                "invalid_image",
+                "The image service sent back a broken image; please try again.",
+            )
+        })?;
+    files.write(&job.id, info.format, &image.bytes).await.map_err(|error| {
+        tracing::error!(job = %job.id, %error, "could not store image");
+        JobFailure {
+            detail: None,
+            code: "storage".to_owned(),
+            message: "I couldn't save the image; please try again.".to_owned(),
+            retryable: true,
+            retry_after: None,
+        }
+    })?;
+    let output = ImageJobOutput {
+        image: info,
+        bytes: image.bytes.len() as u64,
+        provider: routed.provider.to_owned(),
+        model: image.model,
+        attempts: routed.attempts,
+    };
+    Ok(serde_json::to_value(output).unwrap_or_default())
 }
 
 #[cfg(test)]

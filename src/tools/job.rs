@@ -128,7 +128,7 @@ fn started_line(started: &str, tool: &str, job: &Job, eta: Duration) -> String {
 
 /// The reply to a repeated call: it is under way already.
 fn already_line(tool: &str, job: &Job, eta: Duration) -> String {
-    let what = if tool == super::generate_image::NAME { "That image is" } else { "That is" };
+    let what = if super::edit_image::produces_image(tool) { "That image is" } else { "That is" };
     format!(
         "{what} already being made, about {} s left; don't call {tool} again for it. Job {}.",
         seconds(eta),

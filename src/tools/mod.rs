@@ -5,6 +5,7 @@
 
 pub mod cancel_job;
 pub mod check;
+pub mod edit_image;
 pub mod export;
 pub mod generate_image;
 pub mod job;
@@ -239,12 +240,18 @@ pub trait Tool: Send + Sync + fmt::Debug {
 /// Every built-in Rust tool. A new tool is one file and one line here.
 pub fn builtin(services: &Arc<Services>) -> Vec<Arc<dyn Tool>> {
     let image =
-        generate_image::GenerateImage::new(services.provider.clone(), services.images.clone());
-    vec![
+        generate_image::GenerateImage::new(services.router.clone(), services.images.clone());
+    let mut tools: Vec<Arc<dyn Tool>> = vec![
         Arc::new(typed::Background::new(image, services.clone())),
         Arc::new(typed::Inline::new(job_status::JobStatusTool::new(services.clone()))),
         Arc::new(typed::Inline::new(cancel_job::CancelJob::new(services.clone()))),
-    ]
+    ];
+    // A tool no configured provider can serve would only cost tokens and fail.
+    if services.router.can_edit() {
+        let edit = edit_image::EditImage::new(services.clone());
+        tools.insert(1, Arc::new(typed::Background::new(edit, services.clone())));
+    }
+    tools
 }
 
 /// Deserializes arguments, naming the field and what was wrong in terms a model can act on.

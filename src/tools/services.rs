@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::{Caller, JobView, Links, ToolError, view};
 use crate::{
     config::{DeliveryHint, PushConfig},
-    images::files::ImageFiles,
+    images::{fetch::ImageFetcher, files::ImageFiles},
     jobs::{Job, JobId, Micros, runner::JobRunner},
-    providers::ImageProvider,
+    providers::router::Router,
 };
 
 /// At most this many finished jobs are announced at the top of one result.
@@ -19,8 +19,11 @@ const MAX_ANNOUNCED: usize = 5;
 pub struct Services {
     pub runner: JobRunner,
     pub links: Links,
-    pub provider: Arc<dyn ImageProvider>,
+    /// The image providers, in the order they are tried.
+    pub router: Arc<Router>,
     pub images: ImageFiles,
+    /// The guarded client for image URLs callers hand us (`edit_image`).
+    pub fetcher: ImageFetcher,
     pub push: PushConfig,
 }
 

@@ -52,7 +52,7 @@ pub(in crate::tools) mod tests {
 
     use super::*;
     use crate::tools::{
-        Annotations, Mode, cancel_job, generate_image, job_status, schema::compile,
+        Annotations, Mode, cancel_job, edit_image, generate_image, job_status, schema::compile,
     };
 
     #[test]
@@ -82,8 +82,8 @@ pub(in crate::tools) mod tests {
         assert_eq!(of_source(&definition), expected);
     }
 
-    /// The three built-in tools, built as `ToolRegistry::builtin` does but without services.
-    pub(in crate::tools) fn builtin() -> [ToolDefinition; 3] {
+    /// The built-in tools, built as `tools::builtin` does but without services.
+    pub(in crate::tools) fn builtin() -> [ToolDefinition; 4] {
         let annotations = Annotations {
             read_only: false,
             destructive: false,
@@ -94,6 +94,12 @@ pub(in crate::tools) mod tests {
             ToolDefinition::typed::<generate_image::GenerateImageInput>(
                 generate_image::NAME,
                 generate_image::DESCRIPTION,
+                annotations,
+                Mode::Job,
+            ),
+            ToolDefinition::typed::<edit_image::EditImageInput>(
+                edit_image::NAME,
+                edit_image::DESCRIPTION,
                 annotations,
                 Mode::Job,
             ),

@@ -65,6 +65,17 @@ pub trait JobTool: Send + Sync + fmt::Debug + 'static {
     /// Checks the input; errors say what to change.
     fn prepare(&self, input: Self::Input) -> Result<Self::Stored, ToolError>;
 
+    /// Checks that need the caller or the store, such as that a job the input names is the
+    /// caller's own; runs after `prepare`, before the job exists. Nothing by default.
+    async fn admit(
+        &self,
+        stored: Self::Stored,
+        caller: &Caller,
+    ) -> Result<Self::Stored, ToolError> {
+        let _ = caller;
+        Ok(stored)
+    }
+
     /// What repeated calls are compared on; by default the stored input.
     fn same_call(&self, stored: &Self::Stored) -> Value {
         serde_json::to_value(stored).unwrap_or_default()
@@ -142,6 +153,7 @@ impl<T: JobTool> Tool for Background<T> {
 
     async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
         let stored = self.tool.prepare(parse_arguments(T::NAME, call.arguments)?)?;
+        let stored = self.tool.admit(stored, &call.caller).await?;
         let request = JobRequest {
             tool: T::NAME,
             input: serde_json::to_value(&stored)
@@ -164,6 +176,7 @@ impl<T: JobTool> JobHandler for Background<T> {
         let stored = serde_json::from_value(job.input.clone()).map_err(|error| {
             tracing::error!(job = %job.id, %error, "stored input no longer reads");
             JobFailure {
+                detail: None,
                 code: "invalid_input".to_owned(),
                 message: "This request was stored in a form I can no longer read; please ask \
                           again."

@@ -5,9 +5,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::jobs::{
-    Job, JobId, JobStatus, Micros,
-    store::{DeliveryState, DeliveryStatus},
+use super::generate_image::ImageJobOutput;
+use crate::{
+    jobs::{
+        Job, JobId, JobStatus, Micros,
+        store::{DeliveryState, DeliveryStatus},
+    },
+    providers::router::Attempt,
 };
 
 /// URI scheme of job resources: `offstage://jobs/{job_id}`.
@@ -62,12 +66,43 @@ pub struct JobView {
     /// Why it failed or was cancelled, as a sentence to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Image jobs: which provider and model made the image, and every provider call made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderRecord>,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Webhook deliveries of this job's events, when any endpoint receives them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Vec<WebhookView>>,
+}
+
+/// How an image job used its providers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRecord {
+    /// The provider that made the image (completed jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// In order; a fallback shows as calls to more than one provider.
+    pub attempts: Vec<Attempt>,
+}
+
+impl ProviderRecord {
+    fn of(job: &Job) -> Option<ProviderRecord> {
+        if let Some(output) = ImageJobOutput::of(job) {
+            return Some(ProviderRecord {
+                name: Some(output.provider),
+                model: Some(output.model),
+                attempts: output.attempts,
+            });
+        }
+        let detail = job.error.as_ref()?.detail.as_ref()?;
+        let attempts = serde_json::from_value(detail.get("attempts")?.clone()).ok()?;
+        Some(ProviderRecord { name: None, model: None, attempts })
+    }
 }
 
 /// Where one webhook delivery stands.
@@ -89,7 +124,7 @@ pub struct WebhookView {
 
 impl JobView {
     pub fn of(job: &Job, links: &Links) -> JobView {
-        let produces_image = job.tool == super::generate_image::NAME;
+        let produces_image = super::edit_image::produces_image(&job.tool);
         JobView {
             job_id: job.id.to_string(),
             tool: job.tool.clone(),
@@ -102,6 +137,7 @@ impl JobView {
                 .and_then(|output| output.get(super::job::RESULT_KEY))
                 .cloned(),
             error: job.error.as_ref().map(|error| error.message.clone()),
+            provider: produces_image.then(|| ProviderRecord::of(job)).flatten(),
             created_at: job.created_at.to_rfc3339(),
             finished_at: job.finished_at.map(Micros::to_rfc3339),
             webhooks: None,
@@ -136,7 +172,13 @@ impl JobView {
 /// One short sentence telling a conversation how a job ended, e.g. "The image of “a red fox”
 /// is ready." Used for piggy-backed results and for the host app's events.
 pub fn announcement(job: &Job) -> String {
-    let what = match super::generate_image::ImageJobInput::of(job) {
+    let image = super::edit_image::produces_image(&job.tool)
+        .then(|| super::generate_image::ImageJobInput::of(job))
+        .flatten();
+    let what = match image {
+        Some(input) if job.tool == super::edit_image::NAME => {
+            format!("The picture edit \u{201c}{}\u{201d}", shorten(&input.prompt, 60))
+        }
         Some(input) => format!("The image of \u{201c}{}\u{201d}", shorten(&input.prompt, 60)),
         None => format!("The {} job", job.tool.replace('_', " ")),
     };

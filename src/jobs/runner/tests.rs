@@ -141,6 +141,7 @@ impl JobHandler for Script {
 
 fn failure(code: &str, retryable: bool, retry_after: Option<Duration>) -> Step {
     Step::Fail(JobFailure {
+        detail: None,
         code: code.to_owned(),
         message: format!("The {code} thing happened."),
         retryable,
@@ -304,6 +305,7 @@ fn error_code(job: &Job) -> &str {
 
 fn cancelled_by_user() -> JobError {
     JobError {
+        detail: None,
         code: "cancelled".to_owned(),
         message: "Cancelled at the user's request.".to_owned(),
     }
@@ -581,6 +583,7 @@ async fn retryable_failures_are_retried_up_to_max_attempts() {
     assert_eq!(
         done.error,
         Some(JobError {
+            detail: None,
             code: "rate_limited".to_owned(),
             message: "The rate_limited thing happened.".to_owned(),
         })

@@ -80,7 +80,7 @@ fn job_of(owner: &str, conversation: Option<&str>, created_at: i64) -> Job {
 }
 
 fn error(code: &str) -> JobError {
-    JobError { code: code.to_owned(), message: format!("{code} happened.") }
+    JobError { detail: None, code: code.to_owned(), message: format!("{code} happened.") }
 }
 
 /// The job's `lease_owner`, which the trait never returns: read straight from the table.

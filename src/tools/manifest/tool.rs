@@ -235,6 +235,7 @@ impl JobHandler for ManifestTool {
                 Ok(job::finished(result, say))
             }
             Err(error) => Err(JobFailure {
+                detail: None,
                 code: error.code.to_owned(),
                 message: self.failure_line(&args, &error),
                 // The backend already retried as the manifest allows; retrying the whole job

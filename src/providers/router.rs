@@ -1,0 +1,275 @@
+//! Routing: the ordered providers a job tries, each under its own limits, and the record of
+//! every attempt.
+//!
+//! Retries of provider failures live here, not in the job runner: a transient failure
+//! (429 with Retry-After, 5xx, timeouts, connect errors) is tried again on the same provider
+//! up to its `attempts`; a provider that gives up, or fails for a reason another provider
+//! would not share (bad key, no credit, unsupported, a broken answer), hands the job to the
+//! next one. A refused prompt stops the route at once: the prompt is the problem, and shopping
+//! it around other providers' content rules is not ours to do.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::{
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, Partials, ProviderBuildError,
+    ProviderError,
+};
+use crate::config::Config;
+
+/// One provider in the route, with its limits.
+#[derive(Debug)]
+pub struct Route {
+    pub provider: Arc<dyn ImageProvider>,
+    /// Longest one attempt may take.
+    pub timeout: Option<Duration>,
+    /// Requests in flight to this provider, across all jobs.
+    pub slots: Option<Arc<Semaphore>>,
+    /// Attempts per job on this provider (≥ 1).
+    pub attempts: u32,
+}
+
+impl Route {
+    pub fn new(provider: Arc<dyn ImageProvider>) -> Route {
+        Route { provider, timeout: None, slots: None, attempts: 1 }
+    }
+}
+
+/// Delays between attempts on one provider: exponential from `base`, capped at `max`, or
+/// what the provider asked for (also capped, so a hostile `Retry-After` cannot park a job).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    fn delay(self, attempt: u32, asked: Option<Duration>) -> Duration {
+        if let Some(asked) = asked {
+            return asked.min(self.max);
+        }
+        let doubled = self.base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        doubled.min(self.max).mul_f64(rand::random_range(0.8..1.2))
+    }
+}
+
+/// One call to one provider, as the job records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attempt {
+    pub provider: String,
+    /// The model that answered, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `ok`, or the failure's code (`provider_rate_limited`, `content_refused`, …).
+    pub outcome: String,
+    /// Milliseconds from the start of routing to the start of this call (slot wait included).
+    pub at_ms: u64,
+    /// Milliseconds spent waiting for one of the provider's concurrency slots.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queued_ms: u64,
+    /// Milliseconds the call took.
+    pub took_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// An image and how it was obtained.
+#[derive(Debug)]
+pub struct Routed {
+    pub image: GeneratedImage,
+    pub provider: &'static str,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Every provider gave up, or one refused the prompt.
+#[derive(Debug)]
+pub struct RouteFailure {
+    /// The failure to tell the user about (see [`Router`] for which one).
+    pub error: ProviderError,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The ordered providers, tried as the module documentation describes.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    backoff: Backoff,
+}
+
+enum Operation<'a> {
+    Generate(&'a ImageRequest, &'a Partials),
+    Edit(&'a EditRequest),
+}
+
+impl Router {
+    /// `routes` must not be empty.
+    pub fn new(routes: Vec<Route>, backoff: Backoff) -> Router {
+        assert!(!routes.is_empty(), "a router needs at least one provider");
+        Router { routes, backoff }
+    }
+
+    /// A router over a single provider tried once: for tests and embedding.
+    pub fn single(provider: Arc<dyn ImageProvider>) -> Router {
+        Router::new(
+            vec![Route::new(provider)],
+            Backoff { base: Duration::ZERO, max: Duration::ZERO },
+        )
+    }
+
+    /// Builds every provider of `config.route()` with its limits.
+    pub fn from_config(
+        config: &Config,
+        http: &reqwest::Client,
+    ) -> Result<Router, ProviderBuildError> {
+        let routes = config
+            .route()
+            .into_iter()
+            .map(|step| {
+                Ok(Route {
+                    provider: super::from_config(step.provider, &config.providers, http.clone())?,
+                    timeout: step.timeout,
+                    slots: step.concurrency.map(|slots| Arc::new(Semaphore::new(slots))),
+                    attempts: step.attempts,
+                })
+            })
+            .collect::<Result<Vec<_>, ProviderBuildError>>()?;
+        let backoff = Backoff { base: config.jobs.retry_base, max: config.jobs.retry_max };
+        Ok(Router::new(routes, backoff))
+    }
+
+    /// The first provider's name, which callers see as "the" provider.
+    pub fn primary(&self) -> &'static str {
+        self.routes[0].provider.name()
+    }
+
+    /// The first provider's typical latency: what a job usually takes.
+    pub fn typical_latency(&self) -> Duration {
+        self.routes[0].provider.typical_latency()
+    }
+
+    /// True when any provider in the route leaves the machine (MCP `openWorldHint`).
+    pub fn is_remote(&self) -> bool {
+        self.routes.iter().any(|route| route.provider.is_remote())
+    }
+
+    /// True when any provider in the route can edit images.
+    pub fn can_edit(&self) -> bool {
+        self.routes.iter().any(|route| route.provider.can_edit())
+    }
+
+    /// Typical latency of the first provider that can edit.
+    pub fn typical_edit_latency(&self) -> Duration {
+        self.routes
+            .iter()
+            .find(|route| route.provider.can_edit())
+            .map_or_else(|| self.typical_latency(), |route| route.provider.typical_latency())
+    }
+
+    /// Draws one image along the route. Dropping the future cancels the call in flight.
+    pub async fn generate(
+        &self,
+        request: &ImageRequest,
+        partials: &Partials,
+    ) -> Result<Routed, RouteFailure> {
+        self.run(Operation::Generate(request, partials)).await
+    }
+
+    /// Edits one image along the route, skipping providers that cannot edit.
+    pub async fn edit(&self, request: &EditRequest) -> Result<Routed, RouteFailure> {
+        self.run(Operation::Edit(request)).await
+    }
+
+    async fn run(&self, operation: Operation<'_>) -> Result<Routed, RouteFailure> {
+        let began = Instant::now();
+        let mut attempts = Vec::new();
+        let mut last: Option<ProviderError> = None;
+        let mut transient: Option<ProviderError> = None;
+        let editing = matches!(operation, Operation::Edit(_));
+        for route in &self.routes {
+            if editing && !route.provider.can_edit() {
+                continue;
+            }
+            for attempt in 1..=route.attempts {
+                let queued = Instant::now();
+                let _slot = match &route.slots {
+                    Some(slots) => {
+                        Some(slots.acquire().await.expect("route semaphores never close"))
+                    }
+                    None => None,
+                };
+                let at = Instant::now();
+                let result = call(route, &operation).await;
+                let mut record = Attempt {
+                    provider: route.provider.name().to_owned(),
+                    model: None,
+                    outcome: "ok".to_owned(),
+                    at_ms: millis(queued.duration_since(began)),
+                    queued_ms: millis(at.duration_since(queued)),
+                    took_ms: millis(at.elapsed()),
+                };
+                let error = match result {
+                    Ok(image) => {
+                        record.model = Some(image.model.clone());
+                        attempts.push(record);
+                        return Ok(Routed { image, provider: route.provider.name(), attempts });
+                    }
+                    Err(error) => error,
+                };
+                record.outcome = error.code().to_owned();
+                attempts.push(record);
+                tracing::warn!(provider = route.provider.name(), attempt, %error, "provider failed");
+                if matches!(error, ProviderError::Refused { .. }) {
+                    return Err(RouteFailure { error, attempts });
+                }
+                let again = error.is_retryable() && attempt < route.attempts;
+                let delay = self.backoff.delay(attempt, error.retry_after());
+                if error.is_retryable() {
+                    transient = Some(error.clone());
+                }
+                last = Some(error);
+                if !again {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        // A transient failure anywhere means trying again later may work, which is the more
+        // useful thing to tell the user than a later provider's permanent reason.
+        let error = transient.or(last).unwrap_or(ProviderError::Unsupported("edit images"));
+        Err(RouteFailure { error, attempts })
+    }
+}
+
+async fn call(route: &Route, operation: &Operation<'_>) -> Result<GeneratedImage, ProviderError> {
+    let provider = &route.provider;
+    let work = async {
+        match operation {
+            Operation::Generate(request, partials) => {
+                provider.generate_with_partials(request, partials).await
+            }
+            Operation::Edit(request) => provider.edit(request).await,
+        }
+    };
+    match route.timeout {
+        Some(limit) => {
+            tokio::time::timeout(limit, work).await.unwrap_or(Err(ProviderError::Timeout))
+        }
+        None => work.await,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

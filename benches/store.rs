@@ -25,6 +25,7 @@ fn job() -> Job {
         input: serde_json::json!({"prompt": "a red fox in the snow", "size": "square"}),
         status: JobStatus::Working,
         output: None,
+        progress: None,
         error: None,
         attempts: 0,
         eta_ms: 3000,

@@ -219,11 +219,13 @@ pub struct SketchConfig {
     pub latency: Duration,
     /// Mixed into every drawing: the same prompt and seed always give the same image.
     pub seed: u64,
+    /// Show a blurry preview halfway through, as streaming providers show partial images.
+    pub partial_images: bool,
 }
 
 impl Default for SketchConfig {
     fn default() -> Self {
-        Self { latency: Duration::from_secs(3), seed: 0 }
+        Self { latency: Duration::from_secs(3), seed: 0, partial_images: true }
     }
 }
 

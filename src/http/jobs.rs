@@ -62,12 +62,32 @@ pub async fn image(
     let Some(input) = ImageJobInput::of(&job) else { return Err(not_found()) };
     let kind = match job.status {
         JobStatus::Completed => return final_image(&services, &job, &request_headers).await,
-        JobStatus::Working => PlaceholderKind::InProgress,
+        JobStatus::Working => match partial_image(&services, &job).await {
+            Some(response) => return Ok(response),
+            None => PlaceholderKind::InProgress,
+        },
         JobStatus::Failed => PlaceholderKind::Failed,
         JobStatus::Cancelled => PlaceholderKind::Cancelled,
     };
     let png = placeholder_png(kind, input.size);
     Ok(image_response(StatusCode::OK, "image/png", PLACEHOLDER_CACHE, &job, Body::from(png)))
+}
+
+/// The newest partial image of a working job that has shown one, as a placeholder that must
+/// not be cached. `None` when there is none (yet, or it was just replaced by the final image).
+async fn partial_image(services: &Services, job: &Job) -> Option<Response> {
+    let shown = job.progress.as_ref()?.get("partial_images")?.as_u64()?;
+    let bytes = tokio::fs::read(services.images.partial_path(&job.id)).await.ok()?;
+    let mime = match image::guess_format(&bytes).ok()? {
+        image::ImageFormat::Png => "image/png",
+        image::ImageFormat::Jpeg => "image/jpeg",
+        image::ImageFormat::WebP => "image/webp",
+        _ => return None,
+    };
+    let mut response =
+        image_response(StatusCode::OK, mime, PLACEHOLDER_CACHE, job, Body::from(bytes));
+    response.headers_mut().insert("offstage-partial-image", HeaderValue::from(shown));
+    Some(response)
 }
 
 async fn final_image(

@@ -31,8 +31,21 @@ impl ImageFiles {
         self.dir.join(format!("{id}.{}", format.extension()))
     }
 
+    /// Where the latest partial image of a working job is kept (one per job, replaced).
+    pub fn partial_path(&self, id: &JobId) -> PathBuf {
+        self.dir.join(format!("{id}.partial"))
+    }
+
     pub async fn write(&self, id: &JobId, format: ImageFormat, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(id, format);
+        self.write_at(id, self.path(id, format), bytes).await
+    }
+
+    /// Replaces the job's partial image; readers see the previous one or this one, whole.
+    pub async fn write_partial(&self, id: &JobId, bytes: &[u8]) -> io::Result<()> {
+        self.write_at(id, self.partial_path(id), bytes).await
+    }
+
+    async fn write_at(&self, id: &JobId, path: PathBuf, bytes: &[u8]) -> io::Result<()> {
         let temporary = self.dir.join(format!(".{id}.{}.tmp", ulid::Ulid::generate()));
         let written = async {
             let mut file = tokio::fs::File::create(&temporary).await?;
@@ -47,15 +60,26 @@ impl ImageFiles {
         written
     }
 
-    /// Removes the job's image in whatever format it was stored. Missing files are fine.
+    /// Removes the job's partial image, if any.
+    pub async fn delete_partial(&self, id: &JobId) {
+        remove(id, self.partial_path(id)).await;
+    }
+
+    /// Removes the job's image in whatever format it was stored, and its partial image.
+    /// Missing files are fine.
     pub async fn delete(&self, id: &JobId) {
+        self.delete_partial(id).await;
         for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp] {
-            match tokio::fs::remove_file(self.path(id, format)).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => tracing::warn!(job = %id, %error, "could not delete image file"),
-            }
+            remove(id, self.path(id, format)).await;
         }
+    }
+}
+
+async fn remove(id: &JobId, path: PathBuf) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(job = %id, %error, "could not delete image file"),
     }
 }
 

@@ -28,16 +28,19 @@ pub enum JobChange {
     /// The job was accepted and is `working`. Nobody can be subscribed to it yet, but host-app
     /// streams want to see it.
     Created,
+    /// A working job reported progress (e.g. a partial image); it is still `working`.
+    Progress,
     /// The job reached its terminal status.
     Ended,
 }
 
 impl JobChange {
-    /// The event type for a job after this change: `job.created`, `job.completed`,
-    /// `job.failed` or `job.cancelled`.
+    /// The event type for a job after this change: `job.created`, `job.progress`,
+    /// `job.completed`, `job.failed` or `job.cancelled`.
     pub fn kind(self, job: &Job) -> &'static str {
         match (self, job.status) {
             (JobChange::Created, _) | (JobChange::Ended, JobStatus::Working) => "job.created",
+            (JobChange::Progress, _) => "job.progress",
             (JobChange::Ended, JobStatus::Completed) => "job.completed",
             (JobChange::Ended, JobStatus::Failed) => "job.failed",
             (JobChange::Ended, JobStatus::Cancelled) => "job.cancelled",
@@ -206,6 +209,7 @@ mod tests {
             input: json!({}),
             status: JobStatus::Working,
             output: None,
+            progress: None,
             error: None,
             attempts: 0,
             eta_ms: 0,

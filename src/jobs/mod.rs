@@ -132,6 +132,8 @@ pub struct Job {
     pub status: JobStatus,
     /// The handler's result once `completed`.
     pub output: Option<Value>,
+    /// The latest progress a working job reported, in its tool's terms (opaque here).
+    pub progress: Option<Value>,
     /// Set when `failed` or `cancelled`.
     pub error: Option<JobError>,
     /// Attempts started so far, restarts after a crash included.

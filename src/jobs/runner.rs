@@ -352,6 +352,7 @@ impl JobRunner {
             input: new.input,
             status: JobStatus::Working,
             output: None,
+            progress: None,
             error: None,
             attempts: 0,
             eta_ms: u64::try_from(lane.eta().as_millis()).unwrap_or(u64::MAX),
@@ -390,6 +391,16 @@ impl JobRunner {
         }
         inner.events.publish(JobChange::Ended, job.clone(), event);
         Ok(CancelOutcome::Cancelled(job))
+    }
+
+    /// Records a working job's progress (its tool decides the shape) and tells every listener.
+    /// Returns false when the job is no longer working.
+    pub async fn progress(&self, id: &JobId, progress: &Value) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let recorded = inner.store.progress(id, progress, Micros::now(), &*inner.composer).await?;
+        let Some((job, event)) = recorded else { return Ok(false) };
+        inner.events.publish(JobChange::Progress, job, event);
+        Ok(true)
     }
 
     /// Waits until the job has ended or `deadline` passes, returning its latest state.

@@ -39,7 +39,8 @@ use super::{
 macro_rules! columns {
     () => {
         "id, tool, owner, input, status, output, error_code, error_message, attempts, eta_ms, \
-         created_at, updated_at, started_at, finished_at, conversation, delivery, call_id"
+         created_at, updated_at, started_at, finished_at, conversation, delivery, call_id, \
+         progress"
     };
 }
 
@@ -129,6 +130,11 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
     let error_code: Option<String> = row.try_get("error_code")?;
     let error_message: Option<String> = row.try_get("error_message")?;
     let attempts: i64 = row.try_get("attempts")?;
+    let progress: Option<String> = row.try_get("progress")?;
+    let progress = progress
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| corrupt(format!("progress: {e}")))?;
     let eta_ms: i64 = row.try_get("eta_ms")?;
     Ok(Job {
         id: JobId::parse(&id).ok_or_else(|| corrupt("malformed id".to_owned()))?,
@@ -142,6 +148,7 @@ fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
             message: error_message.unwrap_or_default(),
             detail: output.clone(),
         }),
+        progress,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         eta_ms: u64::try_from(eta_ms).unwrap_or(0),
         created_at: Micros(row.try_get("created_at")?),
@@ -233,6 +240,32 @@ impl JobStore for SqliteJobStore {
         let Some(row) = row else { return Ok(None) };
         let job = to_job(&row)?;
         let event = composer.compose(JobChange::Ended, &job);
+        let stored = outbox::append(&mut transaction, &job, event, now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored)))
+    }
+
+    async fn progress(
+        &self,
+        id: &JobId,
+        progress: &serde_json::Value,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        let mut transaction = self.writer.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET progress = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'working' \
+             RETURNING ",
+            columns!()
+        ))
+        .bind(progress.to_string())
+        .bind(now.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(JobChange::Progress, &job);
         let stored = outbox::append(&mut transaction, &job, event, now).await?;
         transaction.commit().await?;
         Ok(Some((job, stored)))

@@ -9,6 +9,7 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use serde_json::Value;
 
 use super::{
     Job, JobId, Micros, Outcome,
@@ -139,6 +140,16 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         &self,
         id: &JobId,
         outcome: &Outcome,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError>;
+
+    /// Records a `working` job's latest progress and writes the event `composer` makes of it.
+    /// `None` if the job is no longer `working`.
+    async fn progress(
+        &self,
+        id: &JobId,
+        progress: &Value,
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError>;

@@ -196,9 +196,10 @@ impl Subscriptions {
                     event = events.recv() => event,
                 };
                 match event {
-                    // A job cannot change for its subscribers before it exists; only its end
-                    // is news. (Creation events can reach us after a fast subscriber registered.)
-                    Ok(event) if event.change == JobChange::Ended => {
+                    // A job cannot change for its subscribers before it exists; its progress
+                    // and its end are news. (Creation events can reach us after a fast
+                    // subscriber registered.)
+                    Ok(event) if event.change != JobChange::Created => {
                         subscriptions.notify(&event.job)
                     }
                     Ok(_) => {}

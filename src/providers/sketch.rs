@@ -11,7 +11,7 @@ use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
-use super::{GeneratedImage, ImageProvider, ImageRequest, ProviderError};
+use super::{GeneratedImage, ImageProvider, ImageRequest, PartialImage, Partials, ProviderError};
 use crate::config::SketchConfig;
 
 /// Time for drawing and encoding on top of the simulated latency, so `eta_ms` is honest.
@@ -24,12 +24,13 @@ const MAX_SIDE: u32 = 4096;
 pub struct SketchProvider {
     latency: Duration,
     seed: u64,
+    partial_images: bool,
 }
 
 impl SketchProvider {
     /// Takes the simulated latency and the seed mixed into every drawing.
     pub fn new(config: &SketchConfig) -> Self {
-        Self { latency: config.latency, seed: config.seed }
+        Self { latency: config.latency, seed: config.seed, partial_images: config.partial_images }
     }
 }
 
@@ -48,19 +49,53 @@ impl ImageProvider for SketchProvider {
     }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
-        let (width, height) = (request.width, request.height);
-        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-            return Err(ProviderError::BadRequest(format!(
-                "sketch draws 1 to {MAX_SIDE} pixels a side, not {width}x{height}"
-            )));
-        }
+        check_size(request)?;
         // The wait comes first so that dropping the future during it cancels the job for free.
         tokio::time::sleep(self.latency).await;
+        self.draw(request).await
+    }
+
+    /// Like a streaming provider: halfway through the wait, a blurry preview of the picture.
+    async fn generate_with_partials(
+        &self,
+        request: &ImageRequest,
+        partials: &Partials,
+    ) -> Result<GeneratedImage, ProviderError> {
+        if !self.partial_images || !partials.wanted() || self.latency.is_zero() {
+            return self.generate(request).await;
+        }
+        check_size(request)?;
+        let half = self.latency / 2;
+        tokio::time::sleep(half).await;
+        let (prompt, seed) = (request.prompt.clone(), self.seed ^ request.seed);
+        let (width, height) = (request.width, request.height);
+        let preview = tokio::task::spawn_blocking(move || {
+            let coarse = render(&prompt, seed, (width / 16).max(1), (height / 16).max(1));
+            let blurred = image::imageops::resize(
+                &coarse,
+                (width / 2).max(1),
+                (height / 2).max(1),
+                image::imageops::FilterType::Triangle,
+            );
+            encode_png(&blurred)
+        })
+        .await;
+        if let Ok(Ok(png)) = preview {
+            partials.send(PartialImage { index: 0, bytes: Bytes::from(png) });
+        }
+        tokio::time::sleep(self.latency - half).await;
+        self.draw(request).await
+    }
+}
+
+impl SketchProvider {
+    /// Draws and encodes on the blocking pool: CPU work must not stall async workers. Once
+    /// started it runs to the end even if the caller gives up, a fraction of a second at most.
+    async fn draw(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        let (width, height) = (request.width, request.height);
         let prompt = request.prompt.clone();
         // XOR leaves the request's seed as it is under the default configured seed of 0.
         let seed = self.seed ^ request.seed;
-        // Drawing is CPU work and must not stall async workers. Once started it runs to the
-        // end even if the caller gives up, which costs a fraction of a second at most.
         let job = tokio::task::spawn_blocking(move || {
             encode_png(&render(&prompt, seed, width, height)).map_err(|error| error.to_string())
         });
@@ -71,6 +106,16 @@ impl ImageProvider for SketchProvider {
             .map_err(ProviderError::InvalidResponse)?;
         Ok(GeneratedImage { bytes: Bytes::from(png), model: "sketch-1".into() })
     }
+}
+
+fn check_size(request: &ImageRequest) -> Result<(), ProviderError> {
+    let (width, height) = (request.width, request.height);
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ProviderError::BadRequest(format!(
+            "sketch draws 1 to {MAX_SIDE} pixels a side, not {width}x{height}"
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes with fast deflate: the images are smooth, so size stays reasonable and speed wins.
@@ -445,7 +490,8 @@ mod tests {
     async fn generate_waits_out_the_latency_then_returns_the_png() {
         // Real time, short latency: paused time would need tokio's `test-util` feature.
         let latency = Duration::from_millis(300);
-        let provider = SketchProvider::new(&SketchConfig { latency, seed: 5 });
+        let provider =
+            SketchProvider::new(&SketchConfig { latency, seed: 5, partial_images: false });
         let prompt = "night over the ocean";
         let request = ImageRequest { prompt: prompt.into(), width: 96, height: 64, seed: 9 };
         let early = tokio::time::timeout(latency / 2, provider.generate(&request)).await;
@@ -461,10 +507,36 @@ mod tests {
 
     #[tokio::test]
     async fn generate_rejects_impossible_sizes() {
-        let provider = SketchProvider::new(&SketchConfig { latency: Duration::ZERO, seed: 0 });
+        let provider = SketchProvider::new(&SketchConfig {
+            latency: Duration::ZERO,
+            seed: 0,
+            partial_images: false,
+        });
         let request = ImageRequest { prompt: "x".into(), width: 0, height: 64, seed: 0 };
         let result = provider.generate(&request).await;
         assert!(matches!(result, Err(ProviderError::BadRequest(_))));
         assert_eq!(provider.typical_latency(), DRAWING_ALLOWANCE);
+    }
+
+    #[tokio::test]
+    async fn partials_show_a_blurry_preview_before_the_picture() {
+        let latency = Duration::from_millis(100);
+        let config = SketchConfig { latency, seed: 1, partial_images: true };
+        let provider = SketchProvider::new(&config);
+        let request = ImageRequest { prompt: "a fox".into(), width: 128, height: 96, seed: 0 };
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let partials = Partials::new(move |partial| sink.lock().unwrap().push(partial));
+        let image = provider.generate_with_partials(&request, &partials).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].index, 0);
+        let preview = decode(&seen[0].bytes);
+        assert_eq!(preview.dimensions(), (64, 48), "half size");
+        assert_ne!(seen[0].bytes, image.bytes);
+        assert_eq!(image.bytes, provider.generate(&request).await.unwrap().bytes, "same picture");
+        let quiet = SketchProvider::new(&SketchConfig { partial_images: false, ..config });
+        let none = Partials::new(|_| panic!("previews are off"));
+        quiet.generate_with_partials(&request, &none).await.unwrap();
     }
 }

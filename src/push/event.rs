@@ -13,7 +13,8 @@ use crate::{config::DeliveryHint, tools::JobView};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
-    /// `job.created`, `job.completed`, `job.failed` or `job.cancelled`.
+    /// `job.created`, `job.progress` (a working job showed more, e.g. a partial image at
+    /// `job.image_url`), `job.completed`, `job.failed` or `job.cancelled`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Durable and increasing: resume a stream after it with `Last-Event-ID`.

@@ -20,7 +20,8 @@ use crate::{
     tools::{Caller, JobView, Links, view::announcement},
 };
 
-/// Composes offstage's job events.
+/// Composes offstage's job events. Progress events go to the event stream and MCP
+/// subscribers only: webhooks carry creation-to-result outcomes, not every partial step.
 #[derive(Debug)]
 pub struct Composer {
     links: Links,

@@ -8,13 +8,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Annotations, ToolError, typed::JobTool};
+use super::{Annotations, Services, ToolError, typed::JobTool};
 use crate::{
     images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
     jobs::{Job, JobId, runner::JobFailure},
     providers::{
-        ImageRequest, Partials,
-        router::{Attempt, RouteFailure, Routed, Router},
+        ImageRequest, PartialImage, Partials,
+        router::{Attempt, RouteFailure, Routed},
     },
 };
 
@@ -71,14 +71,75 @@ impl ImageJobOutput {
 /// Draws one image through the configured providers and stores it beside the job store.
 #[derive(Debug)]
 pub struct GenerateImage {
-    router: Arc<Router>,
-    files: ImageFiles,
+    services: Arc<Services>,
     limits: ImageLimits,
 }
 
 impl GenerateImage {
-    pub fn new(router: Arc<Router>, files: ImageFiles) -> GenerateImage {
-        GenerateImage { router, files, limits: ImageLimits::default() }
+    pub fn new(services: Arc<Services>) -> GenerateImage {
+        GenerateImage { services, limits: ImageLimits::default() }
+    }
+}
+
+/// Partial images waiting to be shown; the newest wins, so a slow disk never holds a provider.
+const PARTIALS_QUEUED: usize = 4;
+
+/// Draws along the route while showing each partial image the provider streams: it becomes
+/// the placeholder at `image_url` and a `job.progress` event. Partials stop with the drawing.
+pub(super) async fn generate_showing_partials(
+    services: &Services,
+    limits: ImageLimits,
+    job: &Job,
+    request: &ImageRequest,
+) -> Result<Routed, RouteFailure> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<PartialImage>(PARTIALS_QUEUED);
+    let partials = Partials::new(move |partial| {
+        // A full queue means the disk is behind; dropping this partial loses nothing lasting.
+        let _ = sender.try_send(partial);
+    });
+    let drawing = async move {
+        let routed = services.router.generate(request, &partials).await;
+        drop(partials);
+        routed
+    };
+    let showing = async {
+        let mut shown = 0_u32;
+        while let Some(partial) = receiver.recv().await {
+            if show_partial(services, limits, job, partial, shown + 1).await {
+                shown += 1;
+            }
+        }
+    };
+    let (routed, ()) = tokio::join!(drawing, showing);
+    services.images.delete_partial(&job.id).await;
+    routed
+}
+
+/// Checks one partial image, stores it as the job's placeholder and reports it. False when it
+/// was not shown (unusable bytes, or the job ended meanwhile).
+async fn show_partial(
+    services: &Services,
+    limits: ImageLimits,
+    job: &Job,
+    partial: PartialImage,
+    number: u32,
+) -> bool {
+    let bytes = partial.bytes.clone();
+    let checked = tokio::task::spawn_blocking(move || crate::images::inspect(&bytes, limits)).await;
+    if !matches!(checked, Ok(Ok(_))) {
+        tracing::debug!(job = %job.id, index = partial.index, "skipping an unusable partial image");
+        return false;
+    }
+    if let Err(error) = services.images.write_partial(&job.id, &partial.bytes).await {
+        tracing::warn!(job = %job.id, %error, "could not store a partial image");
+        return false;
+    }
+    match services.runner.progress(&job.id, &json!({ "partial_images": number })).await {
+        Ok(shown) => shown,
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "could not record a partial image");
+            false
+        }
     }
 }
 
@@ -138,7 +199,7 @@ impl JobTool for GenerateImage {
             destructive: false,
             idempotent: false,
             // Truthful per deployment: the built-in sketch provider never leaves the machine.
-            open_world: self.router.is_remote(),
+            open_world: self.services.router.is_remote(),
         }
     }
 
@@ -159,20 +220,18 @@ impl JobTool for GenerateImage {
     async fn run(&self, input: ImageJobInput, job: &Job) -> Result<Value, JobFailure> {
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
-        let routed = self
-            .router
-            .generate(&request, &Partials::default())
+        let routed = generate_showing_partials(&self.services, self.limits, job, &request)
             .await
             .map_err(|failure| route_failure(job, failure))?;
-        keep(&self.files, self.limits, job, routed).await
+        keep(&self.services.images, self.limits, job, routed).await
     }
 
     async fn discard(&self, id: &JobId) {
-        self.files.delete(id).await;
+        self.services.images.delete(id).await;
     }
 
     fn typical_duration(&self) -> Duration {
-        self.router.typical_latency()
+        self.services.router.typical_latency()
     }
 }
 

@@ -149,6 +149,7 @@ mod tests {
             input: json!({}),
             status: JobStatus::Working,
             output: None,
+            progress: None,
             error: None,
             attempts: 0,
             eta_ms: 0,

@@ -239,8 +239,7 @@ pub trait Tool: Send + Sync + fmt::Debug {
 
 /// Every built-in Rust tool. A new tool is one file and one line here.
 pub fn builtin(services: &Arc<Services>) -> Vec<Arc<dyn Tool>> {
-    let image =
-        generate_image::GenerateImage::new(services.router.clone(), services.images.clone());
+    let image = generate_image::GenerateImage::new(services.clone());
     let mut tools: Vec<Arc<dyn Tool>> = vec![
         Arc::new(typed::Background::new(image, services.clone())),
         Arc::new(typed::Inline::new(job_status::JobStatusTool::new(services.clone()))),

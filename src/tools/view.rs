@@ -60,6 +60,10 @@ pub struct JobView {
     /// Estimated milliseconds left, while working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_ms: Option<u64>,
+    /// What a working job has shown so far, in its tool's terms; image jobs say
+    /// `{"partial_images": n}` once `image_url` shows the n-th partial image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
     /// What a completed job produced (tools other than image tools).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
@@ -131,6 +135,7 @@ impl JobView {
             status: job.status,
             image_url: produces_image.then(|| links.image_url(&job.id)),
             eta_ms: (job.status == JobStatus::Working).then(|| remaining_ms(job)),
+            progress: (job.status == JobStatus::Working).then(|| job.progress.clone()).flatten(),
             result: job
                 .output
                 .as_ref()

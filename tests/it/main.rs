@@ -18,6 +18,7 @@ mod manifests;
 mod openai_jobs;
 mod openai_provider;
 mod openai_standin;
+mod partial_images;
 mod profiles;
 mod progress;
 mod reload;

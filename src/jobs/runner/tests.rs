@@ -332,6 +332,7 @@ async fn owned_by(fixture: &Fixture, instance: &str, attempts: u32) -> Job {
         input: json!({ "orphan": true }),
         status: JobStatus::Working,
         output: None,
+        progress: None,
         error: None,
         attempts,
         eta_ms: 50,
@@ -412,6 +413,16 @@ impl JobStore for Spy {
             return Err(StoreError::Closed);
         }
         self.store.finish(id, outcome, now, composer).await
+    }
+
+    async fn progress(
+        &self,
+        id: &JobId,
+        progress: &Value,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        self.store.progress(id, progress, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -37,6 +37,7 @@ fn job(tool: &str, created_at: i64) -> Job {
         input: json!({ "prompt": "a fox", "n": 1 }),
         status: JobStatus::Working,
         output: None,
+        progress: None,
         error: None,
         attempts: 0,
         eta_ms: 1_000,
@@ -146,6 +147,7 @@ async fn insert_then_get_round_trips_every_field() {
         }),
         status: JobStatus::Working,
         output: None,
+        progress: None,
         error: None,
         attempts: 2,
         eta_ms: 25_400,
@@ -178,6 +180,7 @@ async fn insert_then_get_round_trips_every_field() {
     let expected = Job {
         status: JobStatus::Completed,
         output: Some(output),
+        progress: None,
         updated_at: finished_at,
         finished_at: Some(finished_at),
         ..job.clone()

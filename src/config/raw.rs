@@ -92,8 +92,8 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY` < `OFFSTAGE_*`
-    /// < flags.
+    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY`,
+    /// `REPLICATE_API_TOKEN` < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -123,6 +123,10 @@ impl RawConfig {
         // The variable Stability's own examples and SDKs read.
         if let Some(key) = env_string("STABILITY_API_KEY") {
             figment = figment.merge(Serialized::default("providers.stability.api_key", key));
+        }
+        // The variable Replicate's own clients and examples read.
+        if let Some(key) = env_string("REPLICATE_API_TOKEN") {
+            figment = figment.merge(Serialized::default("providers.replicate.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -181,6 +185,19 @@ impl RawConfig {
                     variable: "STABILITY_API_KEY",
                 });
             }
+            ProviderChoice::Replicate
+                if self
+                    .providers
+                    .replicate
+                    .api_key
+                    .as_deref()
+                    .is_none_or(|k| k.trim().is_empty()) =>
+            {
+                return Err(ConfigError::MissingApiKey {
+                    provider: "replicate",
+                    variable: "REPLICATE_API_TOKEN",
+                });
+            }
             chosen => chosen,
         };
         if parse_http_url(&self.providers.openai.base_url).is_none() {
@@ -204,6 +221,7 @@ impl RawConfig {
                 ),
             });
         }
+        validate_replicate(&self.providers.replicate)?;
         let public_url = match &self.public_url {
             Some(url) => {
                 Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
@@ -260,6 +278,23 @@ fn validate_jobs(jobs: &JobsConfig) -> Result<(), ConfigError> {
     }
     if jobs.retention.is_zero() {
         return invalid("jobs.retention", "must be longer than 0s");
+    }
+    Ok(())
+}
+
+fn validate_replicate(replicate: &super::ReplicateConfig) -> Result<(), ConfigError> {
+    let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+    if parse_http_url(&replicate.base_url).is_none() {
+        let message = format!("`{}` is not an absolute http(s) URL", replicate.base_url);
+        return invalid("providers.replicate.base_url", message);
+    }
+    // Every poll is a request against the account's rate limit.
+    if replicate.poll_interval < std::time::Duration::from_millis(100) {
+        return invalid("providers.replicate.poll_interval", "must be at least 100ms".to_owned());
+    }
+    // `Cancel-After` counts whole seconds.
+    if replicate.deadline < std::time::Duration::from_secs(1) {
+        return invalid("providers.replicate.deadline", "must be at least 1s".to_owned());
     }
     Ok(())
 }

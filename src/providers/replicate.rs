@@ -211,6 +211,10 @@ impl ReplicateProvider {
         mut prediction: Prediction,
         started: Instant,
     ) -> Result<Prediction, ProviderError> {
+        // Created already ended (a fast model, a cached result): there is nothing to follow.
+        if prediction.status() != Status::Running {
+            return Ok(prediction);
+        }
         let poll_url = self.poll_url(&prediction)?;
         let mut failures = 0;
         let mut wait = self.poll_interval;

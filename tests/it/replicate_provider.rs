@@ -136,6 +136,16 @@ async fn a_pinned_version_is_created_through_predictions_with_the_seed() {
 }
 
 #[tokio::test]
+async fn a_prediction_that_ended_at_creation_is_not_polled() {
+    // Nothing needs following, so even URLs elsewhere do no harm.
+    let plan = Plan { starting: 0, processing: 0, foreign_urls: true, ..Plan::default() };
+    let (result, stand_in) = run(vec![Reply::Prediction(plan)]).await;
+    assert_eq!(png_size(&result.expect("an image")), (1024, 1024));
+    assert_eq!(stand_in.count(Kind::Poll), 0);
+    assert_eq!(stand_in.count(Kind::Cancel), 0);
+}
+
+#[tokio::test]
 async fn a_rejected_token_is_unauthorized() {
     let (error, _) = error_for(vec![Reply::unauthorized()]).await;
     assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");

@@ -172,10 +172,13 @@ pub enum ProviderChoice {
     Gemini,
     /// Stability AI's Stable Image models; needs `STABILITY_API_KEY`. `auto` never picks it.
     Stability,
+    /// Models hosted on Replicate (predictions, polled); needs `REPLICATE_API_TOKEN`. `auto`
+    /// never picks it.
+    Replicate,
 }
 
 impl ProviderChoice {
-    const NAMES: &'static str = "auto, sketch, openai, gemini, stability";
+    const NAMES: &'static str = "auto, sketch, openai, gemini, stability, replicate";
 
     pub(crate) fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
@@ -184,6 +187,7 @@ impl ProviderChoice {
             "openai" => Ok(Self::Openai),
             "gemini" => Ok(Self::Gemini),
             "stability" => Ok(Self::Stability),
+            "replicate" => Ok(Self::Replicate),
             _ => Err(ConfigError::UnknownProvider(value.to_owned())),
         }
     }
@@ -195,6 +199,7 @@ impl ProviderChoice {
             Self::Openai => "openai",
             Self::Gemini => "gemini",
             Self::Stability => "stability",
+            Self::Replicate => "replicate",
         }
     }
 }
@@ -207,6 +212,7 @@ pub struct ProvidersConfig {
     pub openai: OpenAiConfig,
     pub gemini: GeminiConfig,
     pub stability: StabilityConfig,
+    pub replicate: ReplicateConfig,
 }
 
 /// The built-in offline provider.
@@ -356,6 +362,63 @@ impl std::fmt::Debug for StabilityConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("base_url", &self.base_url)
             .field("model", &self.model)
+            .field("request_timeout", &self.request_timeout)
+            .field("typical_latency", &self.typical_latency)
+            .finish()
+    }
+}
+
+/// Models hosted on Replicate: `POST {base_url}/v1/models/{owner}/{name}/predictions` (or
+/// `/v1/predictions` with a pinned version), then the prediction polled until it ends.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicateConfig {
+    /// From `REPLICATE_API_TOKEN`; never logged.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Override for proxies and tests. Without `/v1`. Poll and cancel URLs Replicate hands back
+    /// are followed only on this origin.
+    pub base_url: String,
+    /// `owner/name` of a model that takes `prompt` and `aspect_ratio` (the FLUX family), or
+    /// `owner/name:version` to pin a version.
+    pub model: String,
+    /// Wait between two polls of a running prediction.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longest one prediction may take. Sent as `Cancel-After`, so Replicate stops it even if
+    /// offstage is gone; past it offstage stops polling and reports a timeout.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// One HTTP request's limit (create, one poll, the download).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Typical generation time, reported to callers as `eta_ms`.
+    #[serde(with = "humantime_serde")]
+    pub typical_latency: Duration,
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://api.replicate.com".to_owned(),
+            model: "black-forest-labs/flux-schnell".to_owned(),
+            poll_interval: Duration::from_millis(500),
+            deadline: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            typical_latency: Duration::from_secs(4),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplicateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicateConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("poll_interval", &self.poll_interval)
+            .field("deadline", &self.deadline)
             .field("request_timeout", &self.request_timeout)
             .field("typical_latency", &self.typical_latency)
             .finish()

@@ -101,8 +101,8 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY` < `OFFSTAGE_*`
-    /// < flags.
+    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY`,
+    /// `REPLICATE_API_TOKEN` < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -132,6 +132,10 @@ impl RawConfig {
         // The variable Stability's own examples and SDKs read.
         if let Some(key) = env_string("STABILITY_API_KEY") {
             figment = figment.merge(Serialized::default("providers.stability.api_key", key));
+        }
+        // The variable Replicate's own clients and examples read.
+        if let Some(key) = env_string("REPLICATE_API_TOKEN") {
+            figment = figment.merge(Serialized::default("providers.replicate.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -193,6 +197,7 @@ impl RawConfig {
                 ),
             });
         }
+        validate_replicate(&self.providers.replicate)?;
         let public_url = match &self.public_url {
             Some(url) => {
                 Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
@@ -252,6 +257,9 @@ pub(super) fn require_key(
         ProviderChoice::Stability if blank(&providers.stability.api_key) => {
             missing("stability", "STABILITY_API_KEY")
         }
+        ProviderChoice::Replicate if blank(&providers.replicate.api_key) => {
+            missing("replicate", "REPLICATE_API_TOKEN")
+        }
         _ => Ok(()),
     }
 }
@@ -273,6 +281,23 @@ fn validate_jobs(jobs: &JobsConfig) -> Result<(), ConfigError> {
     }
     if jobs.retention.is_zero() {
         return invalid("jobs.retention", "must be longer than 0s");
+    }
+    Ok(())
+}
+
+fn validate_replicate(replicate: &super::ReplicateConfig) -> Result<(), ConfigError> {
+    let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+    if parse_http_url(&replicate.base_url).is_none() {
+        let message = format!("`{}` is not an absolute http(s) URL", replicate.base_url);
+        return invalid("providers.replicate.base_url", message);
+    }
+    // Every poll is a request against the account's rate limit.
+    if replicate.poll_interval < std::time::Duration::from_millis(100) {
+        return invalid("providers.replicate.poll_interval", "must be at least 100ms".to_owned());
+    }
+    // `Cancel-After` counts whole seconds.
+    if replicate.deadline < std::time::Duration::from_secs(1) {
+        return invalid("providers.replicate.deadline", "must be at least 1s".to_owned());
     }
     Ok(())
 }

@@ -14,14 +14,17 @@ use figment::Jail;
 
 use super::*;
 
-/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini or
-/// Stability key or `OFFSTAGE_*` would change what these tests see, so such variables are removed for the jail's
-/// lifetime.
+/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini,
+/// Stability or Replicate key or `OFFSTAGE_*` would change what these tests see, so such
+/// variables are removed for the jail's lifetime.
 fn hermetic(jail: &mut Jail) {
     let ours = |key: &str| {
         key.starts_with("OFFSTAGE_")
             || key.starts_with("OPENAI_")
-            || matches!(key, "GEMINI_API_KEY" | "GOOGLE_API_KEY" | "STABILITY_API_KEY")
+            || matches!(
+                key,
+                "GEMINI_API_KEY" | "GOOGLE_API_KEY" | "STABILITY_API_KEY" | "REPLICATE_API_TOKEN"
+            )
     };
     if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
         return;
@@ -356,6 +359,67 @@ fn choosing_stability_without_a_key_names_the_variable() {
 }
 
 #[test]
+fn replicate_reads_its_token_from_its_variable_and_hides_it() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let secret = "r8_replicate-test-7c2e9b-very-secret";
+        jail.set_env("OFFSTAGE_PROVIDER", "replicate");
+        jail.set_env("REPLICATE_API_TOKEN", secret);
+        let config = load(jail).unwrap();
+        assert_eq!(config.provider, ProviderChoice::Replicate);
+        let replicate = &config.providers.replicate;
+        assert_eq!(replicate.api_key.as_deref(), Some(secret));
+        assert_eq!(replicate.model, "black-forest-labs/flux-schnell");
+        assert_eq!(replicate.base_url, "https://api.replicate.com");
+        assert_eq!(replicate.poll_interval, Duration::from_millis(500));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
+        Ok(())
+    });
+}
+
+#[test]
+fn choosing_replicate_without_a_token_names_the_variable() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "provider = \"replicate\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(matches!(error, ConfigError::MissingApiKey { provider: "replicate", .. }));
+        assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
+        // `auto` never picks it, token or not.
+        jail.create_file("offstage.toml", "")?;
+        jail.set_env("REPLICATE_API_TOKEN", "r8_test");
+        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
+fn replicate_settings_are_checked() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        for (setting, field) in [
+            ("base_url = \"api.replicate.com\"", "providers.replicate.base_url"),
+            ("base_url = \"ftp://api.replicate.com\"", "providers.replicate.base_url"),
+            ("poll_interval = \"10ms\"", "providers.replicate.poll_interval"),
+            ("deadline = \"500ms\"", "providers.replicate.deadline"),
+        ] {
+            jail.create_file("offstage.toml", &format!("[providers.replicate]\n{setting}\n"))?;
+            let error = load(jail).unwrap_err();
+            assert!(error.to_string().contains(field), "{setting}: {error}");
+        }
+        jail.create_file(
+            "offstage.toml",
+            "[providers.replicate]\nmodel = \"owner/name:abc123\"\npoll_interval = \"1s\"\n",
+        )?;
+        let config = load(jail).unwrap();
+        assert_eq!(config.providers.replicate.model, "owner/name:abc123");
+        assert_eq!(config.providers.replicate.poll_interval, Duration::from_secs(1));
+        Ok(())
+    });
+}
+
+#[test]
 fn a_bad_gemini_base_url_is_refused() {
     Jail::expect_with(|jail| {
         hermetic(jail);
@@ -375,7 +439,10 @@ fn an_unknown_provider_is_named_with_the_valid_choices() {
         assert!(matches!(&error, ConfigError::UnknownProvider(name) if name == "dall-e"));
         let message = error.to_string();
         assert!(message.contains("`dall-e`"), "{message}");
-        assert!(message.contains("auto, sketch, openai, gemini, stability"), "{message}");
+        assert!(
+            message.contains("auto, sketch, openai, gemini, stability, replicate"),
+            "{message}"
+        );
 
         // Names are case-insensitive, so this is not an error.
         let mut flagged = sources(jail);

@@ -6,6 +6,7 @@
 
 pub mod gemini;
 pub mod openai;
+pub mod replicate;
 pub mod router;
 pub mod sketch;
 pub mod stability;
@@ -227,7 +228,7 @@ impl ProviderError {
 /// A backend that draws images.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
-    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`).
+    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`, `replicate`).
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
@@ -270,6 +271,9 @@ pub fn from_config(
         ProviderChoice::Gemini => Ok(Arc::new(gemini::GeminiProvider::new(&config.gemini, http)?)),
         ProviderChoice::Stability => {
             Ok(Arc::new(stability::StabilityProvider::new(&config.stability, http)?))
+        }
+        ProviderChoice::Replicate => {
+            Ok(Arc::new(replicate::ReplicateProvider::new(&config.replicate, http)?))
         }
         ProviderChoice::Sketch | ProviderChoice::Auto => {
             Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))

@@ -8,6 +8,7 @@ use offstage::{
     tools::{
         JobView,
         cancel_job::CancelJobInput,
+        edit_image::EditImageInput,
         generate_image::GenerateImageInput,
         job_status::JobStatusInput,
         schema::{compile, source},
@@ -46,6 +47,7 @@ fn every_rust_file_says_what_it_owns() {
 fn generated() -> Vec<(&'static str, Value)> {
     vec![
         ("generate_image.input.json", Value::Object(compile(&source::<GenerateImageInput>()))),
+        ("edit_image.input.json", Value::Object(compile(&source::<EditImageInput>()))),
         ("job_status.input.json", Value::Object(compile(&source::<JobStatusInput>()))),
         ("cancel_job.input.json", Value::Object(compile(&source::<CancelJobInput>()))),
         ("job.json", serde_json::to_value(schemars::schema_for!(JobView)).unwrap()),

@@ -1,6 +1,7 @@
 //! Configuration: `offstage.toml`, then `OFFSTAGE_*` environment variables, then flags,
 //! validated once at start into a [`Config`] with clear errors. Nothing else reads `std::env`.
 
+pub mod comfyui;
 mod push;
 mod raw;
 mod tools;
@@ -12,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+pub use comfyui::ComfyUiConfig;
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 use serde::{Deserialize, Serialize};
@@ -166,10 +168,12 @@ pub enum ProviderChoice {
     Gemini,
     /// Stability AI's Stable Image models; needs `STABILITY_API_KEY`. `auto` never picks it.
     Stability,
+    /// A ComfyUI server on local GPUs; needs no key. `auto` never picks it.
+    Comfyui,
 }
 
 impl ProviderChoice {
-    const NAMES: &'static str = "auto, sketch, openai, gemini, stability";
+    const NAMES: &'static str = "auto, sketch, openai, gemini, stability, comfyui";
 
     fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
@@ -178,6 +182,7 @@ impl ProviderChoice {
             "openai" => Ok(Self::Openai),
             "gemini" => Ok(Self::Gemini),
             "stability" => Ok(Self::Stability),
+            "comfyui" => Ok(Self::Comfyui),
             _ => Err(ConfigError::UnknownProvider(value.to_owned())),
         }
     }
@@ -189,6 +194,7 @@ impl ProviderChoice {
             Self::Openai => "openai",
             Self::Gemini => "gemini",
             Self::Stability => "stability",
+            Self::Comfyui => "comfyui",
         }
     }
 }
@@ -201,6 +207,7 @@ pub struct ProvidersConfig {
     pub openai: OpenAiConfig,
     pub gemini: GeminiConfig,
     pub stability: StabilityConfig,
+    pub comfyui: ComfyUiConfig,
 }
 
 /// The built-in offline provider.

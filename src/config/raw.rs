@@ -9,8 +9,9 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, SecurityConfig,
-    ToolsConfig, ensure_writable_dir, parse_http_url, parse_listen,
+    ComfyUiConfig, Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig,
+    SecurityConfig, ToolsConfig, comfyui::read_workflow, ensure_writable_dir, parse_http_url,
+    parse_listen,
 };
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -92,8 +93,8 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY` < `OFFSTAGE_*`
-    /// < flags.
+    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY`,
+    /// `COMFYUI_API_KEY` < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -123,6 +124,10 @@ impl RawConfig {
         // The variable Stability's own examples and SDKs read.
         if let Some(key) = env_string("STABILITY_API_KEY") {
             figment = figment.merge(Serialized::default("providers.stability.api_key", key));
+        }
+        // ComfyUI has no keys of its own; this one is for an authenticating proxy in front of it.
+        if let Some(key) = env_string("COMFYUI_API_KEY") {
+            figment = figment.merge(Serialized::default("providers.comfyui.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -204,6 +209,7 @@ impl RawConfig {
                 ),
             });
         }
+        validate_comfyui(&self.providers.comfyui)?;
         let public_url = match &self.public_url {
             Some(url) => {
                 Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
@@ -260,6 +266,30 @@ fn validate_jobs(jobs: &JobsConfig) -> Result<(), ConfigError> {
     }
     if jobs.retention.is_zero() {
         return invalid("jobs.retention", "must be longer than 0s");
+    }
+    Ok(())
+}
+
+/// The base URL, and a workflow file the provider can fill in: checked whichever provider is
+/// chosen, like every provider's base URL, so a typo fails at start rather than at a switch.
+fn validate_comfyui(comfyui: &ComfyUiConfig) -> Result<(), ConfigError> {
+    if parse_http_url(&comfyui.base_url).is_none() {
+        return Err(ConfigError::Invalid {
+            field: "providers.comfyui.base_url",
+            message: format!("`{}` is not an absolute http(s) URL", comfyui.base_url),
+        });
+    }
+    if let Some(path) = &comfyui.workflow {
+        read_workflow(path).map_err(|message| ConfigError::Invalid {
+            field: "providers.comfyui.workflow",
+            message,
+        })?;
+    }
+    if comfyui.poll_interval.is_zero() {
+        return Err(ConfigError::Invalid {
+            field: "providers.comfyui.poll_interval",
+            message: "must be longer than 0s".to_owned(),
+        });
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! encoded image bytes or a typed [`ProviderError`] whose variant decides whether the job
 //! runner retries and what the user hears when it gives up.
 
+pub mod comfyui;
 pub mod gemini;
 pub mod openai;
 pub mod sketch;
@@ -82,6 +83,15 @@ pub struct PartialImage {
     pub index: u32,
     /// Encoded bytes as the provider sent them; unvalidated.
     pub bytes: Bytes,
+}
+
+impl fmt::Debug for PartialImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialImage")
+            .field("index", &self.index)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// Where a provider hands its partial images while it draws. Cheap to clone; the default
@@ -217,7 +227,7 @@ impl ProviderError {
 /// A backend that draws images.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
-    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`).
+    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`, `comfyui`).
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
@@ -261,6 +271,9 @@ pub fn from_config(
         ProviderChoice::Stability => {
             Ok(Arc::new(stability::StabilityProvider::new(&config.stability, http)?))
         }
+        ProviderChoice::Comfyui => {
+            Ok(Arc::new(comfyui::ComfyUiProvider::new(&config.comfyui, http)?))
+        }
         ProviderChoice::Sketch | ProviderChoice::Auto => {
             Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
         }
@@ -278,6 +291,8 @@ pub enum ProviderBuildError {
     BadApiKey { provider: &'static str },
     #[error("provider `{provider}`: model `{model}` is not a model name")]
     BadModel { provider: &'static str, model: String },
+    #[error("provider `{provider}`: {message}")]
+    BadWorkflow { provider: &'static str, message: String },
 }
 
 /// The entry of `ratios` (name, width, height) nearest `width:height`, compared on a log scale

@@ -191,6 +191,9 @@ impl Core {
         links: Links,
     ) -> Result<(SqliteJobStore, JobRunner, Arc<Services>), StartError> {
         let store = SqliteJobStore::open(&config.database_path()).await?;
+        // Unguarded on purpose: provider URLs come from the operator's configuration, never
+        // from a model, and a ComfyUI on loopback or the LAN is the usual case. netguard is
+        // for the URLs users and models supply.
         let http_client = reqwest::Client::builder()
             .user_agent(concat!("offstage/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))

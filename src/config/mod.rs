@@ -1,6 +1,7 @@
 //! Configuration: `offstage.toml`, then `OFFSTAGE_*` environment variables, then flags,
 //! validated once at start into a [`Config`] with clear errors. Nothing else reads `std::env`.
 
+pub mod comfyui;
 mod push;
 mod raw;
 mod routing;
@@ -13,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+pub use comfyui::ComfyUiConfig;
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 pub use routing::{RoutePolicy, RouteStep};
@@ -175,10 +177,12 @@ pub enum ProviderChoice {
     /// Models hosted on Replicate (predictions, polled); needs `REPLICATE_API_TOKEN`. `auto`
     /// never picks it.
     Replicate,
+    /// A ComfyUI server on local GPUs; needs no key. `auto` never picks it.
+    Comfyui,
 }
 
 impl ProviderChoice {
-    const NAMES: &'static str = "auto, sketch, openai, gemini, stability, replicate";
+    const NAMES: &'static str = "auto, sketch, openai, gemini, stability, replicate, comfyui";
 
     pub(crate) fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
@@ -188,6 +192,7 @@ impl ProviderChoice {
             "gemini" => Ok(Self::Gemini),
             "stability" => Ok(Self::Stability),
             "replicate" => Ok(Self::Replicate),
+            "comfyui" => Ok(Self::Comfyui),
             _ => Err(ConfigError::UnknownProvider(value.to_owned())),
         }
     }
@@ -200,6 +205,7 @@ impl ProviderChoice {
             Self::Gemini => "gemini",
             Self::Stability => "stability",
             Self::Replicate => "replicate",
+            Self::Comfyui => "comfyui",
         }
     }
 }
@@ -213,6 +219,7 @@ pub struct ProvidersConfig {
     pub gemini: GeminiConfig,
     pub stability: StabilityConfig,
     pub replicate: ReplicateConfig,
+    pub comfyui: ComfyUiConfig,
 }
 
 /// The built-in offline provider.

@@ -12,8 +12,10 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig, RoutePolicy,
-    SecurityConfig, ToolsConfig, ensure_writable_dir, parse_http_url, parse_listen,
+    ComfyUiConfig, Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig,
+    RoutePolicy, SecurityConfig, ToolsConfig,
+    comfyui::read_workflow,
+    ensure_writable_dir, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
 };
 
@@ -102,7 +104,7 @@ impl Default for RawConfig {
 
 impl RawConfig {
     /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY`,
-    /// `REPLICATE_API_TOKEN` < `OFFSTAGE_*` < flags.
+    /// `REPLICATE_API_TOKEN`, `COMFYUI_API_KEY` < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -136,6 +138,10 @@ impl RawConfig {
         // The variable Replicate's own clients and examples read.
         if let Some(key) = env_string("REPLICATE_API_TOKEN") {
             figment = figment.merge(Serialized::default("providers.replicate.api_key", key));
+        }
+        // ComfyUI has no keys of its own; this one is for an authenticating proxy in front of it.
+        if let Some(key) = env_string("COMFYUI_API_KEY") {
+            figment = figment.merge(Serialized::default("providers.comfyui.api_key", key));
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -198,6 +204,7 @@ impl RawConfig {
             });
         }
         validate_replicate(&self.providers.replicate)?;
+        validate_comfyui(&self.providers.comfyui)?;
         let public_url = match &self.public_url {
             Some(url) => {
                 Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
@@ -298,6 +305,30 @@ fn validate_replicate(replicate: &super::ReplicateConfig) -> Result<(), ConfigEr
     // `Cancel-After` counts whole seconds.
     if replicate.deadline < std::time::Duration::from_secs(1) {
         return invalid("providers.replicate.deadline", "must be at least 1s".to_owned());
+    }
+    Ok(())
+}
+
+/// The base URL, and a workflow file the provider can fill in: checked whichever provider is
+/// chosen, like every provider's base URL, so a typo fails at start rather than at a switch.
+fn validate_comfyui(comfyui: &ComfyUiConfig) -> Result<(), ConfigError> {
+    if parse_http_url(&comfyui.base_url).is_none() {
+        return Err(ConfigError::Invalid {
+            field: "providers.comfyui.base_url",
+            message: format!("`{}` is not an absolute http(s) URL", comfyui.base_url),
+        });
+    }
+    if let Some(path) = &comfyui.workflow {
+        read_workflow(path).map_err(|message| ConfigError::Invalid {
+            field: "providers.comfyui.workflow",
+            message,
+        })?;
+    }
+    if comfyui.poll_interval.is_zero() {
+        return Err(ConfigError::Invalid {
+            field: "providers.comfyui.poll_interval",
+            message: "must be longer than 0s".to_owned(),
+        });
     }
     Ok(())
 }

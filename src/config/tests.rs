@@ -15,7 +15,7 @@ use figment::Jail;
 use super::*;
 
 /// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini,
-/// Stability or Replicate key or `OFFSTAGE_*` would change what these tests see, so such
+/// Stability, Replicate or ComfyUI key or `OFFSTAGE_*` would change what these tests see, so such
 /// variables are removed for the jail's lifetime.
 fn hermetic(jail: &mut Jail) {
     let ours = |key: &str| {
@@ -23,7 +23,11 @@ fn hermetic(jail: &mut Jail) {
             || key.starts_with("OPENAI_")
             || matches!(
                 key,
-                "GEMINI_API_KEY" | "GOOGLE_API_KEY" | "STABILITY_API_KEY" | "REPLICATE_API_TOKEN"
+                "GEMINI_API_KEY"
+                    | "GOOGLE_API_KEY"
+                    | "STABILITY_API_KEY"
+                    | "REPLICATE_API_TOKEN"
+                    | "COMFYUI_API_KEY"
             )
     };
     if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
@@ -768,4 +772,83 @@ fn bad_fallbacks_and_routing_are_refused_with_the_reason() {
             Ok(())
         });
     }
+}
+
+#[test]
+fn comfyui_needs_no_key_and_hides_the_proxy_key() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.set_env("OFFSTAGE_PROVIDER", "comfyui");
+        let config = load(jail).unwrap();
+        assert_eq!(config.provider, ProviderChoice::Comfyui);
+        assert_eq!(config.providers.comfyui.base_url, "http://127.0.0.1:8188");
+        assert_eq!(config.providers.comfyui.workflow, None);
+        assert_eq!(config.providers.comfyui.api_key, None);
+        let secret = "comfy-proxy-test-7d41e9-very-secret";
+        jail.set_env("COMFYUI_API_KEY", secret);
+        let config = load(jail).unwrap();
+        assert_eq!(config.providers.comfyui.api_key.as_deref(), Some(secret));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
+        // `auto` never picks it.
+        jail.set_env("OFFSTAGE_PROVIDER", "auto");
+        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_comfyui_workflow_must_exist_parse_and_hold_the_prompt_placeholder() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let config_with = |jail: &mut Jail, file: &str| {
+            jail.create_file(
+                "offstage.toml",
+                &format!("provider = \"comfyui\"\n[providers.comfyui]\nworkflow = \"{file}\"\n"),
+            )
+        };
+        let refused = |jail: &Jail| {
+            let error = load(jail).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::Invalid { field: "providers.comfyui.workflow", .. }),
+                "{error:?}"
+            );
+            error.to_string()
+        };
+        config_with(jail, "missing.json")?;
+        let message = refused(jail);
+        assert!(message.contains("missing.json"), "{message}");
+
+        jail.create_file("broken.json", "{\"3\": {\"class_type\": ")?;
+        config_with(jail, "broken.json")?;
+        assert!(refused(jail).contains("not JSON"));
+
+        jail.create_file("ui.json", r#"{"nodes": [], "links": [], "version": 0.4}"#)?;
+        config_with(jail, "ui.json")?;
+        assert!(refused(jail).contains("Export (API)"));
+
+        let no_placeholder =
+            r#"{"6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat"}}}"#;
+        jail.create_file("fixed.json", no_placeholder)?;
+        config_with(jail, "fixed.json")?;
+        assert!(refused(jail).contains("{{prompt}}"));
+
+        let good = r#"{"6": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}"}}}"#;
+        jail.create_file("good.json", good)?;
+        config_with(jail, "good.json")?;
+        let config = load(jail).unwrap();
+        assert_eq!(config.providers.comfyui.workflow, Some(PathBuf::from("good.json")));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_comfyui_base_url_is_refused() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file("offstage.toml", "[providers.comfyui]\nbase_url = \"localhost:8188\"\n")?;
+        let error = load(jail).unwrap_err();
+        assert!(error.to_string().contains("providers.comfyui.base_url"), "{error}");
+        Ok(())
+    });
 }

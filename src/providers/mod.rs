@@ -4,6 +4,7 @@
 //! encoded image bytes or a typed [`ProviderError`] whose variant decides whether the job
 //! runner retries and what the user hears when it gives up.
 
+pub mod comfyui;
 pub mod gemini;
 pub mod openai;
 pub mod replicate;
@@ -228,7 +229,7 @@ impl ProviderError {
 /// A backend that draws images.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
-    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`, `replicate`).
+    /// The configuration name (`sketch`, `openai`, `gemini`, `stability`, `replicate`, `comfyui`).
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
@@ -275,6 +276,9 @@ pub fn from_config(
         ProviderChoice::Replicate => {
             Ok(Arc::new(replicate::ReplicateProvider::new(&config.replicate, http)?))
         }
+        ProviderChoice::Comfyui => {
+            Ok(Arc::new(comfyui::ComfyUiProvider::new(&config.comfyui, http)?))
+        }
         ProviderChoice::Sketch | ProviderChoice::Auto => {
             Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
         }
@@ -292,6 +296,8 @@ pub enum ProviderBuildError {
     BadApiKey { provider: &'static str },
     #[error("provider `{provider}`: model `{model}` is not a model name")]
     BadModel { provider: &'static str, model: String },
+    #[error("provider `{provider}`: {message}")]
+    BadWorkflow { provider: &'static str, message: String },
 }
 
 /// The entry of `ratios` (name, width, height) nearest `width:height`, compared on a log scale

@@ -5,6 +5,9 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod comfyui_jobs;
+mod comfyui_provider;
+mod comfyui_standin;
 mod conversation;
 mod edit_image;
 mod events;

@@ -84,6 +84,15 @@ pub struct PartialImage {
     pub bytes: Bytes,
 }
 
+impl fmt::Debug for PartialImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialImage")
+            .field("index", &self.index)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// Where a provider hands its partial images while it draws. Cheap to clone; the default
 /// drops everything, so providers can always call [`Partials::send`].
 #[derive(Clone, Default)]

@@ -71,8 +71,11 @@ async fn the_configured_number_of_partials_is_asked_for() {
 async fn without_a_sink_or_with_zero_partials_nothing_streams() {
     let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let streaming = provider(&config(&stand_in.base_url));
-    let image = streaming.generate_with_partials(&request(1024, 1024), &Partials::default());
-    assert_eq!(&image.await.expect("an image").bytes[..], openai_standin::png(1024, 1024));
+    let image = streaming
+        .generate_with_partials(&request(1024, 1024), &Partials::default())
+        .await
+        .expect("an image");
+    assert_eq!(&image.bytes[..], openai_standin::png(1024, 1024));
     let zero = OpenAiConfig { partial_images: Some(0), ..config(&stand_in.base_url) };
     let (partials, seen) = collecting();
     provider(&zero).generate_with_partials(&request(1024, 1024), &partials).await.unwrap();

@@ -12,8 +12,11 @@ use offstage::{
 use super::{assert_no_key, config, provider, request};
 use crate::openai_standin::{self, Reply, Streamed, partial_png};
 
+/// Every partial image a sink was handed, as (index, bytes), in order.
+type Seen = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;
+
 /// A sink that keeps every partial image it is handed, in order.
-fn collecting() -> (Partials, Arc<Mutex<Vec<(u32, Vec<u8>)>>>) {
+fn collecting() -> (Partials, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let partials = Partials::new(move |partial| {

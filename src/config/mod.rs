@@ -254,12 +254,26 @@ pub struct OpenAiConfig {
     pub model: String,
     /// `low`, `medium`, `high` or `auto`.
     pub quality: String,
+    /// How many intermediate images (0 to 3) to stream while drawing, when someone shows them.
+    /// Unset means 2 for `gpt-image-*` models and 0 for the rest; `dall-e-*` cannot stream.
+    pub partial_images: Option<u8>,
     /// One HTTP request's limit; the job's own timeout bounds all attempts.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Typical generation time, reported to callers as `eta_ms`.
     #[serde(with = "humantime_serde")]
     pub typical_latency: Duration,
+}
+
+impl OpenAiConfig {
+    /// Most partial images the Images API streams (`partial_images` is documented as 0 to 3).
+    pub const MAX_PARTIAL_IMAGES: u8 = 3;
+
+    /// The `partial_images` in force: the setting, else 2 for `gpt-image-*` and 0 otherwise.
+    pub fn partial_images(&self) -> u8 {
+        let streams = self.model.starts_with("gpt-image");
+        self.partial_images.unwrap_or(if streams { 2 } else { 0 })
+    }
 }
 
 impl Default for OpenAiConfig {
@@ -269,6 +283,7 @@ impl Default for OpenAiConfig {
             base_url: "https://api.openai.com".to_owned(),
             model: "gpt-image-1".to_owned(),
             quality: "auto".to_owned(),
+            partial_images: None,
             request_timeout: Duration::from_secs(180),
             typical_latency: Duration::from_secs(25),
         }
@@ -282,6 +297,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("base_url", &self.base_url)
             .field("model", &self.model)
             .field("quality", &self.quality)
+            .field("partial_images", &self.partial_images)
             .field("request_timeout", &self.request_timeout)
             .field("typical_latency", &self.typical_latency)
             .finish()

@@ -12,8 +12,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComfyUiConfig, Config, ConfigError, JobsConfig, ProviderChoice, ProvidersConfig, PushConfig,
-    RoutePolicy, SecurityConfig, ToolsConfig,
+    ComfyUiConfig, Config, ConfigError, JobsConfig, OpenAiConfig, ProviderChoice, ProvidersConfig,
+    PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
     comfyui::read_workflow,
     ensure_writable_dir, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
@@ -185,6 +185,7 @@ impl RawConfig {
         if parse_http_url(&self.providers.openai.base_url).is_none() {
             return Err(ConfigError::BadBaseUrl(self.providers.openai.base_url));
         }
+        validate_partial_images(&self.providers.openai)?;
         if parse_http_url(&self.providers.gemini.base_url).is_none() {
             return Err(ConfigError::Invalid {
                 field: "providers.gemini.base_url",
@@ -331,6 +332,30 @@ fn validate_comfyui(comfyui: &ComfyUiConfig) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+/// `partial_images` is documented as 0 to 3, and only `gpt-image-*` models stream at all.
+fn validate_partial_images(openai: &OpenAiConfig) -> Result<(), ConfigError> {
+    let field = "providers.openai.partial_images";
+    match openai.partial_images {
+        Some(count) if count > OpenAiConfig::MAX_PARTIAL_IMAGES => Err(ConfigError::Invalid {
+            field,
+            message: format!(
+                "{count} is out of range; use 0 to {}",
+                OpenAiConfig::MAX_PARTIAL_IMAGES
+            ),
+        }),
+        Some(count) if count > 0 && openai.model.starts_with("dall-e") => {
+            Err(ConfigError::Invalid {
+                field,
+                message: format!(
+                    "must be 0 for `{}`, which cannot stream partial images",
+                    openai.model
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn default_data_dir() -> Result<PathBuf, ConfigError> {

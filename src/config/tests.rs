@@ -577,6 +577,11 @@ fn out_of_range_settings_name_their_field() {
             ("[jobs]\nlease = \"500ms\"", "jobs.lease"),
             ("[jobs]\nretention = \"0s\"", "jobs.retention"),
             ("max_body_bytes = 100", "max_body_bytes"),
+            ("[providers.openai]\npartial_images = 4", "providers.openai.partial_images"),
+            (
+                "[providers.openai]\nmodel = \"dall-e-3\"\npartial_images = 1",
+                "providers.openai.partial_images",
+            ),
         ] {
             jail.create_file("offstage.toml", file)?;
             let error = load(jail).unwrap_err();
@@ -591,6 +596,21 @@ fn out_of_range_settings_name_their_field() {
         jail.set_env("OFFSTAGE_JOBS__CONCURRENCY", "0");
         let error = load(jail).unwrap_err();
         assert_eq!(error.to_string(), "jobs.concurrency: must be at least 1");
+        Ok(())
+    });
+}
+
+#[test]
+fn partial_images_default_by_model_and_can_be_set() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        assert_eq!(load(jail).unwrap().providers.openai.partial_images(), 2, "gpt-image streams");
+        jail.create_file("offstage.toml", "[providers.openai]\nmodel = \"dall-e-3\"\n")?;
+        assert_eq!(load(jail).unwrap().providers.openai.partial_images(), 0, "dall-e cannot");
+        jail.create_file("offstage.toml", "[providers.openai]\npartial_images = 0\n")?;
+        assert_eq!(load(jail).unwrap().providers.openai.partial_images(), 0);
+        jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__PARTIAL_IMAGES", "3");
+        assert_eq!(load(jail).unwrap().providers.openai.partial_images(), 3);
         Ok(())
     });
 }

@@ -25,7 +25,7 @@ const GLYPH: u32 = 150;
 const TITLE_SCALE: u32 = 4;
 const SUBTITLE_SCALE: u32 = 3;
 /// Horizontal room kept free on both sides of a line of text.
-const MARGIN: u32 = 24;
+pub(crate) const MARGIN: u32 = 24;
 
 static CACHE: [[OnceLock<Bytes>; 3]; 3] = [const { [const { OnceLock::new() }; 3] }; 3];
 
@@ -181,8 +181,16 @@ fn paint(img: &mut RgbImage, center: (u32, u32), shape: impl Fn(f32, f32) -> Opt
 
 /// Draws `text` with the 8x8 font scaled `scale` times, centred on `center_x`, top at `y`.
 ///
-/// The scale shrinks when needed so the line fits between the margins.
-fn draw_text(img: &mut RgbImage, text: &str, center_x: u32, y: u32, scale: u32, color: Rgb<u8>) {
+/// The scale shrinks when needed so the line fits between the margins. `sketch` captions its
+/// edits with it too.
+pub(crate) fn draw_text(
+    img: &mut RgbImage,
+    text: &str,
+    center_x: u32,
+    y: u32,
+    scale: u32,
+    color: Rgb<u8>,
+) {
     let chars = text.chars().count().max(1) as u32;
     let room = img.width().saturating_sub(2 * MARGIN);
     let scale = scale.min(room / (8 * chars)).max(1);

@@ -1,6 +1,8 @@
 //! The Google Gemini image provider: one `POST {base_url}/v1beta/models/{model}:generateContent`
 //! per image, asking for image output only, with every documented failure mapped onto a
-//! [`ProviderError`] the job runner can act on.
+//! [`ProviderError`] the job runner can act on. An edit is the same call with the source image
+//! as an `inlineData` part after the instruction, which is how Gemini image models edit
+//! (<https://ai.google.dev/gemini-api/docs/image-generation>, "Image editing").
 //!
 //! The wire format follows Google's Gemini API documentation: the request body and
 //! `GenerateContentResponse` (`candidates[].content.parts[].inlineData`, `finishReason`,
@@ -23,7 +25,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
     openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
 };
 use crate::config::GeminiConfig;
@@ -184,29 +186,18 @@ impl GeminiProvider {
             format!("no image in the answer (finishReason {finish}): {text}")
         }))
     }
-}
 
-#[async_trait]
-impl ImageProvider for GeminiProvider {
-    fn name(&self) -> &'static str {
-        "gemini"
-    }
-
-    fn typical_latency(&self) -> Duration {
-        self.typical_latency
-    }
-
-    fn is_remote(&self) -> bool {
-        true
-    }
-
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    /// One `generateContent` call; the answer's image, or why there is none.
+    async fn generate_content(
+        &self,
+        body: &GenerateContentBody<'_>,
+    ) -> Result<GeneratedImage, ProviderError> {
         let mut response = self
             .http
             .post(self.endpoint.clone())
             .header("x-goog-api-key", self.api_key.header.clone())
             .timeout(self.request_timeout)
-            .json(&GenerateContentBody::new(request))
+            .json(body)
             .send()
             .await
             .map_err(transport_error)?;
@@ -226,6 +217,33 @@ impl ImageProvider for GeminiProvider {
     }
 }
 
+#[async_trait]
+impl ImageProvider for GeminiProvider {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+
+    fn typical_latency(&self) -> Duration {
+        self.typical_latency
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        self.generate_content(&GenerateContentBody::generate(request)).await
+    }
+
+    fn can_edit(&self) -> bool {
+        true
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<GeneratedImage, ProviderError> {
+        self.generate_content(&GenerateContentBody::edit(request)).await
+    }
+}
+
 /// `GenerateContentRequest` with one user turn and image-only output. No `seed`: our requests
 /// always carry the same one, and a user asking again expects a different picture.
 #[derive(Serialize)]
@@ -238,12 +256,27 @@ struct GenerateContentBody<'a> {
 #[derive(Serialize)]
 struct RequestContent<'a> {
     role: &'static str,
-    parts: [TextPart<'a>; 1],
+    parts: Vec<RequestPart<'a>>,
+}
+
+/// A `Part`: text, or an image inline as base64 (`Blob`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RequestPart<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        #[serde(rename = "inlineData")]
+        inline_data: InlineData,
+    },
 }
 
 #[derive(Serialize)]
-struct TextPart<'a> {
-    text: &'a str,
+#[serde(rename_all = "camelCase")]
+struct InlineData {
+    mime_type: &'static str,
+    data: String,
 }
 
 #[derive(Serialize)]
@@ -262,17 +295,30 @@ struct ImageConfig {
 }
 
 impl<'a> GenerateContentBody<'a> {
-    fn new(request: &'a ImageRequest) -> Self {
+    fn generate(request: &'a ImageRequest) -> Self {
+        let parts = vec![RequestPart::Text { text: &request.prompt }];
+        Self::new(parts, request.width, request.height)
+    }
+
+    /// The instruction, then the image it is about, as Google's editing examples order them.
+    fn edit(request: &'a EditRequest) -> Self {
+        let image = InlineData {
+            mime_type: request.format.mime(),
+            data: base64::engine::general_purpose::STANDARD.encode(&request.image),
+        };
+        let parts = vec![
+            RequestPart::Text { text: &request.instruction },
+            RequestPart::Image { inline_data: image },
+        ];
+        Self::new(parts, request.width, request.height)
+    }
+
+    fn new(parts: Vec<RequestPart<'a>>, width: u32, height: u32) -> Self {
         GenerateContentBody {
-            contents: [RequestContent {
-                role: "user",
-                parts: [TextPart { text: &request.prompt }],
-            }],
+            contents: [RequestContent { role: "user", parts }],
             generation_config: GenerationConfig {
                 response_modalities: ["IMAGE"],
-                image_config: ImageConfig {
-                    aspect_ratio: aspect_ratio(request.width, request.height),
-                },
+                image_config: ImageConfig { aspect_ratio: aspect_ratio(width, height) },
             },
         }
     }
@@ -521,7 +567,7 @@ mod tests {
         let request =
             ImageRequest { prompt: "a red fox".to_owned(), width: 1536, height: 1024, seed: 3 };
         assert_eq!(
-            serde_json::to_value(GenerateContentBody::new(&request)).unwrap(),
+            serde_json::to_value(GenerateContentBody::generate(&request)).unwrap(),
             json!({
                 "contents": [{"role": "user", "parts": [{"text": "a red fox"}]}],
                 "generationConfig": {

@@ -1,10 +1,16 @@
-//! The OpenAI Images provider: one `POST {base_url}/v1/images/generations` per image, with
-//! every documented failure mapped onto a [`ProviderError`] the job runner can act on.
+//! The OpenAI Images provider: one `POST {base_url}/v1/images/generations` per image (streamed
+//! as Server-Sent Events when partial images are wanted, see [`stream`]) and one multipart
+//! `POST {base_url}/v1/images/edits` per edit (see [`edit`]), with every documented failure
+//! mapped onto a [`ProviderError`] the job runner can act on.
 //!
 //! The wire format follows OpenAI's Images API reference as the official SDK encodes it
-//! (openai-python `types/image_generate_params.py` and `types/images_response.py`) and the
-//! error-code guide (<https://platform.openai.com/docs/guides/error-codes>), whose error bodies
-//! all have the shape `{"error": {"message", "type", "param", "code"}}`.
+//! (openai-python `types/image_generate_params.py`, `types/image_edit_params.py` and
+//! `types/images_response.py`) and the error-code guide
+//! (<https://platform.openai.com/docs/guides/error-codes>), whose error bodies all have the
+//! shape `{"error": {"message", "type", "param", "code"}}`.
+
+mod edit;
+mod stream;
 
 use std::{
     fmt,
@@ -13,11 +19,17 @@ use std::{
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use reqwest::{StatusCode, header::HeaderMap};
+use reqwest::{
+    RequestBuilder, StatusCode,
+    header::{CONTENT_TYPE, HeaderMap},
+};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError};
+use super::{
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, Partials, ProviderBuildError,
+    ProviderError,
+};
 use crate::config::OpenAiConfig;
 
 /// Largest response body we read. A 1536x1024 PNG is a few MiB and base64 adds a third, so
@@ -34,10 +46,13 @@ const MAX_MESSAGE_CHARS: usize = 300;
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: reqwest::Client,
-    endpoint: Url,
+    generations: Url,
+    edits: Url,
     api_key: ApiKey,
     model: String,
     quality: String,
+    /// `partial_images` asked for when a caller shows partial images; 0 never streams.
+    partial_images: u8,
     request_timeout: Duration,
     typical_latency: Duration,
     body_limit: usize,
@@ -64,22 +79,28 @@ impl OpenAiProvider {
                 });
             }
         };
-        let endpoint = endpoint_url(&config.base_url).ok_or_else(|| {
-            ProviderBuildError::BadBaseUrl { provider: "openai", url: config.base_url.clone() }
-        })?;
+        let endpoint = |path| {
+            endpoint_url(&config.base_url, path).ok_or_else(|| ProviderBuildError::BadBaseUrl {
+                provider: "openai",
+                url: config.base_url.clone(),
+            })
+        };
         Ok(Self {
             http,
-            endpoint,
+            generations: endpoint("v1/images/generations")?,
+            edits: endpoint("v1/images/edits")?,
             api_key,
             model: config.model.clone(),
             quality: config.quality.clone(),
+            partial_images: config.partial_images().min(OpenAiConfig::MAX_PARTIAL_IMAGES),
             request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
             body_limit: MAX_RESPONSE_BYTES,
         })
     }
 
-    /// Replaces [`MAX_RESPONSE_BYTES`]; tests use it to reach the cap without 64 MiB bodies.
+    /// Replaces [`MAX_RESPONSE_BYTES`], which also caps each streamed event; tests use it to
+    /// reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;
         self
@@ -98,7 +119,39 @@ impl OpenAiProvider {
             quality: &self.quality,
             output_format: gpt_image.then_some("png"),
             response_format: dall_e.then_some("b64_json"),
+            stream: None,
+            partial_images: None,
         }
+    }
+
+    /// Sends one authenticated request; a non-2xx answer becomes its [`ProviderError`].
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+        let mut response = request
+            .bearer_auth(&self.api_key.0)
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers());
+        tracing::debug!(status = status.as_u16(), model = %self.model, "openai images answered");
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
+        Err(status_error(status, retry_after, &body, &self.api_key))
+    }
+
+    /// Reads an `ImagesResponse` body, capped, and decodes its image.
+    async fn read_image(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<GeneratedImage, ProviderError> {
+        let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
+            let limit = self.body_limit;
+            ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
+        })?;
+        self.decode_image(&body)
     }
 
     fn decode_image(&self, body: &[u8]) -> Result<GeneratedImage, ProviderError> {
@@ -131,28 +184,55 @@ impl ImageProvider for OpenAiProvider {
     }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
-        let mut response = self
-            .http
-            .post(self.endpoint.clone())
-            .bearer_auth(&self.api_key.0)
-            .timeout(self.request_timeout)
-            .json(&self.request_body(request))
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let retry_after = parse_retry_after(response.headers());
-        tracing::debug!(status = status.as_u16(), model = %self.model, "openai images answered");
+        let post = self.http.post(self.generations.clone()).json(&self.request_body(request));
+        let response = self.send(post).await?;
+        self.read_image(response).await
+    }
 
-        if status.is_success() {
-            let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
-                let limit = self.body_limit;
-                ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
-            })?;
-            return self.decode_image(&body);
+    async fn generate_with_partials(
+        &self,
+        request: &ImageRequest,
+        partials: &Partials,
+    ) -> Result<GeneratedImage, ProviderError> {
+        if !partials.wanted() || self.partial_images == 0 {
+            return self.generate(request).await;
         }
-        let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
-        Err(status_error(status, retry_after, &body, &self.api_key))
+        let body = GenerateBody {
+            stream: Some(true),
+            partial_images: Some(self.partial_images),
+            ..self.request_body(request)
+        };
+        let response = self.send(self.http.post(self.generations.clone()).json(&body)).await?;
+        let content_type = response.headers().get(CONTENT_TYPE);
+        let is_stream = content_type
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim_start().starts_with("text/event-stream"));
+        if !is_stream {
+            // A compatible server that does not stream answers as to a plain request.
+            return self.read_image(response).await;
+        }
+        // Each event holds at most one image, so one body's worth; the stream holds every
+        // partial image and the final one.
+        let limits = stream::StreamLimits {
+            event: self.body_limit,
+            total: self.body_limit.saturating_mul(usize::from(self.partial_images) + 1),
+        };
+        let bytes = stream::read_image(response, limits, partials, &self.api_key).await?;
+        Ok(GeneratedImage { bytes, model: self.model.clone() })
+    }
+
+    /// `dall-e-3` has no edit endpoint; `dall-e-2` and the `gpt-image-*` models do.
+    fn can_edit(&self) -> bool {
+        !self.model.starts_with("dall-e-3")
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<GeneratedImage, ProviderError> {
+        if !self.can_edit() {
+            return Err(ProviderError::Unsupported("edit images"));
+        }
+        let form = edit::form(&self.model, &self.quality, request)?;
+        let response = self.send(self.http.post(self.edits.clone()).multipart(form)).await?;
+        self.read_image(response).await
     }
 }
 
@@ -168,6 +248,11 @@ struct GenerateBody<'a> {
     output_format: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'static str>,
+    /// Only sent when partial images are wanted: a plain request stays as it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial_images: Option<u8>,
 }
 
 /// The part of `images_response.py`'s `ImagesResponse` we use; `data` is optional there.
@@ -301,16 +386,8 @@ pub(super) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
-fn endpoint_url(base_url: &str) -> Option<Url> {
-    let base = Url::parse(base_url.trim()).ok()?;
-    let usable = matches!(base.scheme(), "http" | "https")
-        && base.has_host()
-        && base.query().is_none()
-        && base.fragment().is_none();
-    // Appending to the string keeps a path prefix such as `/openai` that a compatible proxy
-    // lives under; `Url::join` would drop it when the base has no trailing slash.
-    let base = base.as_str().trim_end_matches('/');
-    usable.then(|| Url::parse(&format!("{base}/v1/images/generations")).ok()).flatten()
+fn endpoint_url(base_url: &str, path: &str) -> Option<Url> {
+    super::endpoint_url(base_url, path)
 }
 
 pub(super) fn truncate(text: &str) -> String {
@@ -382,7 +459,7 @@ mod tests {
 
     #[test]
     fn endpoint_tolerates_trailing_slash_and_keeps_path_prefix() {
-        let url = |base: &str| endpoint_url(base).map(String::from);
+        let url = |base: &str| endpoint_url(base, "v1/images/generations").map(String::from);
         let expected = Some("http://127.0.0.1:9/v1/images/generations".to_owned());
         assert_eq!(url("http://127.0.0.1:9"), expected);
         assert_eq!(url("http://127.0.0.1:9/"), expected);

@@ -1,7 +1,10 @@
 //! The built-in offline provider: deterministic procedural landscapes drawn from the prompt.
 //!
 //! `sketch` needs no network and no key, so offstage works out of the box and its tests are
-//! reproducible: the same prompt and seed always give the same PNG.
+//! reproducible: the same prompt and seed always give the same PNG. Its edits (see [`edit`])
+//! are as deterministic: the source, tinted and captioned with the instruction.
+
+mod edit;
 
 use std::f32::consts::TAU;
 use std::time::Duration;
@@ -11,7 +14,9 @@ use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
-use super::{GeneratedImage, ImageProvider, ImageRequest, PartialImage, Partials, ProviderError};
+use super::{
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, PartialImage, Partials, ProviderError,
+};
 use crate::config::SketchConfig;
 
 /// Time for drawing and encoding on top of the simulated latency, so `eta_ms` is honest.
@@ -49,7 +54,7 @@ impl ImageProvider for SketchProvider {
     }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
-        check_size(request)?;
+        check_size(request.width, request.height)?;
         // The wait comes first so that dropping the future during it cancels the job for free.
         tokio::time::sleep(self.latency).await;
         self.draw(request).await
@@ -64,12 +69,11 @@ impl ImageProvider for SketchProvider {
         if !self.partial_images || !partials.wanted() || self.latency.is_zero() {
             return self.generate(request).await;
         }
-        check_size(request)?;
+        let (width, height) = check_size(request.width, request.height)?;
         let half = self.latency / 2;
         tokio::time::sleep(half).await;
         let (prompt, seed) = (request.prompt.clone(), self.seed ^ request.seed);
-        let (width, height) = (request.width, request.height);
-        let preview = tokio::task::spawn_blocking(move || {
+        let preview = off_the_runtime(move || {
             let coarse = render(&prompt, seed, (width / 16).max(1), (height / 16).max(1));
             let blurred = image::imageops::resize(
                 &coarse,
@@ -86,36 +90,63 @@ impl ImageProvider for SketchProvider {
         tokio::time::sleep(self.latency - half).await;
         self.draw(request).await
     }
+
+    fn can_edit(&self) -> bool {
+        true
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<GeneratedImage, ProviderError> {
+        let (width, height) = check_size(request.width, request.height)?;
+        tokio::time::sleep(self.latency).await;
+        let source = request.image.clone();
+        let instruction = request.instruction.clone();
+        let seed = self.seed ^ request.seed;
+        let rendered = off_the_runtime(move || {
+            edit::render_edit(&source, &instruction, seed, width, height)
+                .map(|image| encode_png(&image))
+        })
+        .await?;
+        // A source that does not decode is the caller's to fix; retrying cannot help.
+        let png = rendered
+            .map_err(|bad_source| ProviderError::BadRequest(bad_source.to_string()))?
+            .map_err(|error| ProviderError::InvalidResponse(error.to_string()))?;
+        Ok(GeneratedImage { bytes: Bytes::from(png), model: MODEL.into() })
+    }
 }
 
 impl SketchProvider {
-    /// Draws and encodes on the blocking pool: CPU work must not stall async workers. Once
-    /// started it runs to the end even if the caller gives up, a fraction of a second at most.
     async fn draw(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let (width, height) = (request.width, request.height);
         let prompt = request.prompt.clone();
         // XOR leaves the request's seed as it is under the default configured seed of 0.
         let seed = self.seed ^ request.seed;
-        let job = tokio::task::spawn_blocking(move || {
-            encode_png(&render(&prompt, seed, width, height)).map_err(|error| error.to_string())
-        });
-        let png = job
-            .await
-            .map_err(|error| format!("sketch renderer died: {error}"))
-            .and_then(|png| png)
-            .map_err(ProviderError::InvalidResponse)?;
-        Ok(GeneratedImage { bytes: Bytes::from(png), model: "sketch-1".into() })
+        let png = off_the_runtime(move || encode_png(&render(&prompt, seed, width, height)))
+            .await?
+            .map_err(|error| ProviderError::InvalidResponse(error.to_string()))?;
+        Ok(GeneratedImage { bytes: Bytes::from(png), model: MODEL.into() })
     }
 }
 
-fn check_size(request: &ImageRequest) -> Result<(), ProviderError> {
-    let (width, height) = (request.width, request.height);
+/// The model name job records show for everything `sketch` draws.
+const MODEL: &str = "sketch-1";
+
+fn check_size(width: u32, height: u32) -> Result<(u32, u32), ProviderError> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(ProviderError::BadRequest(format!(
             "sketch draws 1 to {MAX_SIDE} pixels a side, not {width}x{height}"
         )));
     }
-    Ok(())
+    Ok((width, height))
+}
+
+/// Drawing is CPU work and must not stall async workers. Once started it runs to the end even
+/// if the caller gives up, which costs a fraction of a second at most.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ProviderError::InvalidResponse(format!("sketch renderer died: {error}")))
 }
 
 /// Encodes with fast deflate: the images are smooth, so size stays reasonable and speed wins.
@@ -158,6 +189,12 @@ impl Rng {
     fn range(&mut self, low: f32, high: f32) -> f32 {
         low + (high - low) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
     }
+}
+
+/// FNV-1a: like [`Rng`], stable across Rust releases, so drawings never change under us.
+fn text_hash(text: &str) -> u64 {
+    text.bytes()
+        .fold(0xCBF2_9CE4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3))
 }
 
 fn word_hue(word: &str) -> Option<f32> {
@@ -253,10 +290,7 @@ fn disc(
 pub fn render(prompt: &str, seed: u64, width: u32, height: u32) -> RgbImage {
     let text = prompt.trim().to_lowercase();
     let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).collect();
-    let hash = text.bytes().fold(0xCBF2_9CE4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3) // FNV-1a
-    });
-    let mut rng = Rng(hash ^ seed);
+    let mut rng = Rng(text_hash(&text) ^ seed);
     let hint = words.iter().find_map(|w| word_hue(w));
     let hue = match hint {
         Some(h) => h + rng.range(-8.0, 8.0),
@@ -503,6 +537,104 @@ mod tests {
         assert_eq!(image.model, "sketch-1");
         assert_eq!(decode(&image.bytes).dimensions(), (96, 64));
         assert_eq!(image.bytes, encode_png(&render(prompt, 5 ^ 9, 96, 64)).unwrap());
+    }
+
+    fn instant() -> SketchProvider {
+        SketchProvider::new(&SketchConfig {
+            latency: Duration::ZERO,
+            seed: 0,
+            partial_images: false,
+        })
+    }
+
+    fn edit_request(source: Vec<u8>, instruction: &str, width: u32, height: u32) -> EditRequest {
+        let format = crate::images::ImageFormat::Png;
+        let instruction = instruction.to_owned();
+        EditRequest { image: source.into(), format, instruction, width, height, seed: 3 }
+    }
+
+    fn source(prompt: &str, width: u32, height: u32) -> Vec<u8> {
+        encode_png(&render(prompt, 1, width, height)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn edit_fits_the_source_to_the_requested_size() {
+        let provider = instant();
+        assert!(provider.can_edit());
+        let request = edit_request(source("green hills", 96, 64), "make it night", 128, 160);
+        let image = provider.edit(&request).await.unwrap();
+        assert_eq!(image.model, "sketch-1");
+        assert_eq!(decode(&image.bytes).dimensions(), (128, 160));
+    }
+
+    #[tokio::test]
+    async fn edit_reads_jpeg_sources_too() {
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        render("a red fox", 1, 80, 80).write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        let mut request = edit_request(jpeg.into_inner(), "add snow", 64, 64);
+        request.format = crate::images::ImageFormat::Jpeg;
+        let image = instant().edit(&request).await.unwrap();
+        assert_eq!(decode(&image.bytes).dimensions(), (64, 64));
+    }
+
+    #[tokio::test]
+    async fn edit_is_deterministic() {
+        let request = edit_request(source("a cat", 128, 128), "make the sky purple", 128, 128);
+        let once = instant().edit(&request).await.unwrap();
+        let again = instant().edit(&request).await.unwrap();
+        assert_eq!(once.bytes, again.bytes);
+    }
+
+    #[tokio::test]
+    async fn edit_changes_the_source_and_keeps_it_recognisable() {
+        let (fox, sea) = (source("a red fox", 128, 128), source("night sea", 128, 128));
+        let request = edit_request(fox.clone(), "make it snowy", 128, 128);
+        let edited = decode(&instant().edit(&request).await.unwrap().bytes);
+        let (fox, sea) = (decode(&fox), decode(&sea));
+        let from_source = difference(&edited, &fox);
+        assert!(from_source > 10.0, "the edit is only {from_source:.1} from its source");
+        let from_other = difference(&edited, &sea);
+        assert!(
+            from_source < from_other,
+            "{from_source:.1} from its source, {from_other:.1} from another"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_instructions_give_other_edits() {
+        let fox = source("a red fox", 128, 128);
+        let edit = |instruction: &str| edit_request(fox.clone(), instruction, 128, 128);
+        let green = decode(&instant().edit(&edit("make it green")).await.unwrap().bytes);
+        let night = decode(&instant().edit(&edit("at night")).await.unwrap().bytes);
+        let gap = difference(&green, &night);
+        assert!(gap > 10.0, "two instructions are only {gap:.1} apart");
+    }
+
+    #[tokio::test]
+    async fn edit_of_bytes_that_are_no_image_is_a_bad_request() {
+        let error = instant()
+            .edit(&edit_request(b"certainly not an image".to_vec(), "make it red", 64, 64))
+            .await
+            .expect_err("nothing to decode");
+        let ProviderError::BadRequest(message) = &error else { panic!("{error:?}") };
+        assert!(message.starts_with("the source image does not decode"), "{message}");
+        assert!(!error.is_retryable());
+        let error = instant().edit(&edit_request(source("x", 8, 8), "y", 0, 64)).await;
+        assert!(matches!(error, Err(ProviderError::BadRequest(_))), "{error:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn edit_waits_out_the_latency_like_generate() {
+        let latency = Duration::from_secs(2);
+        let provider =
+            SketchProvider::new(&SketchConfig { latency, seed: 0, partial_images: false });
+        let request = edit_request(source("a cat", 32, 32), "make it blue", 32, 32);
+        // Paused time jumps to the earliest timer: the caller's deadline comes first.
+        let early = tokio::time::timeout(latency / 2, provider.edit(&request)).await;
+        assert!(early.is_err(), "the edit arrived before the simulated latency");
+        let start = tokio::time::Instant::now();
+        provider.edit(&request).await.unwrap();
+        assert!(start.elapsed() >= latency, "the edit skipped the latency");
     }
 
     #[tokio::test]

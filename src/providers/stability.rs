@@ -10,6 +10,12 @@
 //! `{"id", "name", "errors": [...]}` whose `name` is `bad_request`, `unauthorized`,
 //! `payment_required`, `content_moderation`, `payload_too_large`, `rate_limit_exceeded` or
 //! `server_error`, by status 400, 401, 402, 403, 413, 429 and 500.
+//!
+//! Edits use the one documented route that changes a whole image from a text prompt without a
+//! mask: the `sd3` endpoint with `mode=image-to-image`, the source as the `image` file part and
+//! a `strength`; `aspect_ratio` is "only valid for text-to-image requests", as the output takes
+//! the source's shape. Core has no image input, so a `core` configuration edits with the
+//! default SD3 model.
 
 use std::{fmt, time::Duration};
 
@@ -17,13 +23,13 @@ use async_trait::async_trait;
 use reqwest::{
     StatusCode,
     header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue},
-    multipart::Form,
+    multipart::{Form, Part},
 };
 use serde::Deserialize;
 use url::Url;
 
 use super::{
-    GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
     openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
 };
 use crate::config::StabilityConfig;
@@ -52,11 +58,17 @@ const DEFAULT_SD3_MODEL: &str = "sd3.5-large";
 /// `seed` is documented as `0..=4294967294`, with 0 meaning "pick one at random".
 const MAX_SEED: u64 = 4_294_967_294;
 
+/// How far an edit may move from its source: 0 returns the source, 1 ignores it. Enough to
+/// follow an instruction such as "make it night" while keeping the composition.
+const EDIT_STRENGTH: &str = "0.6";
+
 /// Draws images with Stable Image Core, Ultra or Stable Diffusion 3.x.
 #[derive(Debug)]
 pub struct StabilityProvider {
     http: reqwest::Client,
     endpoint: Url,
+    /// The `sd3` endpoint, where every edit goes (image-to-image).
+    edit_endpoint: Url,
     api_key: ApiKey,
     /// The `model` form field; only the `sd3` endpoint takes one.
     sd3_model: Option<String>,
@@ -100,7 +112,7 @@ impl StabilityProvider {
             .map_err(|_| ProviderBuildError::BadApiKey { provider })?;
         // Keeps the key out of HTTP/2 header compression tables and reqwest's own debug output.
         header.set_sensitive(true);
-        let (endpoint, sd3_model, model) = match config.model.trim() {
+        let (endpoint_name, sd3_model, model) = match config.model.trim() {
             "core" | "stable-image-core" => ("core", None, "stable-image-core".to_owned()),
             "ultra" | "stable-image-ultra" => ("ultra", None, "stable-image-ultra".to_owned()),
             "sd3" => ("sd3", Some(DEFAULT_SD3_MODEL.to_owned()), DEFAULT_SD3_MODEL.to_owned()),
@@ -115,12 +127,16 @@ impl StabilityProvider {
                 return Err(ProviderBuildError::BadModel { provider, model: config.model.clone() });
             }
         };
-        let endpoint = endpoint_url(&config.base_url, endpoint).ok_or_else(|| {
-            ProviderBuildError::BadBaseUrl { provider, url: config.base_url.clone() }
-        })?;
+        let endpoint = |name| {
+            endpoint_url(&config.base_url, name).ok_or_else(|| ProviderBuildError::BadBaseUrl {
+                provider,
+                url: config.base_url.clone(),
+            })
+        };
         Ok(Self {
             http,
-            endpoint,
+            endpoint: endpoint(endpoint_name)?,
+            edit_endpoint: endpoint("sd3")?,
             api_key: ApiKey { header, text },
             sd3_model,
             model,
@@ -141,41 +157,54 @@ impl StabilityProvider {
             .text("prompt", request.prompt.clone())
             .text("aspect_ratio", aspect_ratio(request.width, request.height))
             .text("output_format", "png");
-        // Seed 0 is "random" on both sides; a fixed seed is passed on within the documented
-        // range so that a caller who pins one gets the same picture again.
-        if request.seed != 0 {
-            form = form.text("seed", (request.seed % (MAX_SEED + 1)).to_string());
-        }
+        form = with_seed(form, request.seed);
         if let Some(model) = &self.sd3_model {
             form = form.text("model", model.clone());
         }
         form
     }
-}
 
-#[async_trait]
-impl ImageProvider for StabilityProvider {
-    fn name(&self) -> &'static str {
-        "stability"
+    /// The SD3 model edits are drawn with: the configured one, else the default.
+    fn edit_model(&self) -> &str {
+        self.sd3_model.as_deref().unwrap_or(DEFAULT_SD3_MODEL)
     }
 
-    fn typical_latency(&self) -> Duration {
-        self.typical_latency
+    fn edit_form(&self, request: &EditRequest) -> Result<Form, ProviderError> {
+        let format = request.format;
+        let image = Part::stream_with_length(
+            reqwest::Body::from(request.image.clone()),
+            request.image.len() as u64,
+        )
+        .file_name(format!("image.{}", format.extension()))
+        .mime_str(format.mime())
+        .map_err(|error| {
+            ProviderError::BadRequest(format!("could not build the image part: {error}"))
+        })?;
+        let form = Form::new()
+            .text("mode", "image-to-image")
+            .part("image", image)
+            .text("strength", EDIT_STRENGTH)
+            .text("prompt", request.instruction.clone())
+            .text("model", self.edit_model().to_owned())
+            .text("output_format", "png");
+        Ok(with_seed(form, request.seed))
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
-
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    /// One multipart call that answers with image bytes, or why there are none.
+    async fn send(
+        &self,
+        endpoint: &Url,
+        form: Form,
+        model: &str,
+    ) -> Result<GeneratedImage, ProviderError> {
         let mut response = self
             .http
-            .post(self.endpoint.clone())
+            .post(endpoint.clone())
             .header(AUTHORIZATION, self.api_key.header.clone())
             // `image/*` asks for the bytes themselves rather than base64 inside JSON.
             .header(ACCEPT, "image/*")
             .timeout(self.request_timeout)
-            .multipart(self.form(request))
+            .multipart(form)
             .send()
             .await
             .map_err(transport_error)?;
@@ -186,7 +215,7 @@ impl ImageProvider for StabilityProvider {
         let is_json = header(CONTENT_TYPE.as_str()).is_some_and(|v| v.contains("json"));
         tracing::debug!(
             status = status.as_u16(),
-            model = %self.model,
+            model,
             finish_reason = finish_reason.as_deref().unwrap_or("-"),
             "stability answered"
         );
@@ -213,10 +242,44 @@ impl ImageProvider for StabilityProvider {
             if body.is_empty() {
                 return Err(ProviderError::InvalidResponse("an empty image body".to_owned()));
             }
-            return Ok(GeneratedImage { bytes: body.into(), model: self.model.clone() });
+            return Ok(GeneratedImage { bytes: body.into(), model: model.to_owned() });
         }
         let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
         Err(status_error(status, retry_after, &body, &self.api_key))
+    }
+}
+
+/// Seed 0 is "random" on both sides; a fixed seed is passed on within the documented range so
+/// that a caller who pins one gets the same picture again.
+fn with_seed(form: Form, seed: u64) -> Form {
+    if seed == 0 { form } else { form.text("seed", (seed % (MAX_SEED + 1)).to_string()) }
+}
+
+#[async_trait]
+impl ImageProvider for StabilityProvider {
+    fn name(&self) -> &'static str {
+        "stability"
+    }
+
+    fn typical_latency(&self) -> Duration {
+        self.typical_latency
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        self.send(&self.endpoint, self.form(request), &self.model).await
+    }
+
+    fn can_edit(&self) -> bool {
+        true
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<GeneratedImage, ProviderError> {
+        let form = self.edit_form(request)?;
+        self.send(&self.edit_endpoint, form, self.edit_model()).await
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Gemini provider, built from configuration, against the local stand-in: the request it
-//! sends, and how it maps each documented answer (or non-answer) onto a `ProviderError`.
+//! sends, and how it maps each documented answer (or non-answer) onto a `ProviderError`. Edits have a file of their own.
+
+mod edits;
 
 use std::{
     sync::Arc,

@@ -5,7 +5,9 @@
 //! parts[].inlineData`, `finishReason`, `promptFeedback.blockReason`, `usageMetadata`) from the
 //! API reference, the pixel size of each `imageConfig.aspectRatio` from the image-generation
 //! guide, and errors as `{"error": {"code", "message", "status", "details"}}` with the
-//! `google.rpc` detail types and messages Google sends.
+//! `google.rpc` detail types and messages Google sends. Edits are the same call with the
+//! source image as an `inlineData` part; the stand-in checks every such part is a real image of
+//! its declared type.
 
 // Each test binary uses a different part of this shared module; unused helpers are expected.
 #![allow(dead_code)]
@@ -246,6 +248,25 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The `inlineData` parts of the first turn, as (MIME type, decoded bytes).
+    pub fn inline_images(&self) -> Vec<(String, Vec<u8>)> {
+        let parts = self.body.pointer("/contents/0/parts").and_then(Value::as_array);
+        parts
+            .into_iter()
+            .flatten()
+            .filter_map(|part| part.get("inlineData").or_else(|| part.get("inline_data")))
+            .map(|blob| {
+                let text = |names: [&str; 2]| {
+                    names.iter().find_map(|name| blob.get(*name).and_then(Value::as_str))
+                };
+                let mime = text(["mimeType", "mime_type"]).unwrap_or_default().to_owned();
+                let data = blob.get("data").and_then(Value::as_str).unwrap_or_default();
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data);
+                (mime, bytes.expect("the stand-in accepted only base64"))
+            })
+            .collect()
     }
 }
 
@@ -509,6 +530,7 @@ fn validate(raw: &[u8], body: &Value) -> Result<String, Rejection> {
                 .to_owned(),
         ));
     }
+    check_parts(first)?;
     let config = fields.get("generationConfig").cloned().unwrap_or_default();
     let modalities = config.get("responseModalities").and_then(Value::as_array);
     for (index, modality) in modalities.into_iter().flatten().enumerate() {
@@ -535,6 +557,56 @@ fn validate(raw: &[u8], body: &Value) -> Result<String, Rejection> {
             aspect_ratio.unwrap_or("(none)")
         ))),
     }
+}
+
+/// Every part is text or an image Google can read: `inlineData` with a supported image type
+/// and base64 data that really is an image of that type.
+fn check_parts(content: &Value) -> Result<(), Rejection> {
+    let unreadable = || {
+        reject(
+            400,
+            "INVALID_ARGUMENT",
+            "Unable to process input image. Please retry or report in \
+             https://developers.generativeai.google/guide/troubleshooting",
+        )
+    };
+    let parts = content.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (index, part) in parts.iter().enumerate() {
+        if part.get("text").is_some_and(Value::is_string) {
+            continue;
+        }
+        let Some(blob) = part.get("inlineData").or_else(|| part.get("inline_data")) else {
+            return Err(reject(
+                400,
+                "INVALID_ARGUMENT",
+                &format!(
+                    "* GenerateContentRequest.contents[0].parts[{index}].data: required oneof field 'data' must have one initialized field\n"
+                ),
+            ));
+        };
+        let mime = blob.get("mimeType").or_else(|| blob.get("mime_type")).and_then(Value::as_str);
+        let supported = ["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"];
+        let Some(mime) = mime.filter(|mime| supported.contains(mime)) else {
+            return Err(reject(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Unsupported MIME type: {}", mime.unwrap_or("(none)")),
+            ));
+        };
+        let data = blob.get("data").and_then(Value::as_str).unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|_| {
+            reject(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Invalid value at 'contents[0].parts[{index}].inline_data.data' (TYPE_BYTES), Base64 decoding failed"),
+            )
+        })?;
+        let sniffed = image::guess_format(&bytes).ok().map(|format| format.to_mime_type());
+        if sniffed != Some(mime) {
+            return Err(unreadable());
+        }
+    }
+    Ok(())
 }
 
 fn usage(image_tokens: u32) -> Value {

@@ -1,5 +1,9 @@
 //! The OpenAI provider against the local stand-in: the request it sends, and how it maps
-//! each documented answer (or non-answer) onto a `ProviderError`.
+//! each documented answer (or non-answer) onto a `ProviderError`. Edits and streamed partial
+//! images have files of their own.
+
+mod edits;
+mod partials;
 
 use std::{
     io::{Read, Write},

@@ -1,12 +1,19 @@
-//! A local stand-in for OpenAI's Images API (`POST /v1/images/generations`): it answers from a
-//! script, validates requests the way the real API does, and records them for assertions.
+//! A local stand-in for OpenAI's Images API (`POST /v1/images/generations`, streamed or not, and
+//! `POST /v1/images/edits`): it answers from a script, validates requests the way the real API
+//! does, and records them for assertions.
 //!
 //! Bodies follow the documented shapes: `ImagesResponse` (`created`, `data[].b64_json`,
 //! `usage`, ...) from openai-python `types/images_response.py`, and errors as
 //! `{"error": {"message", "type", "param", "code"}}` with the types and codes OpenAI sends.
+//! Streams are in [`stream`], edits in [`edits`].
 
 // Each test binary uses a different part of this shared module; unused helpers are expected.
 #![allow(dead_code)]
+
+mod edits;
+mod stream;
+
+pub use stream::{Streamed, partial_png};
 
 use std::{
     collections::VecDeque,
@@ -45,6 +52,10 @@ pub enum Reply {
     Garbage,
     /// 200 with `data: []`.
     NoData,
+    /// A `text/event-stream` answer with exactly these events, then the end of the body; only
+    /// for requests with `stream: true`. (`Image` answers a stream with the partial images
+    /// asked for, then the final image.)
+    Stream(Vec<Streamed>),
 }
 
 impl Reply {
@@ -129,12 +140,29 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
     /// The parsed JSON body; `Value::Null` when the body was not JSON.
     pub body: Value,
+    /// Multipart text fields in order; empty when the body was not multipart.
+    pub fields: Vec<(String, String)>,
+    /// Multipart file parts in order.
+    pub files: Vec<RecordedFile>,
 }
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
+
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// A multipart file part as received.
+#[derive(Debug, Clone)]
+pub struct RecordedFile {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 /// A running stand-in. Dropping it stops the server and wakes hanging replies.
@@ -184,6 +212,7 @@ pub async fn spawn(script: Vec<Reply>) -> StandIn {
     });
     let app = Router::new()
         .route("/v1/images/generations", post(generations))
+        .route("/v1/images/edits", post(edits::handle))
         .fallback(unknown_route)
         .with_state(Arc::clone(&shared));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
@@ -206,35 +235,62 @@ async fn generations(
     body: Bytes,
 ) -> Response {
     let json = shared.record(method, &uri, &headers, &body);
-    if let Err(rejection) = check_auth(&headers).and_then(|()| validate(&json)) {
-        return error(rejection.status, &rejection.message, rejection.param, rejection.code);
-    }
-    let reply = {
-        let mut script = shared.script.lock().unwrap_or_else(PoisonError::into_inner);
-        if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
+    let checked =
+        check_auth(&headers).and_then(|()| validate(&json)).and_then(|()| stream::validate(&json));
+    let streaming = match checked {
+        Ok(streaming) => streaming,
+        Err(rejection) => return rejection.into_response(),
     };
-    match reply.expect("the script is never empty") {
-        Reply::Image { width, height } => {
-            image_response(&png(width, height), &format!("{width}x{height}"))
+    match (shared.next_reply(), streaming) {
+        (Reply::Image { width, height }, Some(partials)) => {
+            stream::image_events(partials, width, height)
         }
-        Reply::Garbage => image_response(b"this is certainly not a PNG", "1024x1024"),
-        Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
-        Reply::Error { status, code, message, retry_after } => {
-            let status = StatusCode::from_u16(status).expect("a valid scripted status");
-            let mut response = error(status, message, None, Some(code).filter(|c| !c.is_empty()));
-            if let Some(value) = retry_after {
-                let value = HeaderValue::from_static(value);
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+        (Reply::Stream(events), Some(_)) => stream::scripted(&events, &json),
+        (Reply::Stream(_), None) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The stand-in was scripted to stream, but the request did not ask to.",
+            None,
+            None,
+        ),
+        (reply, _) => shared.answer(reply).await,
+    }
+}
+
+impl Shared {
+    /// Takes the next scripted reply; the last one repeats.
+    fn next_reply(&self) -> Reply {
+        let mut script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
+        let reply = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
+        reply.expect("the script is never empty")
+    }
+
+    /// The plain (not streamed) answer a reply stands for.
+    async fn answer(&self, reply: Reply) -> Response {
+        match reply {
+            Reply::Image { width, height } => {
+                image_response(&png(width, height), &format!("{width}x{height}"))
             }
-            response
-        }
-        Reply::Hang => {
-            let mut shutdown = shared.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {}
+            Reply::Garbage => image_response(b"this is certainly not a PNG", "1024x1024"),
+            Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
+            Reply::Stream(_) => unreachable!("streams are answered by `stream`"),
+            Reply::Error { status, code, message, retry_after } => {
+                let status = StatusCode::from_u16(status).expect("a valid scripted status");
+                let code = Some(code).filter(|c| !c.is_empty());
+                let mut response = error(status, message, None, code);
+                if let Some(value) = retry_after {
+                    let value = HeaderValue::from_static(value);
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
             }
-            error(StatusCode::GATEWAY_TIMEOUT, "The stand-in hung on purpose.", None, None)
+            Reply::Hang => {
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = shutdown.wait_for(|stopped| *stopped) => {}
+                }
+                error(StatusCode::GATEWAY_TIMEOUT, "The stand-in hung on purpose.", None, None)
+            }
         }
     }
 }
@@ -260,6 +316,8 @@ impl Shared {
             path: uri.path().to_owned(),
             headers: headers.clone(),
             body: json.clone(),
+            fields: Vec::new(),
+            files: Vec::new(),
         };
         self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
         json
@@ -272,6 +330,17 @@ struct Rejection {
     message: String,
     param: Option<&'static str>,
     code: Option<&'static str>,
+}
+
+impl Rejection {
+    /// A 400 about one parameter, as the real API words most of them.
+    fn bad(message: String, param: &'static str, code: &'static str) -> Self {
+        Rejection { status: StatusCode::BAD_REQUEST, message, param: Some(param), code: Some(code) }
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, &self.message, self.param, self.code)
+    }
 }
 
 /// The real API wants `Authorization: Bearer <key>` and answers 401 without it.
@@ -418,7 +487,7 @@ fn error_type(status: StatusCode, code: &str) -> &'static str {
 }
 
 /// A real PNG: a smooth gradient, so that it is cheap to encode even at 1536 pixels.
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         let red = (x * 255 / width.max(1)) as u8;
         let green = (y * 255 / height.max(1)) as u8;

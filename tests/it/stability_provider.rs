@@ -1,6 +1,8 @@
 //! The Stability provider, built from configuration, against the local stand-in: the multipart
 //! request it sends, and how it maps each documented answer (or non-answer) onto a
-//! `ProviderError`.
+//! `ProviderError`. Edits have a file of their own.
+
+mod edits;
 
 use std::{
     sync::Arc,

@@ -3,7 +3,9 @@
 //! and records what it received.
 //!
 //! Shapes follow Stability's API reference: a 200 with `accept: image/*` is the image itself with
-//! `finish-reason` and `seed` headers; errors are `{"id", "name", "errors": [...]}`.
+//! `finish-reason` and `seed` headers; errors are `{"id", "name", "errors": [...]}`. The `sd3`
+//! endpoint's `mode=image-to-image` takes an `image` file part and a `strength`, refuses
+//! `aspect_ratio`, and draws in the source's shape (here: at the source's size).
 
 #![allow(
     clippy::result_large_err,
@@ -129,6 +131,17 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
     /// Multipart text fields in order; empty when the body was not multipart.
     pub fields: Vec<(String, String)>,
+    /// Multipart file parts in order.
+    pub files: Vec<RecordedFile>,
+}
+
+/// A multipart file part as received.
+#[derive(Debug, Clone)]
+pub struct RecordedFile {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 impl RecordedRequest {
@@ -207,24 +220,26 @@ async fn handle(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
     // A body that is not multipart is recorded with no fields and rejected below.
-    let fields = match multipart {
-        Ok(multipart) => read_fields(multipart).await,
+    let parts = match multipart {
+        Ok(multipart) => read_parts(multipart).await,
         Err(_) => Err("content-type: must be multipart/form-data".to_owned()),
     };
+    let (fields, files) = parts.clone().unwrap_or_default();
     let request = RecordedRequest {
         method: method.clone(),
         path: uri.path().to_owned(),
         headers: headers.clone(),
-        fields: fields.clone().unwrap_or_default(),
+        fields,
+        files,
     };
     shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
     let checked = check_route(&method, uri.path())
         .and_then(|endpoint| check_headers(&headers).map(|()| endpoint))
         .and_then(|endpoint| {
-            fields.map_err(|message| rejection(400, "bad_request", &message))?;
+            parts.map_err(|message| rejection(400, "bad_request", &message))?;
             validate(&endpoint, &request)
         });
-    let (aspect_ratio, seed) = match checked {
+    let ((width, height), seed) = match checked {
         Ok(found) => found,
         Err(rejection) => return rejection,
     };
@@ -232,7 +247,6 @@ async fn handle(
         let mut script = shared.script.lock().unwrap_or_else(PoisonError::into_inner);
         if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
     };
-    let (width, height) = size_for(&aspect_ratio).expect("validated aspect ratio");
     match reply.expect("the script is never empty") {
         Reply::Image => image_response(png(width, height), "SUCCESS", seed),
         Reply::Filtered => image_response(png(width / 8, height / 8), "CONTENT_FILTERED", seed),
@@ -258,14 +272,22 @@ async fn handle(
     }
 }
 
-async fn read_fields(mut multipart: Multipart) -> Result<Vec<(String, String)>, String> {
-    let mut fields = Vec::new();
+type Parts = (Vec<(String, String)>, Vec<RecordedFile>);
+
+async fn read_parts(mut multipart: Multipart) -> Result<Parts, String> {
+    let (mut fields, mut files) = (Vec::new(), Vec::new());
     while let Some(field) = multipart.next_field().await.map_err(|error| error.to_string())? {
         let name = field.name().unwrap_or_default().to_owned();
-        let value = field.text().await.map_err(|error| error.to_string())?;
-        fields.push((name, value));
+        let file_name = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(str::to_owned);
+        if file_name.is_some() {
+            let bytes = field.bytes().await.map_err(|error| error.to_string())?.to_vec();
+            files.push(RecordedFile { name, file_name, content_type, bytes });
+        } else {
+            fields.push((name, field.text().await.map_err(|error| error.to_string())?));
+        }
     }
-    Ok(fields)
+    Ok((fields, files))
 }
 
 fn rejection(status: u16, name: &str, message: &str) -> Response {
@@ -303,8 +325,8 @@ fn check_headers(headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-/// The checks Stability makes on the fields we send. Returns the aspect ratio and the seed.
-fn validate(endpoint: &str, request: &RecordedRequest) -> Result<(String, u64), Response> {
+/// The checks Stability makes on the fields we send. Returns the size to draw and the seed.
+fn validate(endpoint: &str, request: &RecordedRequest) -> Result<((u32, u32), u64), Response> {
     let invalid = |message: String| rejection(400, "bad_request", &message);
     for (name, _) in &request.fields {
         let known = [
@@ -317,10 +339,14 @@ fn validate(endpoint: &str, request: &RecordedRequest) -> Result<(String, u64), 
             "model",
             "mode",
             "cfg_scale",
+            "strength",
         ];
         if !known.contains(&name.as_str()) {
             return Err(invalid(format!("{name}: unknown field")));
         }
+    }
+    if let Some(file) = request.files.iter().find(|file| file.name != "image") {
+        return Err(invalid(format!("{}: unknown field", file.name)));
     }
     let prompt = request.field("prompt").unwrap_or_default();
     if prompt.trim().is_empty() {
@@ -329,6 +355,7 @@ fn validate(endpoint: &str, request: &RecordedRequest) -> Result<(String, u64), 
     if prompt.chars().count() > 10_000 {
         return Err(invalid("prompt: must be at most 10000 characters".to_owned()));
     }
+    let source = image_to_image(endpoint, request)?;
     let aspect_ratio = request.field("aspect_ratio").unwrap_or("1:1");
     if size_for(aspect_ratio).is_none() {
         return Err(invalid(format!(
@@ -357,7 +384,58 @@ fn validate(endpoint: &str, request: &RecordedRequest) -> Result<(String, u64), 
         }
         _ => {}
     }
-    Ok((aspect_ratio.to_owned(), seed))
+    let size = source.unwrap_or_else(|| size_for(aspect_ratio).expect("checked above"));
+    Ok((size, seed))
+}
+
+/// `mode` and its fields on the `sd3` endpoint. Returns the source's size for image-to-image.
+fn image_to_image(
+    endpoint: &str,
+    request: &RecordedRequest,
+) -> Result<Option<(u32, u32)>, Response> {
+    let invalid = |message: &str| rejection(400, "bad_request", message);
+    let image = request.files.iter().find(|file| file.name == "image");
+    let mode = request.field("mode");
+    if mode.is_some() && endpoint != "sd3" {
+        return Err(invalid("mode: is only accepted by the sd3 endpoint"));
+    }
+    match mode.unwrap_or("text-to-image") {
+        "text-to-image" => {
+            if image.is_some() || request.field("strength").is_some() {
+                return Err(invalid("image, strength: are only valid for image-to-image requests"));
+            }
+            Ok(None)
+        }
+        "image-to-image" => {
+            let Some(image) = image else {
+                return Err(invalid("image: is required for image-to-image requests"));
+            };
+            let strength = request.field("strength").and_then(|value| value.parse::<f64>().ok());
+            if !strength.is_some_and(|strength| (0.0..=1.0).contains(&strength)) {
+                return Err(invalid("strength: must be a number in [0, 1]"));
+            }
+            if request.field("aspect_ratio").is_some() {
+                return Err(invalid("aspect_ratio: is only valid for text-to-image requests"));
+            }
+            let declared = image.content_type.as_deref().unwrap_or_default();
+            let sniffed =
+                image::guess_format(&image.bytes).ok().map(|format| format.to_mime_type());
+            if !matches!(declared, "image/png" | "image/jpeg" | "image/webp")
+                || sniffed != Some(declared)
+            {
+                return Err(invalid("image: must be a png, jpeg or webp image"));
+            }
+            let decoded = image::load_from_memory(&image.bytes)
+                .map_err(|_| invalid("image: could not be decoded"))?;
+            if decoded.width() < 64 || decoded.height() < 64 {
+                return Err(invalid("image: every side must be at least 64 pixels"));
+            }
+            Ok(Some((decoded.width(), decoded.height())))
+        }
+        other => {
+            Err(invalid(&format!("mode: must be text-to-image or image-to-image (got {other})")))
+        }
+    }
 }
 
 fn image_response(bytes: Vec<u8>, finish_reason: &'static str, seed: u64) -> Response {

@@ -28,15 +28,14 @@ pub const MAX_INSTRUCTION_CHARS: usize = 1000;
 /// How often a job whose source picture is still being made looks at it again.
 const SOURCE_POLL: Duration = Duration::from_millis(200);
 
-pub const DESCRIPTION: &str = "Change a picture: one made earlier (its job_id) or one at a \
-link. Use when the user asks to alter, fix or restyle an image. Returns at once; the new \
-image comes later.";
+pub const DESCRIPTION: &str = "Change a picture made earlier (its job_id) or at a link. Use \
+when the user asks to alter or restyle an image. Returns at once; the result comes later.";
 
 /// Arguments of `edit_image`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditImageInput {
-    /// job_id of an earlier picture, or an image URL.
+    /// A job_id or an image URL.
     pub image: String,
     /// What to change, in plain words.
     pub instruction: String,

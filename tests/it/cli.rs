@@ -95,7 +95,7 @@ fn tools_export_matches_each_platforms_shape() {
     // OpenAI Realtime `session.update` → `session.tools`: flat function tools.
     let openai = read("openai-realtime");
     let openai = openai.as_array().unwrap();
-    assert_eq!(openai.len(), 5);
+    assert_eq!(openai.len(), 6);
     for tool in openai {
         assert_eq!(tool["type"], "function", "{tool}");
         assert!(tool["name"].is_string() && tool["description"].is_string(), "{tool}");
@@ -105,7 +105,7 @@ fn tools_export_matches_each_platforms_shape() {
     // Gemini Live `setup.tools`: one entry of functionDeclarations, OpenAPI-subset schemas.
     let gemini = read("gemini-live");
     let declarations = gemini[0]["functionDeclarations"].as_array().unwrap();
-    assert_eq!(declarations.len(), 5);
+    assert_eq!(declarations.len(), 6);
     fn subset_only(schema: &Value, at: &str) {
         let Value::Object(object) = schema else { return };
         for (key, value) in object {

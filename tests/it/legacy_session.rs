@@ -95,7 +95,7 @@ async fn every_legacy_protocol_version_is_served() {
         assert_eq!(client.peer_info().unwrap().protocol_version, version);
         let tools = client.list_all_tools().await.unwrap();
         let names: Vec<_> = tools.iter().map(|tool| tool.name.to_string()).collect();
-        assert_eq!(names, ["cancel_job", "generate_image", "job_status"]);
+        assert_eq!(names, ["cancel_job", "edit_image", "generate_image", "job_status"]);
         let templates = client.list_all_resource_templates().await.unwrap();
         let uris: Vec<_> = templates.iter().map(|t| t.uri_template.as_str()).collect();
         assert_eq!(uris, ["offstage://jobs/{job_id}"]);

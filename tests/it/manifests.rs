@@ -107,6 +107,9 @@ async fn server_with(tools: &Path) -> TestServer {
     TestServer::start_with(move |config| {
         config.tools.dir = tools;
         config.tools.allow_private = true;
+        // More tools than a voice profile should carry: the built-ins plus every test manifest.
+        config.tools.budgets.tools_per_profile = 8;
+        config.tools.budgets.per_profile = 1000;
         config.tools.secrets.given.insert("BRAVE_SEARCH_API_KEY".into(), "brave-key".into());
     })
     .await

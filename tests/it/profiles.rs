@@ -21,7 +21,11 @@ async fn each_profile_serves_its_own_tools() {
     })
     .await;
     let (default, _) = support::legacy_client(&server.url(), None).await;
-    assert_eq!(names(&default).await, ["cancel_job", "generate_image", "job_status"], "voice: all");
+    assert_eq!(
+        names(&default).await,
+        ["cancel_job", "edit_image", "generate_image", "job_status"],
+        "voice: all"
+    );
 
     let by_path = format!("{}/status", server.url());
     let (status, _) = support::modern_client(&by_path, None).await;

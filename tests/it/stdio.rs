@@ -30,7 +30,10 @@ async fn stdio_binary_generates_an_image_end_to_end() {
     // Run from the repository, it serves the built-in tools and the shipped manifests.
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
-    assert_eq!(names, ["cancel_job", "generate_image", "get_weather", "job_status", "web_search"]);
+    assert_eq!(
+        names,
+        ["cancel_job", "edit_image", "generate_image", "get_weather", "job_status", "web_search"]
+    );
     let result =
         call(&client, "generate_image", json!({"prompt": "a paper boat", "size": "landscape"}))
             .await;

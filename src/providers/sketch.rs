@@ -660,7 +660,7 @@ mod tests {
         let sink = seen.clone();
         let partials = Partials::new(move |partial| sink.lock().unwrap().push(partial));
         let image = provider.generate_with_partials(&request, &partials).await.unwrap();
-        let seen = seen.lock().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].index, 0);
         let preview = decode(&seen[0].bytes);

@@ -11,8 +11,9 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
 
+mod common;
+
 use std::{
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -32,6 +33,8 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use crate::common::ServerProcess;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Era {
@@ -73,42 +76,14 @@ fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
 }
 
-struct ServerProcess {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_server(sketch_latency: &str) -> ServerProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
-        .args(["serve", "--provider", "sketch", "--log", "warn"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency)
+    let env = [
+        ("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency),
         // Measure admission and reply, not the "busy" path: let every call in.
-        .env("OFFSTAGE_JOBS__QUEUE", "10000000")
-        .env("OFFSTAGE_JOBS__CONCURRENCY", "64")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn offstage");
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    for _ in 0..200 {
-        if reqwest::get(&health).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ServerProcess { child, url: format!("http://127.0.0.1:{port}/mcp"), _dir: dir }
+        ("OFFSTAGE_JOBS__QUEUE", "10000000"),
+        ("OFFSTAGE_JOBS__CONCURRENCY", "64"),
+    ];
+    ServerProcess::start(tempfile::tempdir().unwrap(), &["--provider", "sketch"], &env).await
 }
 
 async fn connect(url: &str, era: Era) -> (Client, mpsc::UnboundedReceiver<(String, i64)>) {
@@ -303,14 +278,14 @@ async fn main() {
         for concurrency in [1, 16] {
             let args = arguments(json!({"prompt": "a red fox in the snow", "size": "square"}));
             let run =
-                throughput(&server.url, era, concurrency, "generate_image", args, seconds).await;
+                throughput(&server.mcp(), era, concurrency, "generate_image", args, seconds).await;
             println!("{}", row("generate_image", era, concurrency, &run));
         }
-        let (client, _) = connect(&server.url, era).await;
+        let (client, _) = connect(&server.mcp(), era).await;
         let job =
             call(&client, "generate_image", &arguments(json!({"prompt": "status target"}))).await;
         let args = arguments(json!({"job_id": job["job_id"]}));
-        let run = throughput(&server.url, era, 16, "job_status", args, seconds).await;
+        let run = throughput(&server.mcp(), era, 16, "job_status", args, seconds).await;
         println!("{}", row("job_status", era, 16, &run));
         let _ = client.cancel().await;
     }
@@ -323,7 +298,7 @@ async fn main() {
     for (era, workers) in
         [(Era::Legacy, 1), (Era::Stateless, 1), (Era::Legacy, 4), (Era::Stateless, 4)]
     {
-        let histogram = push_delay(&server.url, era, 100 * workers, workers).await;
+        let histogram = push_delay(&server.mcp(), era, 100 * workers, workers).await;
         println!(
             "| {} | {workers} | {} | {} | {} | {} |",
             era.label(),

@@ -13,8 +13,9 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "BENCH_* are the benchmark's own knobs")]
 
+mod common;
+
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,18 +25,11 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 use hdrhistogram::Histogram;
-use rmcp::{
-    ClientLifecycleMode, ClientServiceExt,
-    model::{CallToolRequestParams, ClientConfig, Implementation, ProtocolVersion},
-    service::RunningService,
-    transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
-    },
-};
+use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-type Client = RunningService<rmcp::RoleClient, ClientConfig>;
+use crate::common::{Client, ServerProcess};
 
 fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
@@ -50,22 +44,8 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()
 }
 
-struct ServerProcess {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_server(sketch_latency: &str, webhook: Option<&str>) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut file = "[push]\nallow_private_webhooks = true\n".to_owned();
     if let Some(url) = webhook {
         file += &format!(
@@ -74,42 +54,17 @@ async fn start_server(sketch_latency: &str, webhook: Option<&str>) -> ServerProc
     }
     let config = dir.path().join("offstage.toml");
     std::fs::write(&config, file).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
-        .args(["serve", "--provider", "sketch", "--log", "warn"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency)
-        .env("OFFSTAGE_JOBS__QUEUE", "10000000")
-        .env("OFFSTAGE_JOBS__CONCURRENCY", "64")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn offstage");
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ServerProcess { child, base, _dir: dir }
+    let config = config.to_str().unwrap().to_owned();
+    let env = [
+        ("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency),
+        ("OFFSTAGE_JOBS__QUEUE", "10000000"),
+        ("OFFSTAGE_JOBS__CONCURRENCY", "64"),
+    ];
+    ServerProcess::start(dir, &["--provider", "sketch", "--config", &config], &env).await
 }
 
 async fn connect(base: &str) -> Client {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")),
-    );
-    ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("connect")
+    common::stateless_client(&format!("{base}/mcp")).await
 }
 
 async fn generate(client: &Client, prompt: &str) -> String {

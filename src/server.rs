@@ -14,6 +14,7 @@ use crate::{
     images::{
         fetch::{FetchLimits, ImageFetcher},
         files::ImageFiles,
+        pipeline::{ImagePipeline, ImagePool, PipelineBuildError, PoolError},
     },
     jobs::{
         runner::JobRunner,
@@ -22,7 +23,7 @@ use crate::{
     },
     mcp::{McpState, OffstageServer, Subscriptions},
     netguard,
-    providers::{ProviderBuildError, router::Router},
+    providers::{Parsing, ProviderBuildError, router::Router},
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
@@ -50,6 +51,10 @@ pub enum StartError {
     HttpClient(String),
     #[error("stdio transport failed: {0}")]
     Stdio(String),
+    #[error("cannot start the image pipeline: {0}")]
+    Pipeline(#[from] PipelineBuildError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     #[error("tool definitions over budget (see `offstage tools check`):\n{0}")]
     OverBudget(String),
 }
@@ -199,7 +204,10 @@ impl Core {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| StartError::HttpClient(error.to_string()))?;
-        let router = Arc::new(Router::from_config(config, &http_client)?);
+        // One pool for all pixel work: providers parsing answers and the image pipeline.
+        let pool = ImagePool::new(config.images.worker_count(), config.images.queue)?;
+        let router =
+            Arc::new(Router::from_config(config, &http_client, &Parsing::on(pool.clone()))?);
         let fetcher = ImageFetcher::new(FetchLimits {
             allow_private: config.tools.allow_private,
             private_allowlist: config.tools.image_hosts.clone(),
@@ -208,6 +216,7 @@ impl Core {
         .map_err(|error| StartError::HttpClient(error.to_string()))?;
         let images = ImageFiles::open(&config.data_dir)
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
+        let pipeline = ImagePipeline::new(&config.images, images.clone(), pool)?;
         let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
         let composer = Arc::new(Composer::new(links.clone(), &config.push));
         let runner =
@@ -217,6 +226,7 @@ impl Core {
             links,
             router,
             images,
+            pipeline,
             fetcher,
             push: config.push.clone(),
         });

@@ -2,6 +2,7 @@
 //! validated once at start into a [`Config`] with clear errors. Nothing else reads `std::env`.
 
 pub mod comfyui;
+mod images;
 mod push;
 mod raw;
 mod routing;
@@ -15,6 +16,7 @@ use std::{
 };
 
 pub use comfyui::ComfyUiConfig;
+pub use images::ImagesConfig;
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
 pub use routing::{RoutePolicy, RouteStep};
@@ -40,6 +42,8 @@ pub struct Config {
     /// Per-provider limits, by provider name.
     pub routing: BTreeMap<String, RoutePolicy>,
     pub providers: ProvidersConfig,
+    /// The image pipeline: its pool, limits and prerendered variants.
+    pub images: ImagesConfig,
     pub push: PushConfig,
     pub tools: ToolsConfig,
     /// `tracing` filter directive, e.g. `info` or `offstage=debug`.
@@ -503,6 +507,7 @@ impl Config {
             fallback: Vec::new(),
             routing: BTreeMap::new(),
             providers: ProvidersConfig::default(),
+            images: ImagesConfig::default(),
             push: PushConfig::default(),
             log: DEFAULT_LOG.to_owned(),
         }

@@ -12,8 +12,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComfyUiConfig, Config, ConfigError, JobsConfig, OpenAiConfig, ProviderChoice, ProvidersConfig,
-    PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
+    ComfyUiConfig, Config, ConfigError, ImagesConfig, JobsConfig, OpenAiConfig, ProviderChoice,
+    ProvidersConfig, PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
     comfyui::read_workflow,
     ensure_writable_dir, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
@@ -76,6 +76,7 @@ pub struct RawConfig {
     pub log: String,
     pub jobs: JobsConfig,
     pub providers: ProvidersConfig,
+    pub images: ImagesConfig,
     pub push: PushConfig,
     pub tools: ToolsConfig,
 }
@@ -96,6 +97,7 @@ impl Default for RawConfig {
             log: DEFAULT_LOG.to_owned(),
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
+            images: ImagesConfig::default(),
             push: PushConfig::default(),
             tools: ToolsConfig::default(),
         }
@@ -213,6 +215,7 @@ impl RawConfig {
             None => None,
         };
         validate_jobs(&self.jobs)?;
+        self.images.validate()?;
         self.push.validate(&self.tokens)?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
@@ -240,6 +243,7 @@ impl RawConfig {
             fallback,
             routing: self.routing,
             providers: self.providers,
+            images: self.images,
             push: self.push,
             tools: validate_tools(self.tools)?,
             log: self.log,

@@ -577,6 +577,11 @@ fn out_of_range_settings_name_their_field() {
             ("[jobs]\nlease = \"500ms\"", "jobs.lease"),
             ("[jobs]\nretention = \"0s\"", "jobs.retention"),
             ("max_body_bytes = 100", "max_body_bytes"),
+            ("[images]\nqueue = 0", "images.queue"),
+            ("[images]\nquality = 0", "images.quality"),
+            ("[images]\nquality = 101", "images.quality"),
+            ("[images]\nmax_pixels = 100", "images.max_pixels"),
+            ("[images]\nmax_bytes = 10", "images.max_bytes"),
             ("[providers.openai]\npartial_images = 4", "providers.openai.partial_images"),
             (
                 "[providers.openai]\nmodel = \"dall-e-3\"\npartial_images = 1",
@@ -871,4 +876,26 @@ fn a_bad_comfyui_base_url_is_refused() {
         assert!(error.to_string().contains("providers.comfyui.base_url"), "{error}");
         Ok(())
     });
+}
+
+#[test]
+fn image_settings_load_from_the_file_and_the_environment() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file(
+            "offstage.toml",
+            "[images]\nworkers = 3\nprerender = [\"w=256&format=jpeg\"]\n",
+        )?;
+        jail.set_env("OFFSTAGE_IMAGES__QUALITY", "65");
+        let images = load(jail).unwrap().images;
+        assert_eq!(images.worker_count(), 3);
+        assert_eq!(images.quality, 65);
+        assert_eq!(images.prerender, ["w=256&format=jpeg"]);
+        assert_eq!(ImagesConfig::default().worker_count(), default_workers());
+        Ok(())
+    });
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }

@@ -30,6 +30,8 @@ pub enum ApiError {
     NoRoute(String),
     #[error("method not allowed here")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("internal error")]
     Internal(String),
 }
@@ -46,6 +48,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::UnknownProfile { .. } => "unknown_profile",
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -78,6 +82,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if matches!(self, ApiError::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::Busy(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
         response
     }

@@ -8,6 +8,7 @@
 mod error;
 mod events;
 pub mod guard;
+mod image;
 mod jobs;
 mod listen_tasks;
 mod mcp_errors;
@@ -83,7 +84,7 @@ pub fn router(
         .route_layer(from_fn_with_state(authenticator, authenticate));
     Router::new()
         .route("/healthz", get(health))
-        .route("/v1/jobs/{id}/image", get(jobs::image))
+        .route("/v1/jobs/{id}/image", get(image::image))
         .merge(authenticated)
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,10 +1,15 @@
 //! Image facts shared by tools, providers and HTTP views: sizes, formats, validation.
 //!
-//! Decoding is CPU work: callers run [`inspect`] on the blocking pool, never on a request task.
+//! Decoding is CPU work: callers run [`inspect`] and [`decode`] on the image pool
+//! ([`pipeline`]), never on a request task.
 
 pub mod fetch;
 pub mod files;
+pub mod pipeline;
 pub mod placeholder;
+pub mod variant;
+
+pub use variant::{Rendition, Variant, VariantError};
 
 use std::io::Cursor;
 
@@ -43,7 +48,7 @@ impl ImageSize {
 }
 
 /// Encodings we accept from providers and serve to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Png,
@@ -65,6 +70,16 @@ impl ImageFormat {
             ImageFormat::Png => "png",
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Webp => "webp",
+        }
+    }
+
+    /// `png`, `jpeg` (or `jpg`) and `webp`, as URL queries and settings name them.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "png" => Some(ImageFormat::Png),
+            "jpeg" | "jpg" => Some(ImageFormat::Jpeg),
+            "webp" => Some(ImageFormat::Webp),
+            _ => None,
         }
     }
 
@@ -115,6 +130,20 @@ pub enum ImageError {
 
 /// Sniffs the format, checks the limits, then decodes the whole image to prove it is intact.
 pub fn inspect(bytes: &[u8], limits: ImageLimits) -> Result<ImageInfo, ImageError> {
+    decode(bytes, limits).map(|decoded| decoded.info)
+}
+
+/// A valid image and its pixels.
+#[derive(Debug)]
+pub struct Decoded {
+    pub info: ImageInfo,
+    pub pixels: image::DynamicImage,
+}
+
+/// Like [`inspect`], keeping the pixels. The byte and pixel limits are checked before any
+/// pixel is decoded, and the decoder is held to them too, so a small file declaring a huge
+/// canvas (a decompression bomb) is refused without allocating it.
+pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<Decoded, ImageError> {
     if bytes.len() > limits.max_bytes {
         return Err(ImageError::TooLarge(bytes.len(), limits.max_bytes));
     }
@@ -130,10 +159,10 @@ pub fn inspect(bytes: &[u8], limits: ImageLimits) -> Result<ImageInfo, ImageErro
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(width);
     decoder_limits.max_image_height = Some(height);
-    decoder_limits.max_alloc = Some(limits.max_pixels * 4 + 1024 * 1024);
+    decoder_limits.max_alloc = Some(limits.max_pixels * 8 + 1024 * 1024);
     reader.limits(decoder_limits);
-    reader.decode().map_err(|error| ImageError::Corrupt(error.to_string()))?;
-    Ok(ImageInfo { format, width, height })
+    let pixels = reader.decode().map_err(|error| ImageError::Corrupt(error.to_string()))?;
+    Ok(Decoded { info: ImageInfo { format, width, height }, pixels })
 }
 
 #[cfg(test)]

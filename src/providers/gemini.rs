@@ -71,6 +71,8 @@ pub struct GeminiProvider {
     request_timeout: Duration,
     typical_latency: Duration,
     body_limit: usize,
+    /// Where answers are parsed (off the async workers).
+    parsing: super::Parsing,
 }
 
 /// The API key, kept as the header we send and as text to scrub from messages. Its `Debug` is
@@ -122,7 +124,14 @@ impl GeminiProvider {
             request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
             body_limit: MAX_RESPONSE_BYTES,
+            parsing: super::Parsing::default(),
         })
+    }
+
+    /// Parses answers on the server's image pool.
+    pub fn parsing(mut self, parsing: super::Parsing) -> Self {
+        self.parsing = parsing;
+        self
     }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
@@ -131,7 +140,9 @@ impl GeminiProvider {
         self
     }
 
-    fn decode_image(&self, body: &[u8]) -> Result<GeneratedImage, ProviderError> {
+    /// The image of a `generateContent` answer, or why there is none (CPU work: run it off
+    /// the async workers).
+    fn decode_image(body: &[u8], model: String) -> Result<GeneratedImage, ProviderError> {
         let invalid = |what: String| ProviderError::InvalidResponse(what);
         let parsed: GenerateContentResponse = serde_json::from_slice(body)
             .map_err(|error| invalid(format!("not the documented JSON: {error}")))?;
@@ -165,7 +176,7 @@ impl GeminiProvider {
             if bytes.is_empty() {
                 return Err(invalid("`inlineData.data` is empty".to_owned()));
             }
-            return Ok(GeneratedImage { bytes: bytes.into(), model: self.model.clone() });
+            return Ok(GeneratedImage { bytes: bytes.into(), model });
         }
         // No image. The model often says why in a text part; that text is the model's, not the
         // user's, so it is shortened before it reaches job records.
@@ -210,7 +221,8 @@ impl GeminiProvider {
                 let limit = self.body_limit;
                 ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
             })?;
-            return self.decode_image(&body);
+            let model = self.model.clone();
+            return self.parsing.run(move || Self::decode_image(&body, model)).await;
         }
         let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
         Err(status_error(status, retry_after, &body, &self.api_key))

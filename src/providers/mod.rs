@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use crate::{
     config::{ProviderChoice, ProvidersConfig},
-    images::ImageFormat,
+    images::{ImageFormat, pipeline::ImagePool},
 };
 
 /// What to draw, at which pixel size.
@@ -127,6 +127,34 @@ impl fmt::Debug for Partials {
 
 /// Why a provider could not produce an image.
 ///
+/// Where providers do the CPU work of reading an answer: a base64 image inside JSON is
+/// megabytes to scan and decode, milliseconds that would delay every request sharing an async
+/// worker. The server hands in its image pool (lowest CPU priority); without one (a provider
+/// built on its own) tokio's blocking pool does it.
+#[derive(Debug, Clone, Default)]
+pub struct Parsing {
+    pool: Option<ImagePool>,
+}
+
+impl Parsing {
+    pub fn on(pool: ImagePool) -> Parsing {
+        Parsing { pool: Some(pool) }
+    }
+
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        parse: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+    ) -> Result<T, ProviderError> {
+        let failed = |error: &dyn fmt::Display| {
+            ProviderError::InvalidResponse(format!("reading the answer failed: {error}"))
+        };
+        match &self.pool {
+            Some(pool) => pool.run(parse).await.map_err(|error| failed(&error))?,
+            None => tokio::task::spawn_blocking(parse).await.map_err(|error| failed(&error))?,
+        }
+    }
+}
+
 /// Variants name what went wrong, not where; [`ProviderError::is_retryable`] and
 /// [`ProviderError::speakable`] are the two questions the job runner asks.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -266,10 +294,15 @@ pub fn from_config(
     choice: ProviderChoice,
     config: &ProvidersConfig,
     http: reqwest::Client,
+    parsing: &Parsing,
 ) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     match choice {
-        ProviderChoice::Openai => Ok(Arc::new(openai::OpenAiProvider::new(&config.openai, http)?)),
-        ProviderChoice::Gemini => Ok(Arc::new(gemini::GeminiProvider::new(&config.gemini, http)?)),
+        ProviderChoice::Openai => Ok(Arc::new(
+            openai::OpenAiProvider::new(&config.openai, http)?.parsing(parsing.clone()),
+        )),
+        ProviderChoice::Gemini => Ok(Arc::new(
+            gemini::GeminiProvider::new(&config.gemini, http)?.parsing(parsing.clone()),
+        )),
         ProviderChoice::Stability => {
             Ok(Arc::new(stability::StabilityProvider::new(&config.stability, http)?))
         }
@@ -324,4 +357,28 @@ fn endpoint_url(base_url: &str, path: &str) -> Option<url::Url> {
         && base.fragment().is_none();
     let url = format!("{}/{path}", base.as_str().trim_end_matches('/'));
     usable.then(|| url::Url::parse(&url).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_name() -> Result<Option<String>, ProviderError> {
+        Ok(std::thread::current().name().map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn answers_are_parsed_on_the_image_pool_when_given_one() {
+        let pool = ImagePool::new(1, 2).unwrap();
+        let on_pool = Parsing::on(pool).run(thread_name).await.unwrap();
+        assert_eq!(on_pool.as_deref(), Some("offstage-image-0"));
+        let elsewhere = Parsing::default().run(thread_name).await.unwrap();
+        assert_ne!(elsewhere.as_deref(), Some("offstage-image-0"));
+        let failed = Parsing::default()
+            .run(|| -> Result<(), ProviderError> {
+                Err(ProviderError::InvalidResponse("no image".to_owned()))
+            })
+            .await;
+        assert!(matches!(failed, Err(ProviderError::InvalidResponse(m)) if m == "no image"));
+    }
 }

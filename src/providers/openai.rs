@@ -56,6 +56,8 @@ pub struct OpenAiProvider {
     request_timeout: Duration,
     typical_latency: Duration,
     body_limit: usize,
+    /// Where answers are parsed (off the async workers).
+    parsing: super::Parsing,
 }
 
 /// The API key. Its `Debug` is redacted so that no `{:?}` of the provider can leak it.
@@ -96,7 +98,14 @@ impl OpenAiProvider {
             request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
             body_limit: MAX_RESPONSE_BYTES,
+            parsing: super::Parsing::default(),
         })
+    }
+
+    /// Parses answers on the server's image pool.
+    pub fn parsing(mut self, parsing: super::Parsing) -> Self {
+        self.parsing = parsing;
+        self
     }
 
     /// Replaces [`MAX_RESPONSE_BYTES`], which also caps each streamed event; tests use it to
@@ -151,22 +160,25 @@ impl OpenAiProvider {
             let limit = self.body_limit;
             ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
         })?;
-        self.decode_image(&body)
+        let model = self.model.clone();
+        self.parsing.run(move || decode_image(&body, model)).await
     }
+}
 
-    fn decode_image(&self, body: &[u8]) -> Result<GeneratedImage, ProviderError> {
-        let invalid = |what: &str| ProviderError::InvalidResponse(what.to_owned());
-        let parsed: ImagesResponse = serde_json::from_slice(body).map_err(|error| {
-            ProviderError::InvalidResponse(format!("not the documented JSON: {error}"))
+/// The image of an `ImagesResponse` body (CPU work: run it off the async workers).
+fn decode_image(body: &[u8], model: String) -> Result<GeneratedImage, ProviderError> {
+    let invalid = |what: &str| ProviderError::InvalidResponse(what.to_owned());
+    let parsed: ImagesResponse = serde_json::from_slice(body).map_err(|error| {
+        ProviderError::InvalidResponse(format!("not the documented JSON: {error}"))
+    })?;
+    let first = parsed.data.unwrap_or_default().into_iter().next();
+    let encoded = first.ok_or_else(|| invalid("no image in `data`"))?.b64_json;
+    let encoded = encoded.ok_or_else(|| invalid("the image has no `b64_json`"))?;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_err(|error| {
+            ProviderError::InvalidResponse(format!("`b64_json` is not base64: {error}"))
         })?;
-        let first = parsed.data.unwrap_or_default().into_iter().next();
-        let encoded = first.ok_or_else(|| invalid("no image in `data`"))?.b64_json;
-        let encoded = encoded.ok_or_else(|| invalid("the image has no `b64_json`"))?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_err(
-            |error| ProviderError::InvalidResponse(format!("`b64_json` is not base64: {error}")),
-        )?;
-        Ok(GeneratedImage { bytes: bytes.into(), model: self.model.clone() })
-    }
+    Ok(GeneratedImage { bytes: bytes.into(), model })
 }
 
 #[async_trait]

@@ -129,13 +129,19 @@ impl Router {
     pub fn from_config(
         config: &Config,
         http: &reqwest::Client,
+        parsing: &super::Parsing,
     ) -> Result<Router, ProviderBuildError> {
         let routes = config
             .route()
             .into_iter()
             .map(|step| {
                 Ok(Route {
-                    provider: super::from_config(step.provider, &config.providers, http.clone())?,
+                    provider: super::from_config(
+                        step.provider,
+                        &config.providers,
+                        http.clone(),
+                        parsing,
+                    )?,
                     timeout: step.timeout,
                     slots: step.concurrency.map(|slots| Arc::new(Semaphore::new(slots))),
                     attempts: step.attempts,

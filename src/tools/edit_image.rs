@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     images::{
-        ImageFormat, ImageLimits, ImageSize,
+        ImageFormat, ImageSize,
         fetch::{FetchError, FetchedImage},
     },
     jobs::{Job, JobId, JobStatus, runner::JobFailure},
@@ -69,12 +69,11 @@ pub fn produces_image(tool: &str) -> bool {
 #[derive(Debug)]
 pub struct EditImage {
     services: Arc<Services>,
-    limits: ImageLimits,
 }
 
 impl EditImage {
     pub fn new(services: Arc<Services>) -> EditImage {
-        EditImage { services, limits: ImageLimits::default() }
+        EditImage { services }
     }
 
     /// The source picture's bytes, waiting for a source job still at work.
@@ -272,7 +271,7 @@ impl JobTool for EditImage {
             .edit(&request)
             .await
             .map_err(|failure| route_failure(job, failure))?;
-        keep(&self.services.images, self.limits, job, routed).await
+        keep(&self.services, job, routed).await
     }
 
     async fn discard(&self, id: &JobId) {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Annotations, Services, ToolError, typed::JobTool};
 use crate::{
-    images::{ImageInfo, ImageLimits, ImageSize, files::ImageFiles},
+    images::{ImageInfo, ImageSize, pipeline::PipelineError},
     jobs::{Job, JobId, runner::JobFailure},
     providers::{
         ImageRequest, PartialImage, Partials,
@@ -55,6 +55,9 @@ pub struct ImageJobOutput {
     #[serde(flatten)]
     pub image: ImageInfo,
     pub bytes: u64,
+    /// ThumbHash (base64) of the image, for a blurred stand-in while it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
     pub provider: String,
     pub model: String,
     /// Every provider call the job made, the successful one last.
@@ -72,12 +75,11 @@ impl ImageJobOutput {
 #[derive(Debug)]
 pub struct GenerateImage {
     services: Arc<Services>,
-    limits: ImageLimits,
 }
 
 impl GenerateImage {
     pub fn new(services: Arc<Services>) -> GenerateImage {
-        GenerateImage { services, limits: ImageLimits::default() }
+        GenerateImage { services }
     }
 }
 
@@ -88,7 +90,6 @@ const PARTIALS_QUEUED: usize = 4;
 /// the placeholder at `image_url` and a `job.progress` event. Partials stop with the drawing.
 pub(super) async fn generate_showing_partials(
     services: &Services,
-    limits: ImageLimits,
     job: &Job,
     request: &ImageRequest,
 ) -> Result<Routed, RouteFailure> {
@@ -105,7 +106,7 @@ pub(super) async fn generate_showing_partials(
     let showing = async {
         let mut shown = 0_u32;
         while let Some(partial) = receiver.recv().await {
-            if show_partial(services, limits, job, partial, shown + 1).await {
+            if show_partial(services, job, partial, shown + 1).await {
                 shown += 1;
             }
         }
@@ -117,16 +118,8 @@ pub(super) async fn generate_showing_partials(
 
 /// Checks one partial image, stores it as the job's placeholder and reports it. False when it
 /// was not shown (unusable bytes, or the job ended meanwhile).
-async fn show_partial(
-    services: &Services,
-    limits: ImageLimits,
-    job: &Job,
-    partial: PartialImage,
-    number: u32,
-) -> bool {
-    let bytes = partial.bytes.clone();
-    let checked = tokio::task::spawn_blocking(move || crate::images::inspect(&bytes, limits)).await;
-    if !matches!(checked, Ok(Ok(_))) {
+async fn show_partial(services: &Services, job: &Job, partial: PartialImage, number: u32) -> bool {
+    if services.pipeline.check(partial.bytes.clone()).await.is_err() {
         tracing::debug!(job = %job.id, index = partial.index, "skipping an unusable partial image");
         return false;
     }
@@ -220,10 +213,10 @@ impl JobTool for GenerateImage {
     async fn run(&self, input: ImageJobInput, job: &Job) -> Result<Value, JobFailure> {
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
-        let routed = generate_showing_partials(&self.services, self.limits, job, &request)
+        let routed = generate_showing_partials(&self.services, job, &request)
             .await
             .map_err(|failure| route_failure(job, failure))?;
-        keep(&self.services.images, self.limits, job, routed).await
+        keep(&self.services, job, routed).await
     }
 
     async fn discard(&self, id: &JobId) {
@@ -235,40 +228,43 @@ impl JobTool for GenerateImage {
     }
 }
 
-/// Validates a routed image, stores it as the job's image and returns the job's output.
-/// Shared by every tool that produces an image.
+/// Takes a routed image through the pipeline (validate, store once, preview, prerender) and
+/// returns the job's output. Shared by every tool that produces an image.
 pub(super) async fn keep(
-    files: &ImageFiles,
-    limits: ImageLimits,
+    services: &Services,
     job: &Job,
     routed: Routed,
 ) -> Result<Value, JobFailure> {
     let image = routed.image;
-    // Decoding is CPU work: keep it off the async workers that answer requests.
-    let bytes = image.bytes.clone();
-    let info = tokio::task::spawn_blocking(move || crate::images::inspect(&bytes, limits))
-        .await
-        .map_err(|_| permanent("internal", "Something went wrong checking the image."))?
-        .map_err(|error| {
-            tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
-            permanent(
-                "invalid_image",
-                "The image service sent back a broken image; please try again.",
-            )
+    let bytes = image.bytes.len() as u64;
+    let ingested =
+        services.pipeline.ingest(&job.id, image.bytes).await.map_err(|error| match error {
+            PipelineError::Image(error) => {
+                tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
+                permanent(
+                    "invalid_image",
+                    "The image service sent back a broken image; please try again.",
+                )
+            }
+            PipelineError::Storage(error) => {
+                tracing::error!(job = %job.id, %error, "could not store image");
+                JobFailure {
+                    detail: None,
+                    code: "storage".to_owned(),
+                    message: "I couldn't save the image; please try again.".to_owned(),
+                    retryable: true,
+                    retry_after: None,
+                }
+            }
+            PipelineError::Pool(error) => {
+                tracing::error!(job = %job.id, %error, "image pipeline failed");
+                permanent("internal", "Something went wrong checking the image.")
+            }
         })?;
-    files.write(&job.id, info.format, &image.bytes).await.map_err(|error| {
-        tracing::error!(job = %job.id, %error, "could not store image");
-        JobFailure {
-            detail: None,
-            code: "storage".to_owned(),
-            message: "I couldn't save the image; please try again.".to_owned(),
-            retryable: true,
-            retry_after: None,
-        }
-    })?;
     let output = ImageJobOutput {
-        image: info,
-        bytes: image.bytes.len() as u64,
+        image: ingested.info,
+        bytes,
+        preview: ingested.preview,
         provider: routed.provider.to_owned(),
         model: image.model,
         attempts: routed.attempts,

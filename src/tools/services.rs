@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Caller, JobView, Links, ToolError, view};
 use crate::{
     config::{DeliveryHint, PushConfig},
-    images::{fetch::ImageFetcher, files::ImageFiles},
+    images::{fetch::ImageFetcher, files::ImageFiles, pipeline::ImagePipeline},
     jobs::{Job, JobId, Micros, runner::JobRunner},
     providers::router::Router,
 };
@@ -22,6 +22,8 @@ pub struct Services {
     /// The image providers, in the order they are tried.
     pub router: Arc<Router>,
     pub images: ImageFiles,
+    /// Validates, stores, previews and renders images, on its own low-priority pool.
+    pub pipeline: ImagePipeline,
     /// The guarded client for image URLs callers hand us (`edit_image`).
     pub fetcher: ImageFetcher,
     pub push: PushConfig,

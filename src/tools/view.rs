@@ -57,6 +57,12 @@ pub struct JobView {
     /// Works at once: a placeholder while working, the image once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// ThumbHash (base64) of the finished image: decode it with any ThumbHash library to
+    /// paint a blurred stand-in of the right colours and shape while `image_url` loads. Add
+    /// `?w=512&format=webp` (widths 64 to 2048, formats webp, png, jpeg) to `image_url` for a
+    /// lighter copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
     /// Estimated milliseconds left, while working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_ms: Option<u64>,
@@ -134,6 +140,9 @@ impl JobView {
             tool: job.tool.clone(),
             status: job.status,
             image_url: produces_image.then(|| links.image_url(&job.id)),
+            preview: produces_image
+                .then(|| ImageJobOutput::of(job).and_then(|output| output.preview))
+                .flatten(),
             eta_ms: (job.status == JobStatus::Working).then(|| remaining_ms(job)),
             progress: (job.status == JobStatus::Working).then(|| job.progress.clone()).flatten(),
             result: job

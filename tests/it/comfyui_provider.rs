@@ -33,7 +33,12 @@ fn config(base_url: &str) -> ComfyUiConfig {
 /// The provider exactly as the server builds it.
 fn build(config: ComfyUiConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     let providers = ProvidersConfig { comfyui: config, ..ProvidersConfig::default() };
-    providers::from_config(ProviderChoice::Comfyui, &providers, reqwest::Client::new())
+    providers::from_config(
+        ProviderChoice::Comfyui,
+        &providers,
+        reqwest::Client::new(),
+        &Default::default(),
+    )
 }
 
 fn provider(config: ComfyUiConfig) -> Arc<dyn ImageProvider> {

@@ -30,7 +30,12 @@ fn config(base_url: &str) -> GeminiConfig {
 /// The provider exactly as the server builds it.
 fn build(config: GeminiConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     let providers = ProvidersConfig { gemini: config, ..ProvidersConfig::default() };
-    providers::from_config(ProviderChoice::Gemini, &providers, reqwest::Client::new())
+    providers::from_config(
+        ProviderChoice::Gemini,
+        &providers,
+        reqwest::Client::new(),
+        &Default::default(),
+    )
 }
 
 fn provider(config: GeminiConfig) -> Arc<dyn ImageProvider> {

@@ -15,6 +15,7 @@ mod gemini_jobs;
 mod gemini_provider;
 mod gemini_standin;
 mod http_views;
+mod image_variants;
 mod isolation;
 mod legacy_session;
 mod manifests;

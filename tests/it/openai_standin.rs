@@ -52,6 +52,8 @@ pub enum Reply {
     Garbage,
     /// 200 with `data: []`.
     NoData,
+    /// 200 whose `data[0].b64_json` is exactly these bytes (a crafted image).
+    Bytes(Arc<Vec<u8>>),
     /// A `text/event-stream` answer with exactly these events, then the end of the body; only
     /// for requests with `stream: true`. (`Image` answers a stream with the partial images
     /// asked for, then the final image.)
@@ -272,6 +274,7 @@ impl Shared {
             }
             Reply::Garbage => image_response(b"this is certainly not a PNG", "1024x1024"),
             Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
+            Reply::Bytes(bytes) => image_response(&bytes, "1024x1024"),
             Reply::Stream(_) => unreachable!("streams are answered by `stream`"),
             Reply::Error { status, code, message, retry_after } => {
                 let status = StatusCode::from_u16(status).expect("a valid scripted status");

@@ -32,7 +32,12 @@ fn config(base_url: &str) -> ReplicateConfig {
 /// The provider exactly as the server builds it.
 fn build(config: ReplicateConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     let providers = ProvidersConfig { replicate: config, ..ProvidersConfig::default() };
-    providers::from_config(ProviderChoice::Replicate, &providers, reqwest::Client::new())
+    providers::from_config(
+        ProviderChoice::Replicate,
+        &providers,
+        reqwest::Client::new(),
+        &Default::default(),
+    )
 }
 
 fn provider(config: ReplicateConfig) -> Arc<dyn ImageProvider> {

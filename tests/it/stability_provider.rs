@@ -31,7 +31,12 @@ fn config(base_url: &str) -> StabilityConfig {
 /// The provider exactly as the server builds it.
 fn build(config: StabilityConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
     let providers = ProvidersConfig { stability: config, ..ProvidersConfig::default() };
-    providers::from_config(ProviderChoice::Stability, &providers, reqwest::Client::new())
+    providers::from_config(
+        ProviderChoice::Stability,
+        &providers,
+        reqwest::Client::new(),
+        &Default::default(),
+    )
 }
 
 fn provider(config: StabilityConfig) -> Arc<dyn ImageProvider> {

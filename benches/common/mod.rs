@@ -1,0 +1,82 @@
+//! What the benchmarks share: the release `offstage serve` as a child process on a free
+//! loopback port, and stateless (2026-07-28) rmcp clients.
+
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use rmcp::{
+    ClientLifecycleMode, ClientServiceExt, RoleClient,
+    model::{ClientConfig, Implementation, ProtocolVersion},
+    service::RunningService,
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+/// A running server; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// Starts `offstage serve --log warn` plus `args`, with `env`, its data in `dir/data`
+    /// (`dir` may already hold a config file the args name). Returns once `/healthz` answers.
+    pub async fn start(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
+            .args(["serve", "--log", "warn"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn offstage");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ServerProcess { child, base, _dir: dir }
+    }
+
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+}
+
+/// A client speaking the 2026-07-28 stateless protocol.
+pub async fn stateless_client(mcp: &str) -> Client {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(mcp.to_owned()),
+    );
+    ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("connect")
+}

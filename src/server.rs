@@ -216,7 +216,7 @@ impl Core {
         .map_err(|error| StartError::HttpClient(error.to_string()))?;
         let images = ImageFiles::open(&config.data_dir)
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
-        let pipeline = ImagePipeline::new(&config.images, images.clone(), pool)?;
+        let pipeline = ImagePipeline::new(&config.images, images, pool)?;
         let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
         let composer = Arc::new(Composer::new(links.clone(), &config.push));
         let runner =
@@ -225,7 +225,6 @@ impl Core {
             runner: runner.clone(),
             links,
             router,
-            images,
             pipeline,
             fetcher,
             push: config.push.clone(),

@@ -891,11 +891,6 @@ fn image_settings_load_from_the_file_and_the_environment() {
         assert_eq!(images.worker_count(), 3);
         assert_eq!(images.quality, 65);
         assert_eq!(images.prerender, ["w=256&format=jpeg"]);
-        assert_eq!(ImagesConfig::default().worker_count(), default_workers());
         Ok(())
     });
-}
-
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }

@@ -77,13 +77,8 @@ pub async fn image(
 /// not be cached. `None` when there is none (yet, or it was just replaced by the final image).
 async fn partial_image(services: &Services, job: &Job) -> Option<Response> {
     let shown = job.progress.as_ref()?.get("partial_images")?.as_u64()?;
-    let bytes = tokio::fs::read(services.images.partial_path(&job.id)).await.ok()?;
-    let mime = match image::guess_format(&bytes).ok()? {
-        image::ImageFormat::Png => "image/png",
-        image::ImageFormat::Jpeg => "image/jpeg",
-        image::ImageFormat::WebP => "image/webp",
-        _ => return None,
-    };
+    let bytes = tokio::fs::read(services.pipeline.files().partial_path(&job.id)).await.ok()?;
+    let mime = ImageFormat::sniff(&bytes)?.mime();
     let mut response =
         image_response(StatusCode::OK, mime, PLACEHOLDER_CACHE, job, None, Body::from(bytes));
     response.headers_mut().insert("offstage-partial-image", HeaderValue::from(shown));
@@ -122,7 +117,7 @@ async fn final_image(
         return Ok(response);
     }
     let Some(rendition) = rendition else {
-        let path = services.images.path(&job.id, output.image.format);
+        let path = services.pipeline.files().path(&job.id, output.image.format);
         return serve_file(job, &path, format, &tag, None).await;
     };
     let rendered = services.pipeline.rendition(&job.id, &output.image, rendition);

@@ -83,6 +83,11 @@ impl ImageFormat {
         }
     }
 
+    /// The format the bytes announce (magic numbers only; nothing is decoded).
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        image::guess_format(bytes).ok().and_then(Self::from_image_crate)
+    }
+
     fn from_image_crate(format: image::ImageFormat) -> Option<Self> {
         match format {
             image::ImageFormat::Png => Some(ImageFormat::Png),

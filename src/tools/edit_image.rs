@@ -105,7 +105,7 @@ impl EditImage {
             }
         };
         let output = ImageJobOutput::of(&source).ok_or_else(gone)?;
-        let path = self.services.images.path(id, output.image.format);
+        let path = self.services.pipeline.files().path(id, output.image.format);
         let bytes = tokio::fs::read(&path).await.map_err(|error| {
             tracing::warn!(job = %job.id, %error, "source image file is missing");
             gone()
@@ -275,7 +275,7 @@ impl JobTool for EditImage {
     }
 
     async fn discard(&self, id: &JobId) {
-        self.services.images.delete(id).await;
+        self.services.pipeline.files().delete(id).await;
     }
 
     fn typical_duration(&self) -> Duration {

@@ -112,7 +112,7 @@ pub(super) async fn generate_showing_partials(
         }
     };
     let (routed, ()) = tokio::join!(drawing, showing);
-    services.images.delete_partial(&job.id).await;
+    services.pipeline.files().delete_partial(&job.id).await;
     routed
 }
 
@@ -123,7 +123,7 @@ async fn show_partial(services: &Services, job: &Job, partial: PartialImage, num
         tracing::debug!(job = %job.id, index = partial.index, "skipping an unusable partial image");
         return false;
     }
-    if let Err(error) = services.images.write_partial(&job.id, &partial.bytes).await {
+    if let Err(error) = services.pipeline.files().write_partial(&job.id, &partial.bytes).await {
         tracing::warn!(job = %job.id, %error, "could not store a partial image");
         return false;
     }
@@ -220,7 +220,7 @@ impl JobTool for GenerateImage {
     }
 
     async fn discard(&self, id: &JobId) {
-        self.services.images.delete(id).await;
+        self.services.pipeline.files().delete(id).await;
     }
 
     fn typical_duration(&self) -> Duration {

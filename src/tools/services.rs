@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Caller, JobView, Links, ToolError, view};
 use crate::{
     config::{DeliveryHint, PushConfig},
-    images::{fetch::ImageFetcher, files::ImageFiles, pipeline::ImagePipeline},
+    images::{fetch::ImageFetcher, pipeline::ImagePipeline},
     jobs::{Job, JobId, Micros, runner::JobRunner},
     providers::router::Router,
 };
@@ -21,8 +21,8 @@ pub struct Services {
     pub links: Links,
     /// The image providers, in the order they are tried.
     pub router: Arc<Router>,
-    pub images: ImageFiles,
-    /// Validates, stores, previews and renders images, on its own low-priority pool.
+    /// Validates, stores, previews and renders images on the low-priority pool; owns the
+    /// image files (`pipeline.files()`).
     pub pipeline: ImagePipeline,
     /// The guarded client for image URLs callers hand us (`edit_image`).
     pub fetcher: ImageFetcher,

@@ -101,12 +101,13 @@ pub struct ProviderRecord {
 }
 
 impl ProviderRecord {
-    fn of(job: &Job) -> Option<ProviderRecord> {
-        if let Some(output) = ImageJobOutput::of(job) {
+    /// From a completed job's parsed output, else from a failed job's error detail.
+    fn of(job: &Job, output: Option<&ImageJobOutput>) -> Option<ProviderRecord> {
+        if let Some(output) = output {
             return Some(ProviderRecord {
-                name: Some(output.provider),
-                model: Some(output.model),
-                attempts: output.attempts,
+                name: Some(output.provider.clone()),
+                model: Some(output.model.clone()),
+                attempts: output.attempts.clone(),
             });
         }
         let detail = job.error.as_ref()?.detail.as_ref()?;
@@ -135,14 +136,14 @@ pub struct WebhookView {
 impl JobView {
     pub fn of(job: &Job, links: &Links) -> JobView {
         let produces_image = super::edit_image::produces_image(&job.tool);
+        // Parsed once: every `job_status` builds a view.
+        let output = produces_image.then(|| ImageJobOutput::of(job)).flatten();
         JobView {
             job_id: job.id.to_string(),
             tool: job.tool.clone(),
             status: job.status,
             image_url: produces_image.then(|| links.image_url(&job.id)),
-            preview: produces_image
-                .then(|| ImageJobOutput::of(job).and_then(|output| output.preview))
-                .flatten(),
+            preview: output.as_ref().and_then(|output| output.preview.clone()),
             eta_ms: (job.status == JobStatus::Working).then(|| remaining_ms(job)),
             progress: (job.status == JobStatus::Working).then(|| job.progress.clone()).flatten(),
             result: job
@@ -151,7 +152,7 @@ impl JobView {
                 .and_then(|output| output.get(super::job::RESULT_KEY))
                 .cloned(),
             error: job.error.as_ref().map(|error| error.message.clone()),
-            provider: produces_image.then(|| ProviderRecord::of(job)).flatten(),
+            provider: produces_image.then(|| ProviderRecord::of(job, output.as_ref())).flatten(),
             created_at: job.created_at.to_rfc3339(),
             finished_at: job.finished_at.map(Micros::to_rfc3339),
             webhooks: None,

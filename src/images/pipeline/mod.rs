@@ -83,10 +83,6 @@ impl ImagePipeline {
         })
     }
 
-    pub fn limits(&self) -> ImageLimits {
-        self.limits
-    }
-
     pub fn files(&self) -> &ImageFiles {
         &self.files
     }

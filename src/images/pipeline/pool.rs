@@ -81,10 +81,6 @@ impl ImagePool {
     pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
     }
-
-    pub fn workers(&self) -> usize {
-        self.threads.current_num_threads()
-    }
 }
 
 /// Image work is throughput work. On Linux the pool runs under SCHED_IDLE: any request thread

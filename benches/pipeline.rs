@@ -10,10 +10,14 @@
 //!    `job_status` latency from stateless rmcp clients, idle, then while bursts of 50
 //!    `generate_image` jobs download, parse and run their pipeline (decode, preview,
 //!    prerendered 512 px WebP, durable stores). Idle windows of 3 s and bursts alternate until
-//!    the bursts add up to `BENCH_SECONDS` (default 10). The pool runs under SCHED_IDLE, so
-//!    `job_status` p99 should stay within 2x of idle.
+//!    the bursts add up to `BENCH_SECONDS` (default 10). The image pool and the provider
+//!    threads run under SCHED_IDLE, so `job_status` p99 should stay within 2x of idle. Each row
+//!    says how much CPU the hypervisor stole meanwhile (`steal` in /proc/stat).
+//!
+//! Diagnostics: `BENCH_PICTURE=64` answers with a 64x64 picture (no pixel work to speak of);
+//! `BENCH_PADDING=3200000` adds that many bytes to each answer (a real answer's download).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
-#![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
+#![allow(clippy::disallowed_methods, reason = "the BENCH_* variables are the benchmark's knobs")]
 
 mod common;
 
@@ -63,8 +67,24 @@ fn picture() -> Vec<u8> {
     out
 }
 
-fn seconds() -> u64 {
-    std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
+fn flat_picture(side: usize) -> Vec<u8> {
+    let side = u32::try_from(side).unwrap();
+    let image = image::RgbImage::from_pixel(side, side, image::Rgb([40, 90, 220]));
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+/// Time the hypervisor gave to other machines (`steal` in /proc/stat), as jiffies summed over
+/// both cores, so each table row can say how much of its window the machine was not ours.
+fn steal_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    cpu.split_whitespace().nth(8).and_then(|steal| steal.parse().ok()).unwrap_or(0)
 }
 
 fn per_image(png: &[u8]) {
@@ -106,10 +126,16 @@ fn per_image(png: &[u8]) {
 /// pseudo-random fraction in [0, 1): real providers take seconds and never answer 50 jobs in
 /// the same millisecond (`spread` zero answers at once). The body is serialised once, so the
 /// stand-in costs the shared cores next to nothing.
-async fn stand_in(png: &[u8], spread: Duration) -> String {
+fn stand_in(png: &[u8], spread: Duration) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(png);
     let body = bytes::Bytes::from(
-        serde_json::to_vec(&json!({ "created": 0, "data": [{ "b64_json": encoded }] })).unwrap(),
+        serde_json::to_vec(&json!({
+            "created": 0,
+            "data": [{ "b64_json": encoded }],
+            // Diagnostic: as many bytes to download as a real answer, for a tiny picture.
+            "padding": "x".repeat(env_number("BENCH_PADDING", 0)),
+        }))
+        .unwrap(),
     );
     let turn = Arc::new(AtomicU64::new(0));
     let app = Router::new().route(
@@ -125,10 +151,18 @@ async fn stand_in(png: &[u8], spread: Duration) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    // Its own thread and runtime: serving 3 MB answers must not delay the sampling clients'
+    // tasks in this process, which would count against the server.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            sender.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    receiver.recv().unwrap()
 }
 
 async fn start_server(provider_url: &str) -> ServerProcess {
@@ -237,14 +271,38 @@ async fn idle_window(clients: &[Client], job_id: &str, window: Duration) -> Hist
     tokio::join!(sample(clients, job_id, &phase), timer).0.0
 }
 
-fn row(label: &str, clients: usize, histogram: &Histogram<u64>, elapsed: Duration) -> String {
+/// Time spent in a phase, and how much of the machine was stolen meanwhile.
+#[derive(Default)]
+struct Clock {
+    elapsed: Duration,
+    steal: u64,
+}
+
+impl Clock {
+    async fn time<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let (started, stolen) = (Instant::now(), steal_jiffies());
+        let out = work.await;
+        self.elapsed += started.elapsed();
+        self.steal += steal_jiffies().saturating_sub(stolen);
+        out
+    }
+
+    /// Percent of both cores' time the hypervisor gave away (jiffies are 10 ms).
+    fn steal_percent(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.steal as f64 * 10.0 / (self.elapsed.as_secs_f64() * 1000.0 * cores) * 100.0
+    }
+}
+
+fn row(label: &str, clients: usize, histogram: &Histogram<u64>, clock: &Clock) -> String {
     format!(
-        "{label} | {clients} | {} | {:.0} | {} | {} | {} |",
+        "{label} | {clients} | {} | {:.0} | {} | {} | {} | {:.0} |",
         histogram.len(),
-        histogram.len() as f64 / elapsed.as_secs_f64(),
+        histogram.len() as f64 / clock.elapsed.as_secs_f64(),
         histogram.value_at_quantile(0.5),
         histogram.value_at_quantile(0.99),
         histogram.max(),
+        clock.steal_percent(),
     )
 }
 
@@ -252,22 +310,26 @@ fn row(label: &str, clients: usize, histogram: &Histogram<u64>, elapsed: Duratio
 async fn main() {
     let png = picture();
     per_image(&png);
+    // Diagnostic: `BENCH_PICTURE=64` answers with a 64x64 picture instead (almost no pixel
+    // work), to tell the pipeline's share of the load from the job bookkeeping's.
+    let side = env_number("BENCH_PICTURE", 1024);
+    let answer = if side == 1024 { png.clone() } else { flat_picture(side) };
 
-    let seconds = seconds();
+    let seconds = env_number("BENCH_SECONDS", 10) as u64;
     // Idle windows and bursts alternate, so drift of the shared machine (seen at ±50 % between
     // minutes) falls on both sides alike.
     println!(
         "\n## `job_status` idle vs while 50 image jobs run their pipeline (~{seconds} s each)\n"
     );
     println!(
-        "| provider answers | server | clients | calls | calls/s | p50 µs | p99 µs | max µs |"
+        "| provider answers | server | clients | calls | calls/s | p50 µs | p99 µs | max µs | steal % |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut summary = Vec::new();
     for (answers, spread) in
         [("spread over 2 s", Duration::from_secs(2)), ("all at once", Duration::ZERO)]
     {
-        let provider = stand_in(&png, spread).await;
+        let provider = stand_in(&answer, spread);
         let server = start_server(&provider).await;
         for clients in [1, 4] {
             let (idle, busy) = compare(&server, answers, clients, seconds).await;
@@ -302,28 +364,27 @@ async fn compare(
     idle_window(&pool, &job_id, Duration::from_secs(1)).await;
     let mut idle = Histogram::<u64>::new(3).unwrap();
     let mut busy = Histogram::<u64>::new(3).unwrap();
-    let (mut idle_time, mut busy_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut idle_clock, mut busy_clock) = (Clock::default(), Clock::default());
     let (mut rounds, mut skipped) = (0, 0);
-    while busy_time < Duration::from_secs(seconds) {
-        let started = Instant::now();
-        idle.add(idle_window(&pool, &job_id, IDLE_WINDOW).await).unwrap();
-        idle_time += started.elapsed();
-        let started = Instant::now();
+    while busy_clock.elapsed < Duration::from_secs(seconds) {
+        idle.add(idle_clock.time(idle_window(&pool, &job_id, IDLE_WINDOW)).await).unwrap();
         let phase = Phase::new();
-        let ((histogram, left_out), ()) =
-            tokio::join!(sample(&pool, &job_id, &phase), burst(&driver, rounds, &phase));
-        busy_time += started.elapsed();
+        let ((histogram, left_out), ()) = busy_clock
+            .time(async {
+                tokio::join!(sample(&pool, &job_id, &phase), burst(&driver, rounds, &phase))
+            })
+            .await;
         busy.add(histogram).unwrap();
         skipped += left_out;
         rounds += 1;
     }
     let jobs = rounds * BURST;
-    println!("| {answers} | {}", row("idle", clients, &idle, idle_time));
+    println!("| {answers} | {}", row("idle", clients, &idle, &idle_clock));
     let label = format!(
         "{BURST} image jobs at a time ({jobs} jobs, {:.1} jobs/s; {skipped} samples overlapping the 50 calls left out)",
-        jobs as f64 / busy_time.as_secs_f64()
+        jobs as f64 / busy_clock.elapsed.as_secs_f64()
     );
-    println!("| {answers} | {}", row(&label, clients, &busy, busy_time));
+    println!("| {answers} | {}", row(&label, clients, &busy, &busy_clock));
     for client in pool {
         let _ = client.cancel().await;
     }

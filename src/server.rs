@@ -23,7 +23,7 @@ use crate::{
     },
     mcp::{McpState, OffstageServer, Subscriptions},
     netguard,
-    providers::{Parsing, ProviderBuildError, router::Router},
+    providers::{Parsing, ProviderBuildError, router::Router, threads::ProviderThreads},
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
@@ -206,8 +206,13 @@ impl Core {
             .map_err(|error| StartError::HttpClient(error.to_string()))?;
         // One pool for all pixel work: providers parsing answers and the image pipeline.
         let pool = ImagePool::new(config.images.worker_count(), config.images.queue)?;
-        let router =
-            Arc::new(Router::from_config(config, &http_client, &Parsing::on(pool.clone()))?);
+        // Provider calls (answers of megabytes) run on threads of their own, below requests.
+        let threads = ProviderThreads::start()
+            .map_err(|source| StartError::Io { what: "the provider threads", source })?;
+        let router = Arc::new(
+            Router::from_config(config, &http_client, &Parsing::on(pool.clone()))?
+                .running_on(threads),
+        );
         let fetcher = ImageFetcher::new(FetchLimits {
             allow_private: config.tools.allow_private,
             private_allowlist: config.tools.image_hosts.clone(),

@@ -11,6 +11,7 @@ pub mod replicate;
 pub mod router;
 pub mod sketch;
 pub mod stability;
+pub mod threads;
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -13,13 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::FutureExt as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{
     EditRequest, GeneratedImage, ImageProvider, ImageRequest, Partials, ProviderBuildError,
-    ProviderError,
+    ProviderError, threads::ProviderThreads,
 };
 use crate::config::Config;
 
@@ -103,6 +104,8 @@ pub struct RouteFailure {
 pub struct Router {
     routes: Vec<Route>,
     backoff: Backoff,
+    /// Where provider calls run; without them (tests, embedding), on the caller's task.
+    threads: Option<ProviderThreads>,
 }
 
 enum Operation<'a> {
@@ -114,7 +117,13 @@ impl Router {
     /// `routes` must not be empty.
     pub fn new(routes: Vec<Route>, backoff: Backoff) -> Router {
         assert!(!routes.is_empty(), "a router needs at least one provider");
-        Router { routes, backoff }
+        Router { routes, backoff, threads: None }
+    }
+
+    /// Makes every provider call run on `threads`, off the caller's runtime.
+    #[must_use]
+    pub fn running_on(self, threads: ProviderThreads) -> Router {
+        Router { threads: Some(threads), ..self }
     }
 
     /// A router over a single provider tried once: for tests and embedding.
@@ -213,7 +222,7 @@ impl Router {
                     None => None,
                 };
                 let at = Instant::now();
-                let result = call(route, &operation).await;
+                let result = call(route, &operation, self.threads.as_ref()).await;
                 let mut record = Attempt {
                     provider: route.provider.name().to_owned(),
                     model: None,
@@ -255,16 +264,30 @@ impl Router {
     }
 }
 
-async fn call(route: &Route, operation: &Operation<'_>) -> Result<GeneratedImage, ProviderError> {
-    let provider = &route.provider;
-    let work = async {
-        match operation {
-            Operation::Generate(request, partials) => {
-                provider.generate_with_partials(request, partials).await
-            }
-            Operation::Edit(request) => provider.edit(request).await,
+async fn call(
+    route: &Route,
+    operation: &Operation<'_>,
+    threads: Option<&ProviderThreads>,
+) -> Result<GeneratedImage, ProviderError> {
+    let provider = Arc::clone(&route.provider);
+    let work = match operation {
+        Operation::Generate(request, partials) => {
+            let (request, partials) = ((*request).clone(), (*partials).clone());
+            async move { provider.generate_with_partials(&request, &partials).await }.boxed()
+        }
+        Operation::Edit(request) => {
+            let request = (*request).clone();
+            async move { provider.edit(&request).await }.boxed()
         }
     };
+    let work = async {
+        match threads {
+            Some(threads) => threads.run(work).await,
+            None => work.await,
+        }
+    };
+    // The limit is kept here, on the caller's runtime: it fires even when the provider threads
+    // get no CPU, and dropping `work` aborts the call there.
     match route.timeout {
         Some(limit) => {
             tokio::time::timeout(limit, work).await.unwrap_or(Err(ProviderError::Timeout))

@@ -119,13 +119,16 @@ pub(super) async fn generate_showing_partials(
 /// Checks one partial image, stores it as the job's placeholder and reports it. False when it
 /// was not shown (unusable bytes, or the job ended meanwhile).
 async fn show_partial(services: &Services, job: &Job, partial: PartialImage, number: u32) -> bool {
-    if services.pipeline.check(partial.bytes.clone()).await.is_err() {
-        tracing::debug!(job = %job.id, index = partial.index, "skipping an unusable partial image");
-        return false;
-    }
-    if let Err(error) = services.pipeline.files().write_partial(&job.id, &partial.bytes).await {
-        tracing::warn!(job = %job.id, %error, "could not store a partial image");
-        return false;
+    match services.pipeline.store_partial(&job.id, partial.bytes).await {
+        Ok(()) => {}
+        Err(PipelineError::Image(_)) => {
+            tracing::debug!(job = %job.id, index = partial.index, "skipping an unusable partial image");
+            return false;
+        }
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "could not store a partial image");
+            return false;
+        }
     }
     match services.runner.progress(&job.id, &json!({ "partial_images": number })).await {
         Ok(shown) => shown,

@@ -91,22 +91,27 @@ impl ImagePipeline {
         &self.pool
     }
 
-    /// Proves `bytes` are a whole image within the limits (a partial image, a fetched source).
-    pub async fn check(&self, bytes: Bytes) -> Result<ImageInfo, PipelineError> {
-        let limits = self.limits;
-        Ok(self.pool.run(move || super::inspect(&bytes, limits)).await??)
+    /// Stores `bytes` as job `id`'s partial image once they prove a whole image within the
+    /// limits; anything else is refused with [`PipelineError::Image`] and nothing is stored.
+    pub async fn store_partial(&self, id: &JobId, bytes: Bytes) -> Result<(), PipelineError> {
+        let (limits, files, id) = (self.limits, self.files.clone(), id.clone());
+        self.pool
+            .run(move || -> Result<(), PipelineError> {
+                super::inspect(&bytes, limits)?;
+                Ok(files.write_partial(&id, &bytes)?)
+            })
+            .await?
     }
 
     /// Takes a finished image for job `id`: decodes it once, computes its preview and
-    /// prerendered variants, then stores the variants and the original bytes unchanged.
-    /// Nothing is stored unless the image is valid.
+    /// prerendered variants, then stores the variants and the original bytes unchanged, all
+    /// in one task on the pool. Nothing is stored unless the image is valid.
     pub async fn ingest(&self, id: &JobId, bytes: Bytes) -> Result<Ingested, PipelineError> {
         let (limits, quality, prerender) = (self.limits, self.quality, self.prerender.clone());
-        let decoding = bytes.clone();
-        let (info, preview, renders) = self
-            .pool
-            .run(move || -> Result<_, ImageError> {
-                let decoded = super::decode(&decoding, limits)?;
+        let (files, id) = (self.files.clone(), id.clone());
+        self.pool
+            .run(move || -> Result<Ingested, PipelineError> {
+                let decoded = super::decode(&bytes, limits)?;
                 let info = decoded.info;
                 let pixels = Pixels::of(decoded.pixels);
                 // A preview that fails costs only the preview.
@@ -117,14 +122,14 @@ impl ImagePipeline {
                         renders.push((rendition, pixels.render(rendition, quality)?));
                     }
                 }
-                Ok((info, preview, renders))
+                drop(pixels);
+                for (rendition, rendered) in renders {
+                    files.write_rendition(&id, &rendition.file_name(), &rendered)?;
+                }
+                files.write(&id, info.format, &bytes)?;
+                Ok(Ingested { info, preview })
             })
-            .await??;
-        for (rendition, rendered) in renders {
-            self.files.write_rendition(id, &rendition.file_name(), &rendered).await?;
-        }
-        self.files.write(id, info.format, &bytes).await?;
-        Ok(Ingested { info, preview })
+            .await?
     }
 
     /// The file of `rendition` of job `id`'s image (`original`), rendered now if it is not
@@ -151,15 +156,16 @@ impl ImagePipeline {
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
                 return Ok(false);
             }
-            let bytes = tokio::fs::read(self.files.path(id, original.format)).await?;
             let (limits, quality) = (self.limits, self.quality);
-            let encoded = self
-                .pool
-                .run(move || -> Result<Vec<u8>, ImageError> {
-                    Pixels::of(super::decode(&bytes, limits)?.pixels).render(rendition, quality)
+            let (files, id, format) = (self.files.clone(), id.clone(), original.format);
+            self.pool
+                .run(move || -> Result<(), PipelineError> {
+                    let bytes = files.read(&id, format)?;
+                    let pixels = Pixels::of(super::decode(&bytes, limits)?.pixels);
+                    let encoded = pixels.render(rendition, quality)?;
+                    Ok(files.write_rendition(&id, &rendition.file_name(), &encoded)?)
                 })
                 .await??;
-            self.files.write_rendition(id, &rendition.file_name(), &encoded).await?;
             Ok::<_, PipelineError>(true)
         }
         .await?;

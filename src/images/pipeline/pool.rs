@@ -40,7 +40,7 @@ impl ImagePool {
         let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .thread_name(|index| format!("offstage-image-{index}"))
-            .start_handler(|_| lower_priority())
+            .start_handler(|_| crate::priority::lower_current_thread())
             .build()
             .map_err(|error| PoolError::Start(error.to_string()))?;
         Ok(ImagePool {
@@ -83,32 +83,6 @@ impl ImagePool {
     }
 }
 
-/// Image work is throughput work. On Linux the pool runs under SCHED_IDLE: any request thread
-/// that wakes preempts it at once, and it still has every core nobody else wants, so a burst
-/// of images cannot raise the latency of requests. (A low nice value is not enough: the
-/// scheduler lets the running thread finish its slice first, milliseconds per wake-up.)
-/// Elsewhere the pool takes the lowest priority it may.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    let lowered = {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        )
-    };
-    #[cfg(not(target_os = "linux"))]
-    let lowered =
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
-    if let Err(error) = lowered {
-        tracing::debug!(?error, "image pool runs at normal priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -126,16 +100,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn pool_threads_run_under_sched_idle() {
-        const SCHED_IDLE: u32 = 5;
-        let policy_of = || {
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            // Fields after the parenthesised name: state is field 3, policy is field 41.
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            after_name.split(' ').nth(38).unwrap().parse::<u32>().unwrap()
-        };
+        use crate::priority::{SCHED_IDLE, scheduling_policy};
         let pool = ImagePool::new(1, 4).unwrap();
-        assert_eq!(pool.run(policy_of).await.unwrap(), SCHED_IDLE);
-        assert_ne!(policy_of(), SCHED_IDLE, "the caller's thread is untouched");
+        assert_eq!(pool.run(scheduling_policy).await.unwrap(), SCHED_IDLE);
+        assert_ne!(scheduling_policy(), SCHED_IDLE, "the caller's thread is untouched");
     }
 
     #[tokio::test]

@@ -84,6 +84,23 @@ async fn unusable_images_are_refused_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn a_partial_image_is_stored_only_when_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline(dir.path(), &[]);
+    let id = JobId::generate();
+    let whole = png(64, 64);
+    let mut truncated = whole.to_vec();
+    truncated.truncate(truncated.len() / 2);
+    let refused = pipeline.store_partial(&id, Bytes::from(truncated)).await;
+    assert!(matches!(refused, Err(PipelineError::Image(_))), "{refused:?}");
+    assert!(files_in(&dir.path().join("images")).is_empty());
+    let before = pipeline.pool().finished();
+    pipeline.store_partial(&id, whole.clone()).await.unwrap();
+    assert_eq!(pipeline.pool().finished() - before, 1, "checked and stored in one pool task");
+    assert_eq!(std::fs::read(pipeline.files().partial_path(&id)).unwrap(), whole);
+}
+
+#[tokio::test]
 async fn a_rendition_is_rendered_once_however_many_ask_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = Arc::new(pipeline(dir.path(), &[]));

@@ -1,0 +1,41 @@
+//! The lowest CPU priority, for the threads that do background work (the image pool, provider
+//! calls), so that request threads always get a core first.
+
+/// Moves the calling thread to the lowest priority. On Linux that is SCHED_IDLE: any request
+/// thread that wakes preempts it at once, and it still has every core nobody else wants, so a
+/// burst of background work cannot raise the latency of requests. (A low nice value is not
+/// enough: the scheduler lets the running thread finish its slice first, milliseconds per
+/// wake-up.) Elsewhere the thread takes the lowest priority it may.
+pub fn lower_current_thread() {
+    #[cfg(target_os = "linux")]
+    let lowered = {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    let lowered =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    if let Err(error) = lowered {
+        tracing::debug!(?error, "background thread runs at normal priority");
+    }
+}
+
+/// Linux's number for SCHED_IDLE.
+#[cfg(all(test, target_os = "linux"))]
+pub const SCHED_IDLE: u32 = 5;
+
+/// The calling thread's scheduling policy, read from `/proc` as the kernel reports it.
+#[cfg(all(test, target_os = "linux"))]
+pub fn scheduling_policy() -> u32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the parenthesised name: state is field 3, policy is field 41.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(38).unwrap().parse::<u32>().unwrap()
+}

@@ -62,14 +62,16 @@ fn picture() -> Vec<u8> {
             channel(220.0 - fy * 0.15),
         ])
     });
-    let mut out = Vec::new();
-    image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
-    out
+    png(&image)
 }
 
 fn flat_picture(side: usize) -> Vec<u8> {
     let side = u32::try_from(side).unwrap();
     let image = image::RgbImage::from_pixel(side, side, image::Rgb([40, 90, 220]));
+    png(&image)
+}
+
+fn png(image: &image::RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
     image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
     out

@@ -15,7 +15,8 @@
 //!    says how much CPU the hypervisor stole meanwhile (`steal` in /proc/stat).
 //!
 //! Diagnostics: `BENCH_PICTURE=64` answers with a 64x64 picture (no pixel work to speak of);
-//! `BENCH_PADDING=3200000` adds that many bytes to each answer (a real answer's download).
+//! `BENCH_PADDING=3200000` adds that many bytes to each answer (a real answer's download);
+//! `BENCH_CLIENTS=1` runs only the single-client comparisons (for `scripts/sched-delays`).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "the BENCH_* variables are the benchmark's knobs")]
 
@@ -75,6 +76,14 @@ fn png(image: &image::RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
     image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
     out
+}
+
+/// How many sampling clients each comparison runs with: `BENCH_CLIENTS=1` for the single-client
+/// case alone (diagnostics), both by default.
+fn client_counts() -> Vec<usize> {
+    std::env::var("BENCH_CLIENTS")
+        .map(|list| list.split(',').map(|n| n.trim().parse().expect("BENCH_CLIENTS")).collect())
+        .unwrap_or_else(|_| vec![1, 4])
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -333,7 +342,7 @@ async fn main() {
     {
         let provider = stand_in(&answer, spread);
         let server = start_server(&provider).await;
-        for clients in [1, 4] {
+        for clients in client_counts() {
             let (idle, busy) = compare(&server, answers, clients, seconds).await;
             summary.push((answers, clients, idle, busy));
         }

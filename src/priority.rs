@@ -1,11 +1,13 @@
 //! The lowest CPU priority, for the threads that do background work (the image pool, provider
 //! calls), so that request threads always get a core first.
 
-/// Moves the calling thread to the lowest priority. On Linux that is SCHED_IDLE: any request
-/// thread that wakes preempts it at once, and it still has every core nobody else wants, so a
-/// burst of background work cannot raise the latency of requests. (A low nice value is not
-/// enough: the scheduler lets the running thread finish its slice first, milliseconds per
-/// wake-up.) Elsewhere the thread takes the lowest priority it may.
+/// Moves the calling thread to the lowest priority. On Linux that is SCHED_IDLE: a request
+/// thread that wakes preempts it at once, and it still has every core nobody else wants. (A
+/// low nice value is not enough: the scheduler lets the running thread finish its slice first,
+/// milliseconds per wake-up.) It is not absolute: under EEVDF (Linux 6.6 and later) a
+/// SCHED_IDLE thread that has waited long is still owed a slice, taken ahead of request
+/// threads; BENCHMARKS.md ("What the remaining single-client tail is") measures that.
+/// Elsewhere the thread takes the lowest priority it may.
 pub fn lower_current_thread() {
     #[cfg(target_os = "linux")]
     let lowered = {

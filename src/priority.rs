@@ -29,6 +29,15 @@ pub fn lower_current_thread() {
     }
 }
 
+/// A point where background work hands its CPU to any other thread waiting for it
+/// (`sched_yield`: one system call when none is). Background threads call it every few
+/// hundred microseconds of work: under EEVDF a SCHED_IDLE thread can be picked ahead of a
+/// waiting request thread and then keeps the CPU until the next scheduler tick (4 ms at
+/// HZ=250); a yield moves its virtual deadline back a slice and lets the scheduler pick again.
+pub fn offer_cpu() {
+    std::thread::yield_now();
+}
+
 /// Linux's number for SCHED_IDLE.
 #[cfg(all(test, target_os = "linux"))]
 pub const SCHED_IDLE: u32 = 5;

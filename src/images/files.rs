@@ -79,6 +79,7 @@ impl ImageFiles {
             let mut file = std::fs::File::create(&temporary)?;
             for chunk in bytes.chunks(CHUNK) {
                 file.write_all(chunk)?;
+                crate::priority::offer_cpu();
             }
             file.sync_all()?;
             std::fs::rename(&temporary, path)

@@ -114,11 +114,13 @@ impl ImagePipeline {
                 let decoded = super::decode(&bytes, limits)?;
                 let info = decoded.info;
                 let pixels = Pixels::of(decoded.pixels);
+                crate::priority::offer_cpu();
                 // A preview that fails costs only the preview.
                 let preview = pixels.thumbhash().ok();
                 let mut renders = Vec::new();
                 for rendition in prerender.iter().filter_map(|variant| variant.resolve(&info)) {
                     if !renders.iter().any(|(done, _)| *done == rendition) {
+                        crate::priority::offer_cpu();
                         renders.push((rendition, pixels.render(rendition, quality)?));
                     }
                 }

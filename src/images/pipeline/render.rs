@@ -110,7 +110,9 @@ impl Pixels {
 
     /// One rendition: a resize, then an encode.
     pub fn render(&self, rendition: Rendition, quality: u8) -> Result<Vec<u8>, ImageError> {
-        self.resize(rendition.width, rendition.height)?.encode(rendition.format, quality)
+        let resized = self.resize(rendition.width, rendition.height)?;
+        crate::priority::offer_cpu();
+        resized.encode(rendition.format, quality)
     }
 
     /// The ThumbHash of the image, base64: about 30 characters from which any app paints a

@@ -1,5 +1,5 @@
 //! The lowest CPU priority, for the threads that do background work (the image pool, provider
-//! calls), so that request threads always get a core first.
+//! calls), so that request threads get a core first wherever the kernel allows.
 
 /// Moves the calling thread to the lowest priority. On Linux that is SCHED_IDLE: a request
 /// thread that wakes preempts it at once, and it still has every core nobody else wants. (A

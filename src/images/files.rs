@@ -17,7 +17,7 @@ use crate::jobs::JobId;
 /// The most one read or write system call copies. A kernel built without preemption (as on
 /// our machines) lets a thread finish a copy before anyone else gets its core, SCHED_IDLE or
 /// not, and one 2.4 MB write into the page cache cost about 8 ms of CPU here. Between chunks
-/// the pool thread is back in user space, where a woken request thread takes the core at once.
+/// the pool thread is back in user space and offers the core ([`crate::priority::offer_cpu`]).
 const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]

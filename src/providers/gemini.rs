@@ -485,10 +485,9 @@ fn parse_delay(value: &str) -> Option<Duration> {
 fn decode_base64(encoded: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     let encoded = encoded.trim();
-    STANDARD
-        .decode(encoded)
+    super::decode_base64(&STANDARD, encoded)
         .ok()
-        .or_else(|| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
+        .or_else(|| super::decode_base64(&URL_SAFE_NO_PAD, encoded.trim_end_matches('=')).ok())
 }
 
 /// The supported ratio nearest `width:height`.

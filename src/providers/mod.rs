@@ -156,6 +156,41 @@ impl Parsing {
     }
 }
 
+/// Base64 of a provider's answer, decoded in pieces with the CPU offered between them
+/// ([`crate::priority::offer_cpu`]): a 3 MB image is a few milliseconds of decoding, longer
+/// than a request thread should queue behind the image pool. Errors give offsets in the whole
+/// input, as one call would.
+pub(crate) fn decode_base64(
+    engine: &impl base64::Engine,
+    encoded: &str,
+) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::DecodeError;
+    // A multiple of 4, so that every piece but the last is whole quads without padding.
+    const PIECE: usize = 64 * 1024;
+    let mut decoded = Vec::with_capacity(encoded.len() / 4 * 3 + 3);
+    for (index, piece) in encoded.as_bytes().chunks(PIECE).enumerate() {
+        let start = index * PIECE;
+        // Padding may end only the whole input; a piece decoded alone would accept it.
+        if start + piece.len() < encoded.len()
+            && let Some(at) = piece[PIECE - 2..].iter().position(|&byte| byte == b'=')
+        {
+            return Err(DecodeError::InvalidByte(start + PIECE - 2 + at, b'='));
+        }
+        engine.decode_vec(piece, &mut decoded).map_err(|error| match error {
+            DecodeError::InvalidByte(offset, byte) => {
+                DecodeError::InvalidByte(start + offset, byte)
+            }
+            DecodeError::InvalidLength(length) => DecodeError::InvalidLength(start + length),
+            DecodeError::InvalidLastSymbol { offset, symbol, symbol_value } => {
+                DecodeError::InvalidLastSymbol { offset: start + offset, symbol, symbol_value }
+            }
+            DecodeError::InvalidPadding => DecodeError::InvalidPadding,
+        })?;
+        crate::priority::offer_cpu();
+    }
+    Ok(decoded)
+}
+
 /// Variants name what went wrong, not where; [`ProviderError::is_retryable`] and
 /// [`ProviderError::speakable`] are the two questions the job runner asks.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -366,6 +401,48 @@ mod tests {
 
     fn thread_name() -> Result<Option<String>, ProviderError> {
         Ok(std::thread::current().name().map(str::to_owned))
+    }
+
+    #[test]
+    fn base64_decoded_in_pieces_is_the_whole_input_decoded_at_once() {
+        use base64::{
+            Engine as _,
+            engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+        };
+        // Sizes around the piece boundary, with and without padding at the end.
+        for length in [0, 1, 2, 3, 49_151, 49_152, 49_153, 200_001] {
+            let bytes: Vec<u8> = (0..length).map(|i| (i * 7 % 251) as u8).collect();
+            let padded = STANDARD.encode(&bytes);
+            assert_eq!(decode_base64(&STANDARD, &padded).unwrap(), bytes, "{length} bytes");
+            let unpadded = URL_SAFE_NO_PAD.encode(&bytes);
+            assert_eq!(decode_base64(&URL_SAFE_NO_PAD, &unpadded).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn base64_errors_name_offsets_in_the_whole_input() {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        let mut encoded = STANDARD.encode(vec![1_u8; 150_000]).into_bytes();
+        // A byte outside the alphabet in the third piece, and a length no encoder makes.
+        encoded[140_000] = b'!';
+        let bad_byte = String::from_utf8(encoded.clone()).unwrap();
+        assert_eq!(
+            decode_base64(&STANDARD, &bad_byte).unwrap_err(),
+            STANDARD.decode(&bad_byte).unwrap_err(),
+        );
+        // Padding that would end a piece, inside the input.
+        let mut padded_inside = STANDARD.encode(vec![1_u8; 150_000]).into_bytes();
+        padded_inside[65_535] = b'=';
+        let padded_inside = String::from_utf8(padded_inside).unwrap();
+        assert_eq!(
+            decode_base64(&STANDARD, &padded_inside).unwrap_err(),
+            STANDARD.decode(&padded_inside).unwrap_err(),
+        );
+        let bad_length = format!("{}A", &STANDARD.encode(vec![1_u8; 150_000])[..199_996]);
+        assert_eq!(
+            decode_base64(&STANDARD, &bad_length).unwrap_err(),
+            STANDARD.decode(&bad_length).unwrap_err(),
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use reqwest::{
     RequestBuilder, StatusCode,
     header::{CONTENT_TYPE, HeaderMap},
@@ -174,8 +173,8 @@ fn decode_image(body: &[u8], model: String) -> Result<GeneratedImage, ProviderEr
     let first = parsed.data.unwrap_or_default().into_iter().next();
     let encoded = first.ok_or_else(|| invalid("no image in `data`"))?.b64_json;
     let encoded = encoded.ok_or_else(|| invalid("the image has no `b64_json`"))?;
-    let bytes =
-        base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_err(|error| {
+    let bytes = super::decode_base64(&base64::engine::general_purpose::STANDARD, &encoded)
+        .map_err(|error| {
             ProviderError::InvalidResponse(format!("`b64_json` is not base64: {error}"))
         })?;
     Ok(GeneratedImage { bytes: bytes.into(), model })

@@ -64,21 +64,24 @@ impl Pixels {
         rebuilt.ok_or_else(|| ImageError::Corrupt("resized buffer has the wrong size".to_owned()))
     }
 
+    /// Lossy WebP; libwebp calls `checkpoint` between rows of macroblocks, tens of times per
+    /// image.
+    fn encode_webp(&self, quality: u8, checkpoint: impl webpx::Stop) -> webpx::Result<Vec<u8>> {
+        let (width, height) = self.dimensions();
+        let encoder = match self {
+            Pixels::Rgb(image) => webpx::Encoder::new_rgb(image.as_raw(), width, height),
+            Pixels::Rgba(image) => webpx::Encoder::new_rgba(image.as_raw(), width, height),
+        };
+        encoder.quality(f32::from(quality)).encode(checkpoint)
+    }
+
     /// Encoded as `format`; `quality` (1–100) applies to the lossy ones. JPEG has no alpha,
     /// so transparent pixels become their colour without it.
     pub fn encode(&self, format: ImageFormat, quality: u8) -> Result<Vec<u8>, ImageError> {
         let failed = |error: &dyn std::fmt::Display| ImageError::Corrupt(error.to_string());
-        let (width, height) = self.dimensions();
         match format {
             ImageFormat::Webp => {
-                let encoder = match self {
-                    Pixels::Rgb(image) => webp::Encoder::from_rgb(image.as_raw(), width, height),
-                    Pixels::Rgba(image) => webp::Encoder::from_rgba(image.as_raw(), width, height),
-                };
-                let encoded = encoder
-                    .encode_simple(false, f32::from(quality))
-                    .map_err(|error| failed(&format!("{error:?}")))?;
-                Ok(encoded.to_vec())
+                self.encode_webp(quality, OfferCpu).map_err(|error| failed(&error))
             }
             ImageFormat::Jpeg => {
                 let mut out = Vec::new();
@@ -137,6 +140,18 @@ impl Pixels {
     }
 }
 
+/// The WebP encoder's checkpoints offer the CPU ([`crate::priority::offer_cpu`]): an encode
+/// is 10–20 ms, half of the pool's work, with no other place to stop. It never stops the encode.
+#[derive(Debug, Clone, Copy)]
+struct OfferCpu;
+
+impl webpx::Stop for OfferCpu {
+    fn check(&self) -> Result<(), webpx::StopReason> {
+        crate::priority::offer_cpu();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +188,31 @@ mod tests {
             // The disc is still red in the middle.
             let centre = decoded.pixels.to_rgb8().get_pixel(256, 384).0;
             assert!(centre[0] > 180 && centre[1] < 80, "{format:?}: {centre:?}");
+        }
+    }
+
+    /// Counts the encoder's checkpoints.
+    #[derive(Debug, Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl webpx::Stop for &Count {
+        fn check(&self) -> Result<(), webpx::StopReason> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_webp_encoder_reaches_checkpoints_all_through_an_encode() {
+        for alpha in [false, true] {
+            let count = Count::default();
+            let bytes = picture(512, 512, alpha).encode_webp(80, &count).unwrap();
+            let checkpoints = count.0.into_inner();
+            // One before the encode, then libwebp's progress: analysis, each twentieth of the
+            // macroblock rows, the final assembly. Far fewer would leave long stretches.
+            assert!(checkpoints >= 20, "{checkpoints} checkpoints (alpha {alpha})");
+            let decoded = decode(&bytes, ImageLimits::default()).unwrap();
+            assert_eq!((decoded.info.width, decoded.info.height), (512, 512));
         }
     }
 

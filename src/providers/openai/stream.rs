@@ -12,7 +12,6 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
 use reqwest::StatusCode;
@@ -107,10 +106,10 @@ fn read_event(event: &Sse, api_key: &ApiKey) -> Result<Event, ProviderError> {
     let kind = parsed.kind.as_deref().or(event.event.as_deref()).unwrap_or_default();
     let image = || {
         let encoded = parsed.b64_json.as_deref().unwrap_or_default();
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|error| {
-                ProviderError::InvalidResponse(format!("`b64_json` is not base64: {error}"))
-            })?;
+        let standard = &base64::engine::general_purpose::STANDARD;
+        let bytes = super::super::decode_base64(standard, encoded.trim()).map_err(|error| {
+            ProviderError::InvalidResponse(format!("`b64_json` is not base64: {error}"))
+        })?;
         if bytes.is_empty() {
             return Err(ProviderError::InvalidResponse("an event has no `b64_json`".to_owned()));
         }
@@ -211,6 +210,8 @@ fn sse_error(error: sse_stream::Error) -> ProviderError {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn key() -> ApiKey {

@@ -13,6 +13,7 @@
 
 mod batch;
 mod outbox;
+mod schema;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -74,7 +75,7 @@ impl SqliteJobStore {
             .min_connections(1)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        schema::migrator().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone().read_only(true))

@@ -157,9 +157,9 @@ impl Parsing {
 }
 
 /// Base64 of a provider's answer, decoded in pieces with the CPU offered between them
-/// ([`crate::priority::offer_cpu`]): a 3 MB image is a few milliseconds of decoding, longer
-/// than a request thread should queue behind the image pool. Errors give offsets in the whole
-/// input, as one call would.
+/// ([`crate::priority::offer_cpu`]): a 3 MB image is a few milliseconds of decoding on a
+/// background thread (image pool or provider thread), longer than a request thread should
+/// queue behind it. Errors give offsets in the whole input, as one call would.
 pub(crate) fn decode_base64(
     engine: &impl base64::Engine,
     encoded: &str,
@@ -423,7 +423,7 @@ mod tests {
     fn base64_errors_name_offsets_in_the_whole_input() {
         use base64::{Engine as _, engine::general_purpose::STANDARD};
         let mut encoded = STANDARD.encode(vec![1_u8; 150_000]).into_bytes();
-        // A byte outside the alphabet in the third piece, and a length no encoder makes.
+        // A byte outside the alphabet in the third piece.
         encoded[140_000] = b'!';
         let bad_byte = String::from_utf8(encoded.clone()).unwrap();
         assert_eq!(
@@ -438,6 +438,7 @@ mod tests {
             decode_base64(&STANDARD, &padded_inside).unwrap_err(),
             STANDARD.decode(&padded_inside).unwrap_err(),
         );
+        // A length no encoder makes: one symbol in the last quad.
         let bad_length = format!("{}A", &STANDARD.encode(vec![1_u8; 150_000])[..199_996]);
         assert_eq!(
             decode_base64(&STANDARD, &bad_length).unwrap_err(),

@@ -47,7 +47,11 @@ pub async fn tools(command: &ToolsCommand, config: &Config) -> Result<Printed, C
     match command {
         ToolsCommand::Check { profile, markdown } => {
             let limits = config.tools.budgets;
-            let budgets = Budgets { per_tool: limits.per_tool, per_profile: limits.per_profile };
+            let budgets = Budgets {
+                per_tool: limits.per_tool,
+                per_profile: limits.per_profile,
+                reply_within: config.tools.reply_within,
+            };
             let mut stdout = String::new();
             let mut success = loaded.errors.is_empty();
             for name in pick(profile)? {

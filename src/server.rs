@@ -233,6 +233,7 @@ impl Core {
             pipeline,
             fetcher,
             push: config.push.clone(),
+            reply_within: config.tools.reply_within,
         });
         Ok((store, runner, services))
     }

@@ -387,6 +387,17 @@ fn validate_tools(tools: ToolsConfig) -> Result<ToolsConfig, ConfigError> {
             });
         }
     }
+    let within = tools.reply_within;
+    if within < std::time::Duration::from_millis(100) || within > ToolsConfig::MAX_REPLY_WITHIN {
+        return Err(ConfigError::Invalid {
+            field: "tools.reply_within",
+            message: format!(
+                "{} is out of range; use 100ms to {}",
+                humantime::format_duration(tools.reply_within),
+                humantime::format_duration(ToolsConfig::MAX_REPLY_WITHIN)
+            ),
+        });
+    }
     if http::HeaderName::from_bytes(tools.profile_header.as_bytes()).is_err() {
         return Err(ConfigError::Invalid {
             field: "tools.profile_header",

@@ -1,7 +1,7 @@
-//! `[tools]`: where manifest tools live, which tools each profile serves, and the token
-//! budgets every tool definition is held to.
+//! `[tools]`: where manifest tools live, which tools each profile serves, the token budgets
+//! every tool definition is held to, and how long any call may hold its caller.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,11 @@ pub struct ToolsConfig {
     pub profiles: BTreeMap<String, Vec<String>>,
     /// Budgets checked at startup, on reload and by `offstage tools check`.
     pub budgets: Budgets,
+    /// Every `tools/call` answers within this, whatever the tool or `wait_ms` asks for.
+    /// LiveKit's and openai-agents' MCP clients give each request 5 s by default, so the default
+    /// leaves room for the network.
+    #[serde(with = "humantime_serde")]
+    pub reply_within: Duration,
     /// Let manifest HTTP tools and `edit_image` URLs reach private, loopback and link-local
     /// addresses.
     pub allow_private: bool,
@@ -45,11 +50,18 @@ impl Default for ToolsConfig {
             profile_header: "Offstage-Profile".to_owned(),
             profiles: BTreeMap::new(),
             budgets: Budgets::default(),
+            reply_within: ToolsConfig::DEFAULT_REPLY_WITHIN,
             allow_private: false,
             image_hosts: Vec::new(),
             secrets: EnvSecrets::default(),
         }
     }
+}
+
+impl ToolsConfig {
+    pub const DEFAULT_REPLY_WITHIN: Duration = Duration::from_secs(3);
+    /// Beyond this a voice turn is lost whatever the client allows; slow work belongs in a job.
+    pub const MAX_REPLY_WITHIN: Duration = Duration::from_secs(60);
 }
 
 /// Token budgets (o200k tokens of name, description and compact parameters).

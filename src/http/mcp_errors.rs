@@ -1,4 +1,5 @@
-//! Gives rmcp's transport-level rejections a JSON-RPC error body, and the right status.
+//! Mends what rmcp's Streamable HTTP transport answers: its rejections get a JSON-RPC error
+//! body and the right status, and a session DELETE gets the status clients expect.
 //!
 //! rmcp answers some malformed requests with `text/plain` bodies, and a body that is not valid
 //! JSON with 415 even when its Content-Type was JSON. Clients and operators get a uniform
@@ -8,11 +9,26 @@
 use axum::{
     body::{Body, to_bytes},
     extract::Request,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::Response,
 };
 use serde_json::json;
+
+/// rmcp answers a session DELETE with 202 Accepted; the Python SDK (mcp 2.x, under openai-agents,
+/// pipecat and LiveKit) takes only 200 or 204 and logs "Session termination failed: 202" on
+/// every close. The session is gone when the answer leaves, so 204 No Content is the truth.
+pub async fn ended_session(request: Request, next: Next) -> Response {
+    let delete = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = Body::empty();
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    response
+}
 
 /// Error bodies are one line of text; anything bigger is not one of rmcp's rejections.
 const MAX_ERROR_BODY: usize = 64 * 1024;

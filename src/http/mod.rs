@@ -75,7 +75,8 @@ pub fn router(
         .route_service("/mcp/{profile}", mcp_service)
         .layer(from_fn_with_state(selector, profile::select))
         .layer(from_fn_with_state(security.max_body_bytes, listen_tasks::lift))
-        .layer(axum::middleware::from_fn(mcp_errors::jsonify));
+        .layer(axum::middleware::from_fn(mcp_errors::jsonify))
+        .layer(axum::middleware::from_fn(mcp_errors::ended_session));
     let authenticated = Router::new()
         .route("/v1/jobs/{id}", get(jobs::job))
         .route("/v1/events", get(events::events))

@@ -17,23 +17,42 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// An unguessable job identifier: a lowercase ULID (time-ordered, 80 random bits).
+/// An unguessable job identifier: 16 lowercase Crockford base32 characters, 80 random bits.
 ///
-/// Job ids double as capabilities in image URLs, so they must never be sequential.
+/// Job ids double as capabilities in image URLs, so they must never be sequential. Models copy
+/// them into `job_status` calls and read them in every result, so they are short: about 10
+/// o200k tokens, where the 26-character ULIDs of earlier versions cost about 17. Those still
+/// parse, so jobs stored before keep their ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(String);
 
+/// Crockford's base32 alphabet (no i, l, o, u), lower case.
+const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+const ID_LEN: usize = 16;
+const ULID_LEN: usize = 26;
+
 impl JobId {
     pub fn generate() -> JobId {
-        JobId(ulid::Ulid::generate().to_string().to_ascii_lowercase())
+        // rand's thread generator is a CSPRNG; 80 bits, five per character.
+        let bits = rand::random::<u128>() >> (128 - 5 * ID_LEN);
+        let id = (0..ID_LEN)
+            .rev()
+            .map(|digit| char::from(ID_ALPHABET[((bits >> (5 * digit)) & 31) as usize]))
+            .collect();
+        JobId(id)
     }
 
-    /// Accepts exactly the shape [`JobId::generate`] produces, case-insensitively.
+    /// Accepts exactly the shapes [`JobId::generate`] produces now and did before (ULIDs),
+    /// case-insensitively.
     pub fn parse(value: &str) -> Option<JobId> {
-        let value = value.trim();
-        let valid = value.len() == 26 && ulid::Ulid::from_string(value).is_ok();
-        valid.then(|| JobId(value.to_ascii_lowercase()))
+        let value = value.trim().to_ascii_lowercase();
+        let valid = match value.len() {
+            ID_LEN => value.bytes().all(|byte| ID_ALPHABET.contains(&byte)),
+            ULID_LEN => ulid::Ulid::from_string(&value).is_ok(),
+            _ => false,
+        };
+        valid.then_some(JobId(value))
     }
 
     pub fn as_str(&self) -> &str {
@@ -183,12 +202,29 @@ mod tests {
     #[test]
     fn job_ids_round_trip_and_reject_junk() {
         let id = JobId::generate();
-        assert_eq!(id.as_str().len(), 26);
+        assert_eq!(id.as_str().len(), 16);
         assert_eq!(JobId::parse(id.as_str()), Some(id.clone()));
         assert_eq!(JobId::parse(&id.as_str().to_ascii_uppercase()), Some(id));
         assert_eq!(JobId::parse("job-1"), None);
         assert_eq!(JobId::parse("../../etc/passwd"), None);
+        assert_eq!(JobId::parse("0123456789abcdei"), None, "not in the alphabet");
         assert_ne!(JobId::generate(), JobId::generate());
+        // Ids from before stay valid.
+        let old = JobId::parse("01KAZ4M2Q8D7P3X9V5N1C6B0TA").unwrap();
+        assert_eq!(old.as_str(), "01kaz4m2q8d7p3x9v5n1c6b0ta");
+    }
+
+    #[test]
+    fn job_ids_use_every_character_and_all_eighty_bits() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            seen.extend(JobId::generate().0.bytes());
+        }
+        assert_eq!(seen.len(), 32, "every character of the alphabet appears");
+        // The first character carries five bits too (80 = 16 x 5), so all 32 values occur there.
+        let firsts: std::collections::BTreeSet<u8> =
+            (0..2000).map(|_| JobId::generate().0.as_bytes()[0]).collect();
+        assert_eq!(firsts.len(), 32);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! The one place where MCP wire shapes are decided.
 
 use rmcp::model::{
-    CacheScope, CallToolResult, ContentBlock, ReadResourceResult, Resource, ResourceContents,
+    CacheScope, CallToolResult, ContentBlock, ReadResourceResult, ResourceContents,
     ResourceTemplate, Tool, ToolAnnotations,
 };
 use serde_json::json;
@@ -45,13 +45,7 @@ pub fn call_result(
     };
     match result {
         Ok(output) => {
-            let mut content = vec![ContentBlock::text(lead(output.text))];
-            content.extend(output.links.into_iter().map(|link| {
-                ContentBlock::resource_link(
-                    Resource::new(link.uri, link.name).with_mime_type(link.mime_type),
-                )
-            }));
-            let mut result = CallToolResult::success(content);
+            let mut result = CallToolResult::success(vec![ContentBlock::text(lead(output.text))]);
             result.structured_content = Some(output.structured);
             result
         }

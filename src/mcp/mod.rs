@@ -39,7 +39,9 @@ pub struct ProfileName(pub Arc<str>);
 
 use crate::{
     jobs::Job,
-    tools::{Caller, JobView, Links, ProgressSink, Registry, Services, ToolCall, ToolOutput},
+    tools::{
+        Caller, JobView, Links, ProgressSink, Registry, Services, ToolCall, ToolError, ToolOutput,
+    },
 };
 pub use list_changed::ToolListeners;
 pub use subscriptions::Subscriptions;
@@ -249,7 +251,12 @@ impl ServerHandler for OffstageServer {
         // Taken before the call runs, so they are the jobs that ended before it: a fast job
         // this very call starts can never be announced as news in its own reply.
         let mut earlier = if wants_task { Vec::new() } else { services.piggyback(&caller).await };
-        let result = tool.call(call).await;
+        // No call may outlive its caller's budget, whatever the tool or its arguments ask for:
+        // framework clients give up after 5 s and drop the answer.
+        let within = services.reply_within;
+        let result = tokio::time::timeout(within, tool.call(call)).await.unwrap_or_else(|_| {
+            Err(ToolError::Timeout { tool: request.name.to_string(), after: within })
+        });
         if wants_task && let Ok(ToolOutput { job: Some(job), text, .. }) = &result {
             // The job is durably stored before this returns, as SEP-2663 requires. The tool's
             // own line ("being made, don't call again") is the best status message to start with.
@@ -261,6 +268,14 @@ impl ServerHandler for OffstageServer {
         if wants_task {
             earlier = services.piggyback(&caller).await;
         }
+        // A result never repeats, as news, the job it is itself about (`job_status` of a job
+        // that just ended): the model would hear the same ending twice.
+        let about = result.as_ref().ok().and_then(|output| output.structured.get("job_id"));
+        let earlier: Vec<String> = earlier
+            .into_iter()
+            .filter(|(job, _)| about.and_then(serde_json::Value::as_str) != Some(job.as_str()))
+            .map(|(_, line)| line)
+            .collect();
         Ok(convert::call_result(result, &request.name, &earlier).into())
     }
 

@@ -41,7 +41,8 @@ impl InlineTool for CancelJob {
     type Input = CancelJobInput;
     const NAME: &'static str = NAME;
     const DESCRIPTION: &'static str = DESCRIPTION;
-    const WITHIN: Duration = Duration::from_secs(5);
+    // A store write and a signal: well inside any reply bound.
+    const WITHIN: Duration = Duration::from_secs(2);
 
     fn annotations(&self) -> Annotations {
         // It throws away work in progress, which cannot be undone.
@@ -70,6 +71,6 @@ impl InlineTool for CancelJob {
         };
         let view = self.services.view(&job).await?;
         self.services.mark_announced(&job).await;
-        Ok(ToolOutput { text, structured: view.to_json(), links: vec![], job: None })
+        Ok(ToolOutput { text, structured: view.to_json(), job: None })
     }
 }

@@ -4,23 +4,26 @@
 //! A profile is just a name and the definitions the caller chose; this module does not know
 //! where they came from. Over-budget is an error ([`BudgetError`]); the lint is advice.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use super::{Mode, ToolDefinition, tokens};
 
-/// Token budgets. Realtime contexts are small (28k usable on `gpt-realtime`) and every tool
-/// definition is resent with each response, so a tool should stay within a few sentences.
+/// Token budgets, and the time budget of a call. Realtime contexts are small (28k usable on
+/// `gpt-realtime`) and every tool definition is resent with each response, so a tool should
+/// stay within a few sentences; and a call must answer before the caller's client gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
     /// Most tokens one tool may cost (name, description and compact parameters).
     pub per_tool: usize,
     /// Most tokens all tools of a profile may cost together.
     pub per_profile: usize,
+    /// Every call answers within this (`tools.reply_within`); slower inline tools are cut.
+    pub reply_within: Duration,
 }
 
 impl Default for Budgets {
     fn default() -> Budgets {
-        Budgets { per_tool: 120, per_profile: 600 }
+        Budgets { per_tool: 120, per_profile: 600, reply_within: Duration::from_secs(3) }
     }
 }
 
@@ -42,6 +45,11 @@ pub enum Warning {
     LongDescription {
         words: usize,
     },
+    /// An inline tool allows itself longer than any call may take.
+    CutAtReplyBound {
+        within: Duration,
+        reply_within: Duration,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -55,6 +63,13 @@ impl fmt::Display for Warning {
             Warning::LongDescription { words } => {
                 write!(f, "description is {words} words (more than {MAX_DESCRIPTION_WORDS})")
             }
+            Warning::CutAtReplyBound { within, reply_within } => write!(
+                f,
+                "may take {} but calls are cut at {} (tools.reply_within); lower its timeout or \
+                 make it a job",
+                humantime::format_duration(*within),
+                humantime::format_duration(*reply_within)
+            ),
         }
     }
 }
@@ -99,7 +114,7 @@ pub fn check(profile_name: &str, tools: &[ToolDefinition], budgets: &Budgets) ->
             mode: definition.mode,
             tokens: tokens::of_definition(definition),
             source_tokens: tokens::of_source(definition),
-            warnings: lint(definition),
+            warnings: lint(definition, budgets),
         })
         .collect();
     Report {
@@ -285,8 +300,13 @@ const VAGUE_WORDS: &[&str] = &[
     "task", "thing", "stuff", "manager", "service", "api", "info", "general", "generic",
 ];
 
-fn lint(definition: &ToolDefinition) -> Vec<Warning> {
+fn lint(definition: &ToolDefinition, budgets: &Budgets) -> Vec<Warning> {
     let mut warnings = Vec::new();
+    if let Mode::Inline { within } = definition.mode
+        && within > budgets.reply_within
+    {
+        warnings.push(Warning::CutAtReplyBound { within, reply_within: budgets.reply_within });
+    }
     if is_vague(&definition.name) {
         warnings.push(Warning::VagueName);
     }

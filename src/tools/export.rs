@@ -4,19 +4,23 @@
 //! - `openai-realtime`: the `session.tools` array of a Realtime `session.update` (flat
 //!   function tools: `{"type":"function","name","description","parameters"}`).
 //! - `gemini-live`: the `tools` value of a Live API setup message,
-//!   `[{"functionDeclarations":[{"name","description","parameters"}]}]`, with parameters
-//!   converted to Gemini's `Schema` subset (see [`gemini`]).
+//!   `[{"functionDeclarations":[{"name","description","behavior","parameters"}]}]`, with
+//!   parameters in Gemini's `Schema` spelling of the portable subset
+//!   ([`portable::Dialect::Gemini`]). Job tools are `NON_BLOCKING` (their placeholder answers
+//!   the call at once, and the finished job's `toolResponse` arrives later, scheduled by the
+//!   delivery hint); inline tools are `BLOCKING`, which Gemini 3.8 no longer assumes.
 //! - `mcp`: `{"tools":[…]}` as in a `tools/list` result, without the paging and cache fields.
 //!
 //! All three start from the compact schema, never the source one.
-
-pub mod gemini;
 
 use std::{fmt, str::FromStr};
 
 use serde_json::{Map, Value, json};
 
-use super::{Annotations, ToolDefinition};
+use super::{
+    Annotations, Mode, ToolDefinition,
+    schema::portable::{self, Dialect},
+};
 
 /// A target platform for [`export`]; parses from `openai-realtime`, `gemini-live` or `mcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +96,8 @@ pub fn gemini_function_declaration(definition: &ToolDefinition) -> Value {
     let mut declaration = Map::new();
     declaration.insert("name".to_owned(), definition.name.as_ref().into());
     declaration.insert("description".to_owned(), definition.description.as_ref().into());
-    let parameters = gemini::parameters(&definition.input_schema);
+    declaration.insert("behavior".to_owned(), gemini_behavior(definition.mode).into());
+    let parameters = portable::lower(&definition.input_schema, Dialect::Gemini);
     let has_arguments = parameters
         .as_ref()
         .and_then(|schema| schema.get("properties"))
@@ -102,6 +107,14 @@ pub fn gemini_function_declaration(definition: &ToolDefinition) -> Value {
         declaration.insert("parameters".to_owned(), Value::Object(parameters));
     }
     Value::Object(declaration)
+}
+
+/// Gemini's `Behavior` for a tool: whether the model keeps talking while the call is open.
+pub fn gemini_behavior(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Job => "NON_BLOCKING",
+        Mode::Inline { .. } => "BLOCKING",
+    }
 }
 
 /// One tool as `tools/list` shows it (the same shape `mcp::convert::tool` builds).

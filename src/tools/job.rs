@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use super::{Caller, JobView, Links, ResourceLink, Services, ToolError, ToolOutput};
+use super::{Caller, JobView, Services, ToolError, ToolOutput};
 use crate::jobs::{
     Job, JobContext, JobStatus,
     runner::{Dedupe, NewJob, SubmitError},
@@ -81,16 +81,7 @@ pub async fn start(services: &Services, request: JobRequest<'_>) -> Result<ToolO
     if submitted.duplicate {
         structured["duplicate"] = json!(true);
     }
-    Ok(ToolOutput {
-        text,
-        structured,
-        links: vec![ResourceLink {
-            uri: Links::resource_uri(&job.id),
-            name: format!("{} job {}", tool, job.id),
-            mime_type: "application/json",
-        }],
-        job: Some(job),
-    })
+    Ok(ToolOutput { text, structured, job: Some(job) })
 }
 
 /// A generic job's output as stored: the tool's result under `result` (what the job JSON shows)
@@ -115,12 +106,13 @@ fn seconds(eta: Duration) -> f64 {
     eta.as_secs_f64().round().max(1.0)
 }
 
-/// The one line the model reads: it is under way, roughly when, and not to call again.
+/// The one line the model reads: it is under way, roughly when, not to call again, and the
+/// job id for `job_status`. Short, because some stacks wrap it in JSON before the model reads
+/// it (see `tests/stacks`: it must stay within 60 tokens everywhere).
 fn started_line(started: &str, tool: &str, job: &Job, eta: Duration) -> String {
     let started = started.trim().trim_end_matches('.');
     format!(
-        "{started}, ready in about {} s. Tell the user it's on its way; don't call {tool} again \
-         for it. Job {}.",
+        "{started}, ready in about {} s. Don't call {tool} again for it; job {}.",
         seconds(eta),
         job.id
     )
@@ -130,7 +122,7 @@ fn started_line(started: &str, tool: &str, job: &Job, eta: Duration) -> String {
 fn already_line(tool: &str, job: &Job, eta: Duration) -> String {
     let what = if super::edit_image::produces_image(tool) { "That image is" } else { "That is" };
     format!(
-        "{what} already being made, about {} s left; don't call {tool} again for it. Job {}.",
+        "{what} already being made, about {} s left; don't call {tool} again for it; job {}.",
         seconds(eta),
         job.id
     )
@@ -171,8 +163,9 @@ mod tests {
             Duration::from_millis(25_400),
         );
         assert!(line.starts_with("Making the image now, ready in about 25 s."), "{line}");
-        assert!(line.contains("don't call generate_image again"));
-        assert!(line.chars().count() <= 200, "{} chars: {line}", line.chars().count());
+        assert!(line.contains("Don't call generate_image again"), "{line}");
+        assert!(line.ends_with(&format!("; job {}.", job.id)), "{line}");
+        assert!(line.chars().count() <= 120, "{} chars: {line}", line.chars().count());
         let again = already_line("web_search", &job, Duration::ZERO);
         assert!(again.starts_with("That is already being made, about 1 s left"), "{again}");
     }

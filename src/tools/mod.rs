@@ -153,21 +153,18 @@ impl fmt::Debug for ToolCall {
     }
 }
 
-/// A successful result: one speakable line, the same facts as JSON, and resource links.
+/// A successful result: one speakable line and the same facts as JSON.
+///
+/// There is deliberately nothing else: openai-agents and LiveKit hand every other content block
+/// to the model as a JSON blob (a `resource_link` cost 90 tokens there) and pipecat drops it, so
+/// the line carries what a model needs (the job id included). MCP clients that want the job as
+/// a resource build its URI from the advertised template `offstage://jobs/{job_id}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutput {
     pub text: String,
     pub structured: Value,
-    pub links: Vec<ResourceLink>,
     /// The background job this call started (or found running), for MCP task results.
     pub job: Option<Job>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourceLink {
-    pub uri: String,
-    pub name: String,
-    pub mime_type: &'static str,
 }
 
 /// A call that did not work, phrased so the model knows what to change.
@@ -185,7 +182,7 @@ pub enum ToolError {
     #[error(
         "{tool} took longer than {} s and was stopped. Tell the user and try again, perhaps \
          asking for less.",
-        after.as_secs()
+        after.as_millis().div_ceil(1000)
     )]
     Timeout { tool: String, after: Duration },
     /// The tool ran and failed; `message` is its own sentence (a manifest's `say.failed`).

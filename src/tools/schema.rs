@@ -1,14 +1,19 @@
 //! Compact input schemas: every token of a tool definition competes with the persona and the
 //! dialogue in a realtime model's context, so each tool's source schema (schemars output, or one
-//! built from a manifest) is compiled to the smallest JSON Schema that accepts the same inputs.
+//! built from a manifest) is compiled to the smallest schema every stack takes as it is.
 //!
-//! [`compile`] is the one compiler. It inlines `$ref`s (recursive types stay as `$ref` into a
-//! trimmed `$defs`), drops what only humans or tooling read (`$schema`, `$id`, titles, examples,
-//! storage formats, `default: null`, the top-level description), turns nullable unions on
-//! optional properties into plain optional properties, folds `oneOf`s of constants into one
-//! `enum`, and flattens single-branch `allOf`/`anyOf`/`oneOf`. Property descriptions stay as
-//! written. The output is JSON Schema 2020-12 and accepts exactly the inputs the source does,
-//! except `null` for a property that may simply be left out.
+//! [`compile`] is the one compiler, in two steps. [`exact`] writes the smallest JSON Schema that
+//! accepts the same inputs as the source: it inlines `$ref`s (recursive types stay as `$ref`
+//! into a trimmed `$defs`), drops what only humans or tooling read (`$schema`, `$id`, titles,
+//! examples, storage formats, `default: null`, the top-level description), turns nullable
+//! unions on optional properties into plain optional properties, folds `oneOf`s of constants
+//! into one `enum`, and flattens single-branch `allOf`/`anyOf`/`oneOf`. Property descriptions
+//! stay as written. [`portable::lower`] then rewrites that into the subset that Gemini, OpenAI
+//! (strict or not), google-genai's MCP converter, pipecat, LiveKit and the MCP Inspector all
+//! accept; where the subset cannot say something it accepts more, never less, and the server
+//! still validates every call against the source schema.
+
+pub mod portable;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,8 +30,19 @@ pub fn source<T: JsonSchema>() -> Map<String, Value> {
     }
 }
 
-/// The smallest correct form of a source schema: what models see in `tools/list` and exports.
+/// What models see in `tools/list` and the OpenAI Realtime export: the [`exact`] form lowered
+/// into the portable subset. Always an object schema (`{"type": "object"}` at the least).
 pub fn compile(source: &Map<String, Value>) -> Map<String, Value> {
+    let mut compiled =
+        portable::lower(&exact(source), portable::Dialect::JsonSchema).unwrap_or_default();
+    // MCP requires `"type": "object"` at the root, and arguments are always an object.
+    compiled.insert("type".to_owned(), "object".into());
+    compiled
+}
+
+/// The smallest JSON Schema that accepts exactly what `source` accepts (but `null` for a
+/// property that may be left out).
+pub fn exact(source: &Map<String, Value>) -> Map<String, Value> {
     let root = Value::Object(source.clone());
     let mut compiler = Compiler::new(&root);
     let mut compiled = match compiler.schema(&root, 0) {

@@ -2,7 +2,7 @@
 //! cross-tool behaviour built on them — owner-checked reads, job views with their webhook
 //! deliveries, and the piggy-back lines that tell a conversation what finished meanwhile.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use super::{Caller, JobView, Links, ToolError, view};
 use crate::{
@@ -27,6 +27,8 @@ pub struct Services {
     /// The guarded client for image URLs callers hand us (`edit_image`).
     pub fetcher: ImageFetcher,
     pub push: PushConfig,
+    /// Every call answers within this (`tools.reply_within`); the MCP edge enforces it.
+    pub reply_within: Duration,
 }
 
 impl Services {
@@ -54,16 +56,16 @@ impl Services {
         caller.delivery.unwrap_or_else(|| self.push.delivery_for(tool))
     }
 
-    /// One line per job of this conversation that ended and was never announced to it; each
-    /// job is announced at most once. Failures here only cost the announcement, never the call.
-    pub async fn piggyback(&self, caller: &Caller) -> Vec<String> {
+    /// One line per job of this conversation that ended and was never announced to it, with
+    /// the job it is about; each job is announced at most once. Failures here only cost the announcement, never the call.
+    pub async fn piggyback(&self, caller: &Caller) -> Vec<(JobId, String)> {
         let Some(conversation) = &caller.conversation else { return Vec::new() };
         let store = self.runner.store();
         match store
             .take_unannounced(&caller.owner, conversation, Micros::now(), MAX_ANNOUNCED)
             .await
         {
-            Ok(jobs) => jobs.iter().map(view::announcement).collect(),
+            Ok(jobs) => jobs.iter().map(|job| (job.id.clone(), view::announcement(job))).collect(),
             Err(error) => {
                 tracing::warn!(%error, "could not read jobs to announce");
                 Vec::new()

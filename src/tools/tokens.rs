@@ -107,13 +107,13 @@ pub(in crate::tools) mod tests {
                 job_status::NAME,
                 job_status::DESCRIPTION,
                 annotations,
-                Mode::Inline { within: Duration::from_secs(25) },
+                Mode::Inline { within: Duration::from_secs(3) },
             ),
             ToolDefinition::typed::<cancel_job::CancelJobInput>(
                 cancel_job::NAME,
                 cancel_job::DESCRIPTION,
                 annotations,
-                Mode::Inline { within: Duration::from_secs(5) },
+                Mode::Inline { within: Duration::from_secs(2) },
             ),
         ]
     }

@@ -47,6 +47,16 @@ pub trait InlineTool: Send + Sync + fmt::Debug + 'static {
 
     fn annotations(&self) -> Annotations;
 
+    /// The description models read; [`Self::DESCRIPTION`] unless it depends on configuration.
+    fn description(&self) -> String {
+        Self::DESCRIPTION.to_owned()
+    }
+
+    /// The bound it answers within; [`Self::WITHIN`] unless it depends on configuration.
+    fn within(&self) -> Duration {
+        Self::WITHIN
+    }
+
     async fn call(&self, input: Self::Input, context: Context) -> Result<ToolOutput, ToolError>;
 }
 
@@ -99,14 +109,17 @@ pub trait JobTool: Send + Sync + fmt::Debug + 'static {
 pub struct Inline<T> {
     tool: T,
     definition: ToolDefinition,
+    within: Duration,
 }
 
 impl<T: InlineTool> Inline<T> {
     pub fn new(tool: T) -> Inline<T> {
-        let mode = Mode::Inline { within: T::WITHIN };
+        let within = tool.within();
+        let description = tool.description();
+        let mode = Mode::Inline { within };
         let definition =
-            ToolDefinition::typed::<T::Input>(T::NAME, T::DESCRIPTION, tool.annotations(), mode);
-        Inline { tool, definition }
+            ToolDefinition::typed::<T::Input>(T::NAME, &description, tool.annotations(), mode);
+        Inline { tool, definition, within }
     }
 }
 
@@ -119,9 +132,9 @@ impl<T: InlineTool> Tool for Inline<T> {
     async fn call(&self, call: ToolCall) -> Result<ToolOutput, ToolError> {
         let input = parse_arguments(T::NAME, call.arguments)?;
         let context = Context { caller: call.caller, progress: call.progress };
-        tokio::time::timeout(T::WITHIN, self.tool.call(input, context))
+        tokio::time::timeout(self.within, self.tool.call(input, context))
             .await
-            .map_err(|_| ToolError::Timeout { tool: T::NAME.to_owned(), after: T::WITHIN })?
+            .map_err(|_| ToolError::Timeout { tool: T::NAME.to_owned(), after: self.within })?
     }
 }
 

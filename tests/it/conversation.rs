@@ -59,6 +59,15 @@ async fn finished_jobs_lead_the_next_result_once_per_conversation() {
     assert_eq!(structured(&told)["status"], "completed");
     let after = generate(&voice, "a grey heron").await;
     assert!(announcements(&after).is_empty(), "{}", text(&after));
+
+    // Asking about a job that ended unannounced tells its ending once, not as news and again.
+    let heron = job_id(&after);
+    server.wait_ended_quietly(None, &heron).await;
+    let asked = call(&voice, "job_status", json!({"job_id": heron})).await;
+    assert_eq!(text(&asked).lines().count(), 1, "{}", text(&asked));
+    assert!(text(&asked).starts_with("The image is ready: http"), "{}", text(&asked));
+    let later = generate(&voice, "a white swan").await;
+    assert!(announcements(&later).is_empty(), "it was told: {}", text(&later));
     voice.cancel().await.unwrap();
     other.cancel().await.unwrap();
     server.stop().await;

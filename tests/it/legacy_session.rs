@@ -28,14 +28,15 @@ async fn legacy_session_is_pushed_the_finished_job_and_downloads_the_image() {
     let id = job_id(&result);
     let line = text(&result);
     assert!(line.chars().count() <= 200, "speakable line too long: {line}");
-    assert!(line.contains(&id) && line.contains("don't call generate_image again"), "{line}");
+    assert!(line.contains(&id) && line.contains("Don't call generate_image again"), "{line}");
+    assert_eq!(result.content.len(), 1, "one line, nothing a stack would dump as JSON");
     let view = structured(&result);
     assert_eq!(view["status"], "working");
     assert!(view["eta_ms"].as_u64().is_some_and(|eta| eta > 0));
+    // The job is a resource under the advertised template.
+    let templates = client.list_all_resource_templates().await.unwrap();
+    assert_eq!(templates[0].uri_template, "offstage://jobs/{job_id}");
     let uri = format!("offstage://jobs/{id}");
-    let link =
-        result.content.iter().find_map(|block| block.as_resource_link()).expect("resource_link");
-    assert_eq!(link.uri, uri);
 
     // The image URL works at once: a placeholder in the requested aspect ratio, never cached.
     let image_url = view["image_url"].as_str().unwrap().to_owned();
@@ -103,5 +104,38 @@ async fn every_legacy_protocol_version_is_served() {
         assert_eq!(structured(&result)["status"], "working", "{version:?}");
         client.cancel().await.unwrap();
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ending_a_session_answers_204_and_the_session_is_gone() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let response = http
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    let in_session = |request: reqwest::RequestBuilder| {
+        request
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+    };
+    let ended = in_session(http.delete(server.url())).send().await.unwrap();
+    // mcp 2.x (openai-agents, pipecat, LiveKit) warns on anything but 200 or 204.
+    assert_eq!(ended.status(), 204);
+    assert!(ended.bytes().await.unwrap().is_empty());
+    let after = in_session(http.post(server.url())).body(ping).send().await.unwrap();
+    assert_eq!(after.status(), 404, "the session is gone");
     server.stop().await;
 }

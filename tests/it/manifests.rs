@@ -135,8 +135,12 @@ async fn manifest_tools_are_listed_and_answer_inline() {
         json!({"type": "object", "properties": {
             "word": {"type": "string", "description": "A word to echo"},
             "times": {"type": "integer", "minimum": 1, "maximum": 3}},
-            "required": ["word"], "additionalProperties": false})
+            "required": ["word"]})
     );
+    // Closed all the same: the server refuses arguments the manifest does not declare.
+    let stray = call(&client, "echo_word", json!({"word": "hi", "loud": true})).await;
+    assert_eq!(stray.is_error, Some(true), "{stray:?}");
+    assert!(text(&stray).contains("`loud` is not a parameter"), "{stray:?}");
     assert!(listed.iter().any(|tool| tool.name == "generate_image"), "built-ins stay");
 
     let result = call(&client, "echo_word", json!({"word": "  fox "})).await;
@@ -174,7 +178,7 @@ async fn a_job_manifest_goes_through_the_push_path() {
 
     let started = call(&client, "echo_later", json!({"word": "owl"})).await;
     assert!(text(&started).starts_with("Echoing owl, ready in about"), "{}", text(&started));
-    assert!(text(&started).contains("don't call echo_later again"));
+    assert!(text(&started).contains("Don't call echo_later again"));
     let id = job_id(&started);
 
     // The host app's event stream carries the finished line and the result.

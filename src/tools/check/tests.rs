@@ -47,30 +47,49 @@ fn vague_names_are_flagged() {
 #[test]
 fn descriptions_need_when_to_use_guidance_and_brevity() {
     let guided = tool("get_weather", "Tell the weather. Use when the user asks.", &["city"]);
-    assert_eq!(lint(&guided), vec![]);
+    assert_eq!(lint(&guided, &Budgets::default()), vec![]);
     let unguided = tool("get_weather", "Returns weather data for a city.", &["city"]);
-    assert_eq!(lint(&unguided), vec![Warning::NoWhenToUse]);
+    assert_eq!(lint(&unguided, &Budgets::default()), vec![Warning::NoWhenToUse]);
     let long = "Tell the weather, use when asked. ".repeat(11);
     assert_eq!(
-        lint(&tool("get_weather", &long, &[])),
+        lint(&tool("get_weather", &long, &[]), &Budgets::default()),
         vec![Warning::LongDescription { words: 66 }]
     );
     let limit = "Tell the weather, use when asked. ".repeat(10);
-    assert_eq!(lint(&tool("get_weather", &limit, &[])), vec![]);
+    assert_eq!(lint(&tool("get_weather", &limit, &[]), &Budgets::default()), vec![]);
+}
+
+#[test]
+fn inline_tools_slower_than_the_reply_bound_are_flagged() {
+    let budgets = Budgets { reply_within: Duration::from_secs(2), ..Budgets::default() };
+    let slow = ToolDefinition {
+        mode: Mode::Inline { within: Duration::from_secs(8) },
+        ..tool("get_weather", "Tell the weather. Use when the user asks.", &["city"])
+    };
+    let warning = Warning::CutAtReplyBound {
+        within: Duration::from_secs(8),
+        reply_within: budgets.reply_within,
+    };
+    assert_eq!(lint(&slow, &budgets), vec![warning.clone()]);
+    assert!(warning.to_string().contains("cut at 2s"), "{warning}");
+    let fits = tool("get_weather", "Tell the weather. Use when the user asks.", &["city"]);
+    assert_eq!(lint(&fits, &budgets), vec![]);
+    let job = ToolDefinition { mode: Mode::Job, ..slow };
+    assert_eq!(lint(&job, &budgets), vec![], "jobs answer at once");
 }
 
 #[test]
 fn more_than_three_required_fields_is_a_warning() {
     let definition = tool("book_table", "Use when the user wants a table.", &["a", "b", "c", "d"]);
-    assert_eq!(lint(&definition), vec![Warning::TooManyRequired { count: 4 }]);
+    assert_eq!(lint(&definition, &Budgets::default()), vec![Warning::TooManyRequired { count: 4 }]);
     let three = tool("book_table", "Use when the user wants a table.", &["a", "b", "c"]);
-    assert_eq!(lint(&three), vec![]);
+    assert_eq!(lint(&three, &Budgets::default()), vec![]);
 }
 
 #[test]
 fn budgets_are_errors_per_tool_and_per_profile() {
     let tools = [tool("get_weather", "Use when asked.", &["city"]), tool("get_time", "?", &[])];
-    let budgets = Budgets { per_tool: 30, per_profile: 40 };
+    let budgets = Budgets { per_tool: 30, per_profile: 40, ..Budgets::default() };
     let report = check("tight", &tools, &budgets);
     let (first, second) = (report.tools[0].tokens, report.tools[1].tokens);
     assert!(first > 30 && second <= 30, "{first} {second}");
@@ -96,7 +115,7 @@ fn budgets_are_errors_per_tool_and_per_profile() {
 fn fixed_report() -> Report {
     Report {
         profile: "demo".to_owned(),
-        budgets: Budgets { per_tool: 100, per_profile: 150 },
+        budgets: Budgets { per_tool: 100, per_profile: 150, ..Budgets::default() },
         tools: vec![
             ToolReport {
                 name: "generate_image".to_owned(),

@@ -1,14 +1,14 @@
 //! Tests for `tools export`: each format's exact output for a small tool set, and validators for
 //! the documented shape rules run over every kind of schema the compiler writes.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::tools::{Mode, schema, tokens::tests::builtin};
+use crate::tools::{Mode, tokens::tests::builtin};
 
 const READ_ONLY: Annotations =
     Annotations { read_only: true, destructive: false, idempotent: true, open_world: true };
@@ -98,8 +98,7 @@ fn openai_realtime_is_a_flat_session_tools_array() {
                         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
                         "days": {"type": "integer", "minimum": 1, "maximum": 7}
                     },
-                    "required": ["city"],
-                    "additionalProperties": false
+                    "required": ["city"]
                 }
             },
             {
@@ -121,6 +120,7 @@ fn gemini_live_is_one_tool_of_function_declarations_with_upper_case_types() {
                 {
                     "name": "get_weather",
                     "description": "Tell the weather. Use when the user asks about the weather.",
+                    "behavior": "BLOCKING",
                     "parameters": {
                         "type": "OBJECT",
                         "properties": {
@@ -133,11 +133,29 @@ fn gemini_live_is_one_tool_of_function_declarations_with_upper_case_types() {
                 },
                 {
                     "name": "get_time",
-                    "description": "Tell the time. Use when the user asks what time it is."
+                    "description": "Tell the time. Use when the user asks what time it is.",
+                    "behavior": "BLOCKING"
                 }
             ]
         }])
     );
+}
+
+#[test]
+fn gemini_job_tools_are_non_blocking_and_inline_tools_blocking() {
+    let tools = builtin();
+    let declarations = export(&tools, ExportFormat::GeminiLive)[0]["functionDeclarations"].clone();
+    for (definition, declaration) in tools.iter().zip(declarations.as_array().unwrap()) {
+        assert_eq!(declaration["name"], *definition.name);
+        let expected = match definition.mode {
+            Mode::Job => "NON_BLOCKING",
+            Mode::Inline { .. } => "BLOCKING",
+        };
+        assert_eq!(declaration["behavior"], expected, "{declaration}");
+    }
+    let behaviors: BTreeSet<&str> =
+        declarations.as_array().unwrap().iter().filter_map(|d| d["behavior"].as_str()).collect();
+    assert_eq!(behaviors.len(), 2, "the built-in tools have both kinds: {declarations}");
 }
 
 #[test]
@@ -180,56 +198,6 @@ fn mcp_export_matches_what_the_server_lists() {
     }
 }
 
-#[test]
-fn gemini_rewrites_what_its_subset_cannot_say() {
-    let schema = json!({
-        "type": "object",
-        "properties": {
-            "level": {"type": "integer", "enum": [1, 2, 3], "description": "How loud."},
-            "mode": {"const": "fast"},
-            "when": {"type": "string", "format": "date-time"},
-            "site": {"type": "string", "format": "uri"},
-            "note": {"type": ["string", "null"]},
-            "either": {"type": ["string", "integer"], "description": "Name or id."},
-            "shape": {"oneOf": [
-                {"type": "object", "properties": {"r": {"type": "number"}}, "required": ["r"]},
-                {"type": "object", "properties": {"side": {"type": "number"}}}
-            ]},
-            "size": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
-            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-            "both": {"allOf": [{"type": "string"}, {"maxLength": 5, "description": "Short."}]}
-        },
-        "required": ["level", "note"],
-        "additionalProperties": false
-    });
-    let parameters = gemini::parameters(schema.as_object().unwrap()).unwrap();
-    assert_eq!(
-        Value::Object(parameters),
-        json!({
-            "type": "OBJECT",
-            "properties": {
-                "level": {"type": "INTEGER", "description": "How loud. One of: 1, 2, 3."},
-                "mode": {"type": "STRING", "enum": ["fast"]},
-                "when": {"type": "STRING", "format": "date-time"},
-                "site": {"type": "STRING"},
-                "note": {"type": "STRING", "nullable": true},
-                "either": {
-                    "anyOf": [{"type": "STRING"}, {"type": "INTEGER"}],
-                    "description": "Name or id."
-                },
-                "shape": {"anyOf": [
-                    {"type": "OBJECT", "properties": {"r": {"type": "NUMBER"}}, "required": ["r"]},
-                    {"type": "OBJECT", "properties": {"side": {"type": "NUMBER"}}}
-                ]},
-                "size": {"type": "INTEGER", "minimum": 1, "maximum": 9},
-                "tags": {"type": "OBJECT"},
-                "both": {"type": "STRING", "description": "Short."}
-            },
-            "required": ["level", "note"]
-        })
-    );
-}
-
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
 struct Folder {
@@ -241,21 +209,6 @@ struct Folder {
 #[allow(dead_code)]
 struct Browse {
     root: Option<Folder>,
-}
-
-#[test]
-fn gemini_unrolls_recursive_types_twice() {
-    let compact = schema::compile(&schema::source::<Browse>());
-    let parameters = gemini::parameters(&compact).unwrap();
-    let folder = |children: Value| {
-        json!({
-            "type": "OBJECT",
-            "properties": {"name": {"type": "STRING"}, "children": {"type": "ARRAY", "items": children}},
-            "required": ["name", "children"]
-        })
-    };
-    let expected = folder(folder(json!({"type": "OBJECT"})));
-    assert_eq!(parameters["properties"]["root"], expected);
 }
 
 /// Every kind of schema the compiler writes, as tools.
@@ -319,7 +272,9 @@ fn check_openai_tool(tool: &Value) {
 /// Gemini declarations: a valid name and parameters using only the `Schema` subset.
 fn check_gemini_declaration(declaration: &Value) {
     let object = declaration.as_object().unwrap();
-    assert!(object.keys().all(|key| ["name", "description", "parameters"].contains(&key.as_str())));
+    let keys = ["name", "description", "behavior", "parameters"];
+    assert!(object.keys().all(|key| keys.contains(&key.as_str())));
+    assert!(["BLOCKING", "NON_BLOCKING"].contains(&object["behavior"].as_str().unwrap()));
     let name = object["name"].as_str().unwrap();
     let first = name.chars().next().unwrap();
     assert!(first.is_ascii_alphabetic() || first == '_', "{name}");
@@ -335,10 +290,10 @@ fn check_gemini_declaration(declaration: &Value) {
 fn check_gemini_schema(schema: &Value) {
     let object = schema.as_object().unwrap_or_else(|| panic!("not a schema object: {schema}"));
     for key in object.keys() {
-        assert!(gemini::ALLOWED_KEYS.contains(&key.as_str()), "{key} in {schema}");
+        assert!(portable::KEYS.contains(&key.as_str()), "{key} in {schema}");
     }
     if let Some(kind) = object.get("type") {
-        assert!(gemini::TYPES.iter().any(|(_, gemini)| kind == *gemini), "{schema}");
+        assert!(portable::TYPES.iter().any(|(_, gemini)| kind == *gemini), "{schema}");
     }
     if let Some(values) = object.get("enum") {
         assert_eq!(object["type"], "STRING", "{schema}");

@@ -152,12 +152,7 @@ impl ManifestTool {
         match ran {
             Ok(result) => {
                 let text = self.finished_line(&args, &result).unwrap_or_else(|| shorten(&result));
-                Ok(ToolOutput {
-                    text,
-                    structured: json!({ "result": result }),
-                    links: vec![],
-                    job: None,
-                })
+                Ok(ToolOutput { text, structured: json!({ "result": result }), job: None })
             }
             Err(error) if error.code == "timeout" => Err(timeout()),
             Err(error) => Err(ToolError::Failed {

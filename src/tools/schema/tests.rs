@@ -1,5 +1,6 @@
-//! Tests for the schema compiler: the compact shapes it writes for schemars and hand-written
-//! sources, and that source and compact schemas accept the same inputs.
+//! Tests for the schema compiler: the exact shapes it writes for schemars and hand-written
+//! sources, that source and exact schemas accept the same inputs, and that the compiled
+//! (portable) schemas use only the portable subset and accept at least what the source does.
 
 use std::collections::HashMap;
 
@@ -11,12 +12,16 @@ use super::*;
 use crate::images::ImageSize;
 
 fn compiled<T: JsonSchema>() -> Value {
-    Value::Object(compile(&source::<T>()))
+    Value::Object(exact(&source::<T>()))
 }
 
 fn compile_value(source: Value) -> Value {
     let Value::Object(source) = source else { panic!("test sources are objects") };
-    Value::Object(compile(&source))
+    Value::Object(exact(&source))
+}
+
+fn portable_value(source: &Value) -> Value {
+    Value::Object(compile(source.as_object().expect("test sources are objects")))
 }
 
 /// A doc comment that must not reach the schema.
@@ -360,14 +365,106 @@ fn keywords_are_only_dropped_where_they_are_keywords() {
 #[test]
 fn compiling_twice_changes_nothing() {
     for source in [source::<Example>(), source::<Order>(), source::<Browse>(), source::<Folder>()] {
-        let once = compile(&source);
-        assert_eq!(compile(&once), once);
+        let once = exact(&source);
+        assert_eq!(exact(&once), once);
+        let portable = compile(&source);
+        assert_eq!(compile(&portable), portable);
     }
 }
 
 #[test]
-fn compact_and_source_schemas_accept_the_same_inputs() {
-    let cases: Vec<(Map<String, Value>, Vec<Value>)> = vec![
+fn compiled_schemas_are_closed_by_the_server_not_by_additional_properties() {
+    assert_eq!(
+        portable_value(&Value::Object(source::<Example>())),
+        json!({
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "description": "What to draw."},
+                "size": {
+                    "type": "string",
+                    "enum": ["square", "portrait", "landscape"],
+                    "description": "Square if omitted."
+                },
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": 20000}
+            },
+            "required": ["prompt"]
+        })
+    );
+}
+
+#[test]
+fn compiled_schemas_say_in_words_what_the_subset_cannot() {
+    let properties = portable_value(&Value::Object(source::<Order>()))["properties"].clone();
+    assert_eq!(
+        properties["attempts"],
+        json!({"type": "integer", "minimum": 0, "description": "Default: 3."})
+    );
+    assert_eq!(properties["counts"], json!({"type": "object"}));
+    assert_eq!(
+        properties["pair"],
+        json!({
+            "type": "array",
+            "items": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 255}, {"type": "string"}]},
+            "minItems": 2,
+            "maxItems": 2
+        })
+    );
+    assert_eq!(properties["email"], json!({"type": "string"}));
+    let schema = portable_value(&json!({
+        "type": "object",
+        "properties": {
+            "level": {"type": "integer", "enum": [1, 2, 3], "description": "How loud."},
+            "kept": {"type": ["string", "null"], "description": "Kept."},
+            "named": {"type": "string", "maxLength": 9, "pattern": "^a", "default": "abc"}
+        },
+        "required": ["kept"]
+    }));
+    assert_eq!(
+        schema["properties"],
+        json!({
+            "level": {"type": "integer", "description": "How loud. One of: 1, 2, 3."},
+            "kept": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Kept."},
+            "named": {"type": "string", "description": "Default: abc."}
+        })
+    );
+}
+
+#[test]
+fn compiled_schemas_use_only_the_portable_subset() {
+    let sources = [
+        source::<Example>(),
+        source::<Order>(),
+        source::<Browse>(),
+        source::<Folder>(),
+        source::<crate::tools::generate_image::GenerateImageInput>(),
+        source::<crate::tools::job_status::JobStatusInput>(),
+    ];
+    for source in sources {
+        let compiled = Value::Object(compile(&source));
+        portable::tests::assert_subset(&compiled, portable::Dialect::JsonSchema);
+        assert!(!compiled.to_string().contains("additionalProperties"), "{compiled}");
+    }
+}
+
+#[test]
+fn compiled_schemas_accept_everything_the_source_does() {
+    for (source, inputs) in cases() {
+        let source = Value::Object(source);
+        let compiled = portable_value(&source);
+        for input in inputs {
+            if validate::accepts(&source, &input) {
+                assert!(
+                    validate::accepts(&compiled, &input),
+                    "{input} lost\nsource: {source:#}\ncompiled: {compiled:#}"
+                );
+            }
+        }
+    }
+}
+
+/// Source schemas with inputs on both sides of them.
+fn cases() -> Vec<(Map<String, Value>, Vec<Value>)> {
+    vec![
         (
             source::<Example>(),
             vec![
@@ -404,8 +501,12 @@ fn compact_and_source_schemas_accept_the_same_inputs() {
                 json!({"depth": 1, "root": {"name": "/", "children": [{"name": "a"}]}}),
             ],
         ),
-    ];
-    for (source, inputs) in cases {
+    ]
+}
+
+#[test]
+fn exact_and_source_schemas_accept_the_same_inputs() {
+    for (source, inputs) in cases() {
         let source = Value::Object(source);
         let compact = compile_value(source.clone());
         let mut verdicts = BTreeSet::new();

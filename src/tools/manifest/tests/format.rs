@@ -38,7 +38,7 @@ fn object(value: Value) -> Map<String, Value> {
 fn shipped_manifests_parse() {
     let weather = shipped("get_weather.toml");
     assert_eq!(weather.name(), "get_weather");
-    assert_eq!(weather.mode(), Mode::Inline { within: Duration::from_secs(8) });
+    assert_eq!(weather.mode(), Mode::Inline { within: Duration::from_millis(2500) });
     assert_eq!(weather.retries(), 1);
     assert!(weather.annotations().read_only && weather.annotations().open_world);
     let names: Vec<&str> = weather.params().iter().map(|param| param.name.as_str()).collect();

@@ -354,7 +354,7 @@ async fn slow_services_time_out_promptly() {
     let (_stand_in, origin) =
         StandIn::start(|_| (Duration::from_secs(5), json_reply(200, forecast()))).await;
     let manifest = shipped("get_weather.toml", OPEN_METEO, &origin, |text| {
-        text.replace("timeout = \"8s\"", "timeout = \"300ms\"")
+        text.replace("timeout = \"2500ms\"", "timeout = \"300ms\"")
     });
     let started = Instant::now();
     let error = call(&manifest, berlin(), &context(&[])).await.unwrap_err();

@@ -1,33 +1,49 @@
-//! Gemini's function `parameters`: a compact JSON Schema rewritten into the OpenAPI-3 subset
-//! Google documents as `Schema` (Gemini API reference, "Schema" and its `Type` enum; the Live
-//! API guide "Tool use with Live API" takes the same `FunctionDeclaration`s in its setup).
+//! Portable schemas: a compact schema lowered into the one subset every stack we serve takes
+//! unchanged, in two spellings ([`Dialect`]).
 //!
-//! We use the `parameters` (`Schema`) form with upper-case types (`STRING`, `OBJECT`, …), as in
-//! Google's function-calling docs, not the newer `parametersJsonSchema`, which not every Live
-//! model or SDK accepts yet. The subset we emit is deliberately narrower than the reference
-//! lists: `type`, `format`, `description`, `nullable`, `enum`, `items`, `properties`,
-//! `required`, `minimum`, `maximum`, `minItems`, `maxItems`, `anyOf` and `propertyOrdering`.
-//! Everything else is dropped or rewritten:
+//! Each stack reads tool schemas through a converter of its own, and each breaks on something
+//! different: google-genai's MCP converter (`_mcp_utils`) walks `additionalProperties` as a
+//! schema and crashes on `false`; Gemini's `Schema` has one `type`, string-only `enum`s and no
+//! `const`, `oneOf`, `$ref` or `default`; LiveKit's Gemini path refuses type lists and
+//! recursive references; OpenAI's strict mode (openai-agents' `convert_schemas_to_strict`)
+//! rejects `default`, `minLength`, `maxLength`, `oneOf` and open objects; the MCP Inspector's
+//! `--strict` lint flags bare booleans and type lists. What all of them accept is small:
 //!
-//! - `enum` must be strings: string enums keep `type: STRING`; other enums are dropped and
-//!   their values named in the description. A string `const` becomes a one-value `enum`.
-//! - `null` in a type, enum or union becomes `nullable: true`; a type list becomes `anyOf`.
-//! - `oneOf` becomes `anyOf` (exclusivity is lost) and `allOf` branches are merged.
-//! - `format` is kept only for `date-time` on strings (the Gemini Developer API rejects most
-//!   other formats); `exclusiveMinimum`/`exclusiveMaximum` become inclusive bounds.
-//! - `additionalProperties`, `$defs`, `default`, `pattern`, lengths and tuples are dropped.
-//! - Recursive `$ref`s are unrolled twice; below that a value keeps only its type (an `OBJECT`
-//!   of any shape).
+//! `type` (one name), `description`, `enum` (strings, with `type: string`), `properties`,
+//! `required`, `items`, `anyOf` (below the root), `minimum`, `maximum`, `minItems`,
+//! `maxItems` and `format: date-time`; in the Gemini spelling also `nullable`.
 //!
-//! The model may therefore send arguments the server still rejects; the server validates
-//! against the real schema and answers with a message the model can act on.
+//! Everything else is rewritten or dropped, always towards accepting more, never less:
+//!
+//! - `additionalProperties` is dropped: a closed object stays closed because the server
+//!   validates arguments against the source schema (serde's `deny_unknown_fields`, the
+//!   manifest checker) and answers a stray argument with a sentence the model can act on.
+//! - Non-string `enum`s and `const`s are named in the description ("One of: 1, 2, 3."); a
+//!   string `const` becomes a one-value `enum`. An informative `default` is named in the
+//!   description too ("Default: 5.").
+//! - `null` in a type list, `enum` or union becomes an `anyOf` branch `{"type": "null"}` (JSON
+//!   Schema) or `nullable: true` (Gemini); other type lists become `anyOf`. `oneOf` becomes
+//!   `anyOf` (exclusivity is lost); `allOf` branches are merged.
+//! - Exclusive bounds become inclusive ones (exactly for integers); tuples (`prefixItems`)
+//!   become an `items` union; other formats, lengths, patterns and the rest are dropped.
+//! - References are inlined; a recursive type is unrolled twice, and below that a value keeps
+//!   only its type.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-/// Keys a Gemini schema node may carry in our output.
-pub const ALLOWED_KEYS: &[&str] = &[
+/// The two spellings of the portable subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// JSON Schema, as in `tools/list` and the OpenAI Realtime export.
+    JsonSchema,
+    /// Gemini's OpenAPI-3 `Schema` (upper-case types, `nullable`), as in the Gemini Live export.
+    Gemini,
+}
+
+/// Keys a lowered schema node may carry (`nullable` only in [`Dialect::Gemini`]).
+pub const KEYS: &[&str] = &[
     "type",
     "format",
     "description",
@@ -41,10 +57,9 @@ pub const ALLOWED_KEYS: &[&str] = &[
     "minItems",
     "maxItems",
     "anyOf",
-    "propertyOrdering",
 ];
 
-/// Gemini `Type` names for the JSON Schema types.
+/// JSON Schema type names and their Gemini `Type` names.
 pub const TYPES: &[(&str, &str)] = &[
     ("string", "STRING"),
     ("number", "NUMBER"),
@@ -57,21 +72,22 @@ pub const TYPES: &[(&str, &str)] = &[
 /// How many times one recursive type is expanded inside itself.
 const UNROLL: usize = 2;
 
-/// The Gemini form of a compact schema (see [`crate::tools::schema::compile`]), or `None` when
-/// nothing of it can be expressed.
-pub fn parameters(schema: &Map<String, Value>) -> Option<Map<String, Value>> {
+/// `schema` in the portable subset, or `None` when nothing of it can be expressed.
+pub fn lower(schema: &Map<String, Value>, dialect: Dialect) -> Option<Map<String, Value>> {
     let root = Value::Object(schema.clone());
-    let mut converter = Converter { root: &root, unrolled: BTreeMap::from([(String::new(), 1)]) };
-    converter.node(&root)
+    let mut lowering =
+        Lowering { root: &root, dialect, unrolled: BTreeMap::from([(String::new(), 1)]) };
+    lowering.node(&root)
 }
 
-struct Converter<'a> {
+struct Lowering<'a> {
     root: &'a Value,
+    dialect: Dialect,
     /// How often each reference target is being expanded on the current path.
     unrolled: BTreeMap<String, usize>,
 }
 
-impl Converter<'_> {
+impl Lowering<'_> {
     /// One schema node; `None` means the value cannot be described (and the property holding it
     /// is left out).
     fn node(&mut self, schema: &Value) -> Option<Map<String, Value>> {
@@ -94,17 +110,20 @@ impl Converter<'_> {
             return self.type_union(object, &types, nullable);
         }
         let kind = types.first().copied();
+        if kind.is_none() && nullable && !has_constraints(object) {
+            return Some(self.null_only());
+        }
         let mut out = Map::new();
         let mut notes = Vec::new();
-        if let Some(gemini) = kind.and_then(gemini_type) {
-            out.insert("type".to_owned(), gemini.into());
+        if let Some(name) = kind.and_then(|kind| self.type_name(kind)) {
+            out.insert("type".to_owned(), name.into());
         }
         if let Some(values) = listed_values(object) {
             nullable |= values.iter().any(Value::is_null);
             let values: Vec<Value> = values.into_iter().filter(|value| !value.is_null()).collect();
             let strings = values.iter().all(Value::is_string);
             if strings && !values.is_empty() && kind.is_none_or(|kind| kind == "string") {
-                out.insert("type".to_owned(), "STRING".into());
+                out.insert("type".to_owned(), self.type_name("string").into());
                 out.insert("enum".to_owned(), Value::Array(values));
             } else if !values.is_empty() {
                 let names: Vec<String> = values.iter().map(Value::to_string).collect();
@@ -130,7 +149,7 @@ impl Converter<'_> {
                 let mut kept = Vec::new();
                 for branch in branches {
                     match self.node(branch) {
-                        Some(only_null) if is_null_marker(&only_null) => nullable = true,
+                        Some(branch) if self.is_null_only(&branch) => nullable = true,
                         Some(branch) => kept.push(Value::Object(branch)),
                         None => {}
                     }
@@ -149,11 +168,7 @@ impl Converter<'_> {
                 }
             }
         }
-        describe(&mut out, object.get("description").and_then(Value::as_str), &notes);
-        if nullable {
-            out.insert("nullable".to_owned(), true.into());
-        }
-        Some(out)
+        Some(self.finish(out, describe(object, notes), nullable))
     }
 
     fn reference(
@@ -166,8 +181,9 @@ impl Converter<'_> {
         let depth = self.unrolled.entry(pointer.clone()).or_default();
         if *depth >= UNROLL {
             // Deeper levels keep their type but no longer say what is inside.
-            let kind = target.get("type").and_then(Value::as_str).and_then(gemini_type);
-            return Some(kind.map(|kind| ("type".to_owned(), kind.into())).into_iter().collect());
+            let kind = target.get("type").and_then(Value::as_str);
+            let name = kind.and_then(|kind| self.type_name(kind));
+            return Some(name.map(|name| ("type".to_owned(), name.into())).into_iter().collect());
         }
         *depth += 1;
         let inner = self.node(target);
@@ -193,6 +209,7 @@ impl Converter<'_> {
             let mut single = object.clone();
             single.insert("type".to_owned(), (*kind).into());
             single.remove("description");
+            single.remove("default");
             if let Some(branch) = self.node(&Value::Object(single)) {
                 branches.push(Value::Object(branch));
             }
@@ -202,11 +219,7 @@ impl Converter<'_> {
         }
         let mut out = Map::new();
         merge_union(&mut out, branches);
-        describe(&mut out, object.get("description").and_then(Value::as_str), &[]);
-        if nullable {
-            out.insert("nullable".to_owned(), true.into());
-        }
-        Some(out)
+        Some(self.finish(out, describe(object, Vec::new()), nullable))
     }
 
     /// `properties` and `required`; false when a required property cannot be described.
@@ -221,33 +234,54 @@ impl Converter<'_> {
             .and_then(Value::as_array)
             .map(|names| names.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let mut converted = Map::new();
+        let mut lowered = Map::new();
         for (name, property) in properties {
             match self.node(property) {
                 Some(property) => {
-                    converted.insert(name.clone(), Value::Object(property));
+                    lowered.insert(name.clone(), Value::Object(property));
                 }
                 // An optional property can simply be left out; a required one cannot.
                 None if required.contains(&name.as_str()) => return false,
                 None => {}
             }
         }
-        out.insert("type".to_owned(), "OBJECT".into());
-        out.insert("properties".to_owned(), Value::Object(converted));
+        let required: Vec<&str> =
+            required.into_iter().filter(|name| lowered.contains_key(*name)).collect();
+        out.insert("type".to_owned(), self.type_name("object").into());
+        out.insert("properties".to_owned(), Value::Object(lowered));
         if !required.is_empty() {
             out.insert("required".to_owned(), required.into());
         }
         true
     }
 
-    /// `items`, `minItems`, `maxItems`; false when the items cannot be described.
+    /// `items` (a tuple's members as one union), `minItems`, `maxItems`; false when the items
+    /// cannot be described.
     fn array_keywords(
         &mut self,
         object: &Map<String, Value>,
         out: &mut Map<String, Value>,
     ) -> bool {
-        if let Some(items @ Value::Object(_)) = object.get("items") {
-            let Some(items) = self.node(items) else { return false };
+        let mut members = Vec::new();
+        for prefix in object.get("prefixItems").and_then(Value::as_array).into_iter().flatten() {
+            match self.node(prefix) {
+                Some(member) => members.push(Value::Object(member)),
+                None => return false,
+            }
+        }
+        match object.get("items") {
+            Some(items @ Value::Object(_)) => {
+                let Some(items) = self.node(items) else { return false };
+                members.push(Value::Object(items));
+            }
+            Some(Value::Bool(false)) | None => {}
+            // `items: true` after a tuple: the rest may be anything, and so may the union.
+            Some(_) => members.clear(),
+        }
+        members.dedup();
+        if !members.is_empty() {
+            let mut items = Map::new();
+            merge_union(&mut items, members);
             out.insert("items".to_owned(), Value::Object(items));
         }
         for key in ["minItems", "maxItems"] {
@@ -257,10 +291,70 @@ impl Converter<'_> {
         }
         true
     }
+
+    fn type_name(&self, kind: &str) -> Option<&'static str> {
+        let (json, gemini) = TYPES.iter().find(|(json, _)| *json == kind)?;
+        Some(match self.dialect {
+            Dialect::JsonSchema => json,
+            Dialect::Gemini => gemini,
+        })
+    }
+
+    /// A node that allows only `null`.
+    fn null_only(&self) -> Map<String, Value> {
+        let (key, value) = match self.dialect {
+            Dialect::JsonSchema => ("type", Value::from("null")),
+            Dialect::Gemini => ("nullable", Value::Bool(true)),
+        };
+        Map::from_iter([(key.to_owned(), value)])
+    }
+
+    fn is_null_only(&self, node: &Map<String, Value>) -> bool {
+        *node == self.null_only()
+    }
+
+    /// The node with its description, and `null` allowed as the dialect spells it.
+    fn finish(
+        &self,
+        mut out: Map<String, Value>,
+        description: Option<String>,
+        nullable: bool,
+    ) -> Map<String, Value> {
+        if nullable && !out.is_empty() {
+            match self.dialect {
+                Dialect::Gemini => {
+                    out.insert("nullable".to_owned(), true.into());
+                }
+                Dialect::JsonSchema => {
+                    out.remove("description");
+                    let null = Value::Object(self.null_only());
+                    out = match out.remove("anyOf") {
+                        // A union already: `null` is one more branch.
+                        Some(Value::Array(mut branches)) if out.is_empty() => {
+                            branches.push(null);
+                            Map::from_iter([("anyOf".to_owned(), Value::Array(branches))])
+                        }
+                        branches => {
+                            if let Some(branches) = branches {
+                                out.insert("anyOf".to_owned(), branches);
+                            }
+                            let union = vec![Value::Object(out), null];
+                            Map::from_iter([("anyOf".to_owned(), Value::Array(union))])
+                        }
+                    };
+                }
+            }
+        }
+        if let Some(description) = description {
+            out.insert("description".to_owned(), description.into());
+        }
+        out
+    }
 }
 
-fn gemini_type(kind: &str) -> Option<&'static str> {
-    TYPES.iter().find(|(json, _)| *json == kind).map(|(_, gemini)| *gemini)
+/// Whether a node says anything about its value besides `type`.
+fn has_constraints(object: &Map<String, Value>) -> bool {
+    object.keys().any(|key| !["type", "description", "default"].contains(&key.as_str()))
 }
 
 /// The values an `enum` or `const` allows.
@@ -292,11 +386,6 @@ fn number_keywords(object: &Map<String, Value>, integer: bool, out: &mut Map<Str
     }
 }
 
-/// A converted `{type: null}` branch: nothing but `nullable`.
-fn is_null_marker(branch: &Map<String, Value>) -> bool {
-    branch.len() == 1 && branch.get("nullable") == Some(&Value::Bool(true))
-}
-
 /// One branch is merged into the node; several become `anyOf`.
 fn merge_union(out: &mut Map<String, Value>, mut branches: Vec<Value>) {
     match branches.len() {
@@ -314,11 +403,18 @@ fn merge_union(out: &mut Map<String, Value>, mut branches: Vec<Value>) {
     }
 }
 
-/// The node's description, followed by notes on what the subset could not say.
-fn describe(out: &mut Map<String, Value>, description: Option<&str>, notes: &[String]) {
+/// The node's description, followed by notes on what the subset could not say: the listed
+/// values it could not keep, then its default.
+fn describe(object: &Map<String, Value>, mut notes: Vec<String>) -> Option<String> {
+    if let Some(default) = object.get("default").filter(|value| !value.is_null()) {
+        let shown = default.as_str().map_or_else(|| default.to_string(), str::to_owned);
+        notes.push(format!("Default: {shown}."));
+    }
+    let description = object.get("description").and_then(Value::as_str);
     let mut parts: Vec<&str> = description.into_iter().collect();
     parts.extend(notes.iter().map(String::as_str));
-    if !parts.is_empty() {
-        out.insert("description".to_owned(), parts.join(" ").into());
-    }
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

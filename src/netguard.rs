@@ -16,12 +16,14 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 /// True for addresses no webhook may reach unless the operator allows private targets:
-/// loopback, private, link-local, carrier-grade NAT, unspecified, multicast and reserved.
+/// loopback, private, link-local, carrier-grade NAT, unspecified, multicast and reserved. An
+/// IPv6 address that carries an IPv4 one (mapped, compatible, translated, NAT64, 6to4, Teredo)
+/// is classed by the IPv4 address it carries, since that is where a gateway would deliver it.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_private_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_private_v4(v4);
             }
             let first = v6.segments()[0];
@@ -30,7 +32,9 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || is_nat64_private(v6)
+                || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed)
+                || v6.segments()[..4] == [0x100, 0, 0, 0] // discard-only 100::/64
+                || v6.segments()[..2] == [0x2001, 0xdb8] // documentation 2001:db8::/32
         }
     }
 }
@@ -48,15 +52,34 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT 100.64.0.0/10
 }
 
-/// 64:ff9b::/96 embeds an IPv4 address that NAT64 gateways will reach.
-fn is_nat64_private(ip: Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    if segments[..6] != [0x64, 0xff9b, 0, 0, 0, 0] {
-        return false;
+/// The IPv4 address an IPv6 address embeds, in every form that carries one to a v4 host.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (translated, RFC 2765).
+        [0, 0, 0, 0, 0, 0xffff, h, l] | [0, 0, 0, 0, 0xffff, 0, h, l] => Some(low(h, l)),
+        // ::a.b.c.d (compatible, deprecated); `::` and `::1` are IPv6's own.
+        [0, 0, 0, 0, 0, 0, h, l] if (h, l) != (0, 0) && (h, l) != (0, 1) => Some(low(h, l)),
+        // 64:ff9b::/96 (NAT64, RFC 6052) and 64:ff9b:1::/48 (local-use NAT64, RFC 8215).
+        [0x64, 0xff9b, 0, 0, 0, 0, h, l] | [0x64, 0xff9b, 1, _, _, _, h, l] => Some(low(h, l)),
+        // 2002:AABB:CCDD::/48 (6to4): the gateway's IPv4 address follows the prefix.
+        [0x2002, h, l, ..] => Some(low(h, l)),
+        // 2001:0::/32 (Teredo): the client's address, obfuscated, in the last 32 bits.
+        [0x2001, 0, _, _, _, _, h, l] => Some(low(!h, !l)),
+        _ => None,
     }
-    let [h1, h2] = segments[6].to_be_bytes();
-    let [l1, l2] = segments[7].to_be_bytes();
-    is_private_v4(Ipv4Addr::new(h1, h2, l1, l2))
+}
+
+/// Names that mean this host whatever DNS says (RFC 6761): `localhost` and `*.localhost`,
+/// with or without the root's trailing dot.
+fn is_local_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +99,9 @@ pub async fn check_url(url: &Url, allow_private: bool) -> Result<(), GuardError>
         None => return Err(GuardError::NoHost(url.to_string())),
         Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
         Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        Some(Host::Domain(domain)) if is_local_name(domain) => {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        }
         Some(Host::Domain(domain)) => tokio::net::lookup_host((domain, port))
             .await
             .map_err(|error| GuardError::Unresolvable {
@@ -106,6 +132,10 @@ impl Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if is_local_name(&host) && !allow_private {
+                let refusal = format!("{host} is this host");
+                return Err(Box::<dyn std::error::Error + Send + Sync>::from(refusal));
+            }
             let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
             let allowed: Vec<SocketAddr> =
                 resolved.filter(|address| allow_private || !is_private(address.ip())).collect();
@@ -146,17 +176,54 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
+            // Every IPv6 form that carries a private IPv4 address.
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo client 127.0.0.1
+            "fec0::1",
+            "100::1",
+            "2001:db8::1",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private} is private");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "::808:808",
+            "::ffff:0:808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7", // Teredo client 8.8.8.8
+        ] {
             assert!(!is_private(public.parse().unwrap()), "{public} is public");
+        }
+    }
+
+    #[test]
+    fn local_names_are_this_host_with_or_without_the_trailing_dot() {
+        for name in ["localhost", "localhost.", "LOCALHOST", "api.localhost", "api.localhost."] {
+            assert!(is_local_name(name), "{name}");
+        }
+        for name in ["localhost.example.com", "mylocalhost", "example.com."] {
+            assert!(!is_local_name(name), "{name}");
         }
     }
 
     #[tokio::test]
     async fn urls_to_private_targets_are_refused_unless_allowed() {
-        for url in ["http://127.0.0.1:9/hook", "http://[::1]/hook", "http://localhost:8080/x"] {
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]/hook",
+            "http://localhost:8080/x",
+            "http://localhost.:8080/x",
+            "http://[::127.0.0.1]/x",
+            "http://[::ffff:0:7f00:1]/x",
+        ] {
             let url = Url::parse(url).unwrap();
             assert!(
                 matches!(check_url(&url, false).await, Err(GuardError::Private { .. })),

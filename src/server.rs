@@ -3,7 +3,6 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use rmcp::ServiceExt;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -11,6 +10,7 @@ use url::Url;
 
 use crate::{
     config::{Config, ToolsConfig, inherited_env},
+    http::ConnectionLimits,
     images::{
         fetch::{FetchLimits, ImageFetcher},
         files::ImageFiles,
@@ -64,7 +64,7 @@ pub enum StartError {
 pub struct Server {
     local_addr: SocketAddr,
     core: Core,
-    http: JoinHandle<io::Result<()>>,
+    http: JoinHandle<()>,
 }
 
 /// Everything behind the transports, shared by HTTP and stdio.
@@ -91,19 +91,19 @@ impl Server {
             .map_err(|source| StartError::Io { what: "the listener", source })?;
         let links = Links::new(public_base(&config, local_addr));
         let core = Core::build(&config, links).await?;
-        let app =
-            crate::http::router(core.mcp.clone(), &config.security, &config.tools, &core.shutdown);
-        // rmcp writes a reply in several small pieces; without TCP_NODELAY, Nagle's algorithm
-        // holds the last one for the peer's delayed ACK and every call takes ~40 ms.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
+        let app = crate::http::router(core.mcp.clone(), &config, &core.shutdown);
+        let open_files = raise_open_file_limit();
+        let limits = ConnectionLimits {
+            max_connections: config.limits.connection_cap(open_files),
+            // Refusals use descriptors too: a sixteenth of the limit, within the quarter the
+            // cap leaves for them, the store and outgoing calls.
+            max_refusing: usize::try_from(open_files / 16).unwrap_or(64).clamp(4, 64),
+            header_timeout: config.limits.header_timeout,
+            idle_timeout: config.limits.idle_timeout,
+        };
+        tracing::debug!(open_files, max_connections = limits.max_connections, "connection cap");
         let shutdown = core.shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-        });
+        let http = tokio::spawn(crate::http::serve(listener, app, limits, shutdown));
         tracing::info!(
             mcp = %format!("http://{local_addr}/mcp"),
             data_dir = %config.data_dir.display(),
@@ -140,11 +140,10 @@ impl Server {
         self.core.shutdown.cancel();
         self.core.runner.shutdown().await;
         // Open SSE streams end with the shutdown token; don't let a stuck one hold us forever.
-        match tokio::time::timeout(Duration::from_secs(5), self.http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
+        match tokio::time::timeout(Duration::from_secs(10), self.http).await {
+            Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
-            Err(_elapsed) => tracing::warn!("HTTP server did not stop within 5 s"),
+            Err(_elapsed) => tracing::warn!("HTTP server did not stop within 10 s"),
         }
         self.core.store.close().await;
     }
@@ -299,6 +298,18 @@ fn manifest_backends(config: &ToolsConfig) -> Result<Backends, StartError> {
 
 /// `public_url` when set; otherwise the bound address, with a wildcard IP replaced by loopback
 /// so the URL is fetchable from this machine.
+/// Raises the soft open-file limit to the hard one (every connection is a descriptor), and
+/// returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "could not read or raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
 fn public_base(config: &Config, bound: SocketAddr) -> Url {
     if let Some(url) = &config.public_url {
         return url.clone();

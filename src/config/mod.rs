@@ -3,6 +3,7 @@
 
 pub mod comfyui;
 mod images;
+mod limits;
 mod push;
 mod raw;
 mod routing;
@@ -17,8 +18,9 @@ use std::{
 
 pub use comfyui::ComfyUiConfig;
 pub use images::ImagesConfig;
+pub use limits::LimitsConfig;
 pub use push::{PushConfig, WebhookConfig};
-pub use raw::{ConfigSources, DEFAULT_LOG, Overrides, RawConfig};
+pub use raw::{ConfigSources, DEFAULT_LOG, MCP_STREAM_KEEP_ALIVE, Overrides, RawConfig};
 pub use routing::{RoutePolicy, RouteStep};
 use serde::{Deserialize, Serialize};
 pub use tools::{Budgets, DEFAULT_PROFILE, EnvSecrets, ToolsConfig, inherited_env};
@@ -34,6 +36,8 @@ pub struct Config {
     /// Base of the absolute URLs we hand out (`image_url`). `None`: derived from the bound address.
     pub public_url: Option<Url>,
     pub security: SecurityConfig,
+    /// What one client may hold: connections, slow requests, sessions, streams.
+    pub limits: LimitsConfig,
     pub jobs: JobsConfig,
     /// The first provider tried; never `Auto` after validation.
     pub provider: ProviderChoice,
@@ -502,6 +506,7 @@ impl Config {
                 allowed_origins: raw::default_allowed_origins(),
                 max_body_bytes: raw::DEFAULT_MAX_BODY_BYTES,
             },
+            limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),
             provider: ProviderChoice::Sketch,
             fallback: Vec::new(),

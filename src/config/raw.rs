@@ -12,14 +12,16 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComfyUiConfig, Config, ConfigError, ImagesConfig, JobsConfig, OpenAiConfig, ProviderChoice,
-    ProvidersConfig, PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
+    ComfyUiConfig, Config, ConfigError, ImagesConfig, JobsConfig, LimitsConfig, OpenAiConfig,
+    ProviderChoice, ProvidersConfig, PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
     comfyui::read_workflow,
     ensure_writable_dir, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
 };
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The keep-alive of MCP's own SSE streams (set in `http`); idle connections are longer.
+pub const MCP_STREAM_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// rmcp logs every stateless request at `info`; that is noise in an operator's log.
 pub const DEFAULT_LOG: &str = "info,rmcp=warn";
 const DEFAULT_CONFIG_FILE: &str = "offstage.toml";
@@ -74,6 +76,7 @@ pub struct RawConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub log: String,
+    pub limits: LimitsConfig,
     pub jobs: JobsConfig,
     pub providers: ProvidersConfig,
     pub images: ImagesConfig,
@@ -95,6 +98,7 @@ impl Default for RawConfig {
             allowed_origins: default_allowed_origins(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             log: DEFAULT_LOG.to_owned(),
+            limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
             images: ImagesConfig::default(),
@@ -217,6 +221,7 @@ impl RawConfig {
         validate_jobs(&self.jobs)?;
         self.images.validate()?;
         self.push.validate(&self.tokens)?;
+        self.limits.validate(self.push.keep_alive.max(MCP_STREAM_KEEP_ALIVE))?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 field: "max_body_bytes",
@@ -238,6 +243,7 @@ impl RawConfig {
                 allowed_origins: self.allowed_origins,
                 max_body_bytes: self.max_body_bytes,
             },
+            limits: self.limits,
             jobs: self.jobs,
             provider,
             fallback,

@@ -19,6 +19,8 @@ pub enum ApiError {
     #[error("missing Host header")]
     MissingHost,
     #[error("{0}")]
+    BadHost(String),
+    #[error("{0}")]
     BadHeader(String),
     #[error("{0}")]
     BadQuery(String),
@@ -32,6 +34,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Busy(&'static str),
+    #[error("{0}")]
+    TooMany(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -41,14 +45,16 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
-            ApiError::MissingHost | ApiError::BadHeader(_) | ApiError::BadQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::MissingHost
+            | ApiError::BadHost(_)
+            | ApiError::BadHeader(_)
+            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::JobNotFound(_) | ApiError::NoRoute(_) | ApiError::UnknownProfile { .. } => {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,6 +65,7 @@ impl ApiError {
             ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::MissingHost => "missing_host",
+            ApiError::BadHost(_) => "bad_host",
             ApiError::BadHeader(_) => "bad_header",
             ApiError::BadQuery(_) => "bad_query",
             ApiError::JobNotFound(_) => "job_not_found",
@@ -66,6 +73,7 @@ impl ApiError {
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Busy(_) => "busy",
+            ApiError::TooMany(_) => "too_many",
             ApiError::Internal(_) => "internal",
         }
     }

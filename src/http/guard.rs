@@ -54,6 +54,34 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
+/// The request's one `Host`, read as RFC 9112 §3.2 asks: exactly one header, a valid
+/// authority (`host[:port]`, the port a number up to 65535), and no userinfo (`a@localhost`
+/// names the host `localhost` to some parsers and the whole string to others).
+fn strict_host(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(match headers.contains_key(header::HOST) {
+            true => ApiError::BadHost("more than one Host header".to_owned()),
+            false => ApiError::MissingHost,
+        });
+    };
+    let host = value.to_str().map_err(|_| ApiError::BadHost("Host is not ASCII".to_owned()))?;
+    let bad = |why: &str| ApiError::BadHost(format!("Host `{host}` {why}"));
+    if host.contains('@') {
+        return Err(bad("has userinfo"));
+    }
+    let authority = Authority::try_from(host).map_err(|_| bad("is not a host[:port]"))?;
+    if authority.host().is_empty() {
+        return Err(bad("has no host"));
+    }
+    // `Authority` drops a port it cannot read, so the port is checked as written.
+    let port = host.rfind(':').map(|at| &host[at + 1..]).filter(|port| !port.contains(']'));
+    if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err(bad("has a port that is not a number from 0 to 65535"));
+    }
+    Ok(host)
+}
+
 impl OriginGuard {
     pub fn new(security: &SecurityConfig) -> OriginGuard {
         let hosts = security.allowed_hosts.iter().map(|host| parse_authority(host)).collect();
@@ -76,11 +104,13 @@ impl OriginGuard {
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if !self.hosts.is_empty() {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .ok_or(ApiError::MissingHost)?;
+        if self.hosts.is_empty() {
+            // Any host is allowed, but a malformed one is still refused.
+            if headers.contains_key(header::HOST) {
+                strict_host(headers)?;
+            }
+        } else {
+            let host = strict_host(headers)?;
             let (name, port) = parse_authority(host);
             let allowed = self.hosts.iter().any(|(allowed, allowed_port)| {
                 *allowed == name && allowed_port.is_none_or(|p| Some(p) == port)
@@ -264,6 +294,25 @@ mod tests {
             guard.check(&headers("evil.test", None)),
             Err(ApiError::ForbiddenHost(_))
         ));
+    }
+
+    #[test]
+    fn hosts_are_parsed_strictly_before_the_allow_list() {
+        let guard = OriginGuard::new(&security(&["localhost"], &[]));
+        for bad in ["localhost:99999", "a@localhost", "evil.example@localhost", "local host", ":80"]
+        {
+            assert!(
+                matches!(guard.check(&headers(bad, None)), Err(ApiError::BadHost(_))),
+                "{bad} must be refused as malformed"
+            );
+        }
+        let mut two = headers("localhost", None);
+        two.append(header::HOST, HeaderValue::from_static("evil.test"));
+        assert!(
+            matches!(guard.check(&two), Err(ApiError::BadHost(m)) if m.contains("more than one"))
+        );
+        assert!(matches!(guard.check(&HeaderMap::new()), Err(ApiError::MissingHost)));
+        assert!(guard.check(&headers("localhost:65535", None)).is_ok());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Every route sits behind the Host/Origin guard; `/mcp` and the job JSON also behind bearer
 //! authentication. The image route is a capability URL (see `jobs.rs`).
 
+mod body;
+mod caps;
 mod error;
 mod events;
 pub mod guard;
@@ -13,9 +15,10 @@ mod jobs;
 mod listen_tasks;
 mod mcp_errors;
 mod profile;
+mod serve;
 mod tools;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -32,19 +35,16 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 use guard::{Authenticator, OriginGuard, authenticate, check_origin};
+pub use serve::{ConnectionLimits, serve};
 
 use crate::{
-    config::{SecurityConfig, ToolsConfig},
+    config::Config,
     mcp::{McpState, OffstageServer},
 };
 
 /// Builds the whole HTTP surface.
-pub fn router(
-    mcp: Arc<McpState>,
-    security: &SecurityConfig,
-    tools: &ToolsConfig,
-    shutdown: &CancellationToken,
-) -> Router {
+pub fn router(mcp: Arc<McpState>, config: &Config, shutdown: &CancellationToken) -> Router {
+    let (security, tools) = (&config.security, &config.tools);
     let services = mcp.services.clone();
     let registry = mcp.registry.clone();
     let selector = Arc::new(profile::ProfileSelector {
@@ -53,15 +53,21 @@ pub fn router(
     });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
-        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_sse_keep_alive(Some(crate::config::MCP_STREAM_KEEP_ALIVE))
         .with_allowed_hosts(security.allowed_hosts.clone())
         .with_allowed_origins(security.allowed_origins.clone())
         .with_max_request_body_bytes(security.max_body_bytes)
         .with_cancellation_token(shutdown.child_token());
+    let mut sessions = LocalSessionManager::default();
+    // Voice calls can be quiet for long stretches; rmcp's own default (5 min) would end them.
+    sessions.session_config.keep_alive = Some(config.limits.session_idle_timeout);
+    let sessions = Arc::new(sessions);
+    let caps = Arc::new(caps::Caps::new(config.limits.clone()));
+    caps.spawn_sweeper(sessions.clone(), shutdown.clone());
     let mcp_service: StreamableHttpService<OffstageServer, LocalSessionManager> =
         StreamableHttpService::new(
             move || Ok(OffstageServer::new(mcp.clone())),
-            Arc::new(LocalSessionManager::default()),
+            sessions,
             mcp_config,
         );
     let authenticator = Arc::new(Authenticator::new(&security.tokens, &services.push));
@@ -74,12 +80,20 @@ pub fn router(
         .route_service("/mcp", mcp_service.clone())
         .route_service("/mcp/{profile}", mcp_service)
         .layer(from_fn_with_state(selector, profile::select))
+        .layer(from_fn_with_state(caps.clone(), caps::mcp))
         .layer(from_fn_with_state(security.max_body_bytes, listen_tasks::lift))
+        .layer(from_fn_with_state(
+            body::BodyLimits {
+                max_bytes: security.max_body_bytes,
+                within: config.limits.body_timeout,
+            },
+            body::buffer,
+        ))
         .layer(axum::middleware::from_fn(mcp_errors::jsonify))
         .layer(axum::middleware::from_fn(mcp_errors::ended_session));
     let authenticated = Router::new()
         .route("/v1/jobs/{id}", get(jobs::job))
-        .route("/v1/events", get(events::events))
+        .route("/v1/events", get(events::events).layer(from_fn_with_state(caps, caps::events)))
         .route("/v1/tools", get(tools::tools))
         .merge(mcp_route)
         .route_layer(from_fn_with_state(authenticator, authenticate));

@@ -213,6 +213,9 @@ pub enum ProviderError {
     BadRequest(String),
     #[error("the provider sent an unusable response: {0}")]
     InvalidResponse(String),
+    /// The answer held an image the image checks refused (truncated, not an image, too big).
+    #[error("the provider sent an unusable image: {0}")]
+    BrokenImage(String),
     #[error("the provider cannot {0}")]
     Unsupported(&'static str),
 }
@@ -248,6 +251,7 @@ impl ProviderError {
             Self::Refused { .. } => "content_refused",
             Self::BadRequest(_) => "provider_bad_request",
             Self::InvalidResponse(_) => "provider_invalid_response",
+            Self::BrokenImage(_) => "provider_broken_image",
             Self::Unsupported(_) => "provider_unsupported",
         }
     }
@@ -280,6 +284,9 @@ impl ProviderError {
             }
             Self::BadRequest(_) | Self::InvalidResponse(_) => {
                 "Something went wrong making that image; please try again.".to_owned()
+            }
+            Self::BrokenImage(_) => {
+                "The image service sent back a broken image; please try again.".to_owned()
             }
             Self::Unsupported(_) => {
                 "The image service here can't change existing pictures; I can make a new one \

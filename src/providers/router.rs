@@ -9,6 +9,7 @@
 //! it around other providers' content rules is not ours to do.
 
 use std::{
+    convert::Infallible,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -83,20 +84,49 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-/// An image and how it was obtained.
+/// What a route produced and how: the accepted image (or what the caller's check made of
+/// it), who drew it, and every call made on the way.
 #[derive(Debug)]
-pub struct Routed {
-    pub image: GeneratedImage,
+pub struct Routed<T = GeneratedImage> {
+    pub value: T,
     pub provider: &'static str,
+    pub model: String,
     pub attempts: Vec<Attempt>,
 }
 
-/// Every provider gave up, or one refused the prompt.
+/// Every provider gave up, one refused the prompt, or the caller's check stopped the route.
 #[derive(Debug)]
-pub struct RouteFailure {
+pub struct RouteFailure<A = Infallible> {
     /// The failure to tell the user about (see [`Router`] for which one).
-    pub error: ProviderError,
+    pub error: RouteError<A>,
     pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug)]
+pub enum RouteError<A> {
+    Provider(ProviderError),
+    /// The caller's check gave up on the whole route (its own storage failed, say).
+    Aborted(A),
+}
+
+impl<A> RouteError<A> {
+    /// The provider failure the route ended with, unless the caller's check aborted it.
+    pub fn provider(&self) -> Option<&ProviderError> {
+        match self {
+            RouteError::Provider(error) => Some(error),
+            RouteError::Aborted(_) => None,
+        }
+    }
+}
+
+/// What the caller's check of a provider's image found wrong.
+#[derive(Debug)]
+pub enum Rejected<A> {
+    /// The image is unusable (truncated, not an image, too big): the provider's failure,
+    /// recorded as its attempt and handed to the next provider like a broken answer.
+    Unusable(String),
+    /// Not the provider's doing: the route stops with this.
+    Abort(A),
 }
 
 /// The ordered providers, tried as the module documentation describes.
@@ -195,15 +225,52 @@ impl Router {
         request: &ImageRequest,
         partials: &Partials,
     ) -> Result<Routed, RouteFailure> {
-        self.run(Operation::Generate(request, partials)).await
+        self.generate_checked(request, partials, accept_any).await
+    }
+
+    /// Draws one image, counting a provider's answer as a success only once `check` accepts
+    /// it: the route sees what the caller sees, so an image the caller cannot use moves on to
+    /// the next provider.
+    pub async fn generate_checked<T, A, F, Fut>(
+        &self,
+        request: &ImageRequest,
+        partials: &Partials,
+        check: F,
+    ) -> Result<Routed<T>, RouteFailure<A>>
+    where
+        F: Fn(GeneratedImage) -> Fut,
+        Fut: Future<Output = Result<T, Rejected<A>>>,
+    {
+        self.run(Operation::Generate(request, partials), check).await
     }
 
     /// Edits one image along the route, skipping providers that cannot edit.
     pub async fn edit(&self, request: &EditRequest) -> Result<Routed, RouteFailure> {
-        self.run(Operation::Edit(request)).await
+        self.edit_checked(request, accept_any).await
     }
 
-    async fn run(&self, operation: Operation<'_>) -> Result<Routed, RouteFailure> {
+    /// [`Router::edit`] with the caller's check, as [`Router::generate_checked`].
+    pub async fn edit_checked<T, A, F, Fut>(
+        &self,
+        request: &EditRequest,
+        check: F,
+    ) -> Result<Routed<T>, RouteFailure<A>>
+    where
+        F: Fn(GeneratedImage) -> Fut,
+        Fut: Future<Output = Result<T, Rejected<A>>>,
+    {
+        self.run(Operation::Edit(request), check).await
+    }
+
+    async fn run<T, A, F, Fut>(
+        &self,
+        operation: Operation<'_>,
+        check: F,
+    ) -> Result<Routed<T>, RouteFailure<A>>
+    where
+        F: Fn(GeneratedImage) -> Fut,
+        Fut: Future<Output = Result<T, Rejected<A>>>,
+    {
         let began = Instant::now();
         let mut attempts = Vec::new();
         let mut last: Option<ProviderError> = None;
@@ -231,19 +298,33 @@ impl Router {
                     queued_ms: millis(at.duration_since(queued)),
                     took_ms: millis(at.elapsed()),
                 };
+                let provider = route.provider.name();
                 let error = match result {
                     Ok(image) => {
-                        record.model = Some(image.model.clone());
-                        attempts.push(record);
-                        return Ok(Routed { image, provider: route.provider.name(), attempts });
+                        let model = image.model.clone();
+                        record.model = Some(model.clone());
+                        match check(image).await {
+                            Ok(value) => {
+                                attempts.push(record);
+                                return Ok(Routed { value, provider, model, attempts });
+                            }
+                            Err(Rejected::Unusable(why)) => ProviderError::BrokenImage(why),
+                            Err(Rejected::Abort(abort)) => {
+                                attempts.push(record);
+                                return Err(RouteFailure {
+                                    error: RouteError::Aborted(abort),
+                                    attempts,
+                                });
+                            }
+                        }
                     }
                     Err(error) => error,
                 };
                 record.outcome = error.code().to_owned();
                 attempts.push(record);
-                tracing::warn!(provider = route.provider.name(), attempt, %error, "provider failed");
+                tracing::warn!(provider, attempt, %error, "provider failed");
                 if matches!(error, ProviderError::Refused { .. }) {
-                    return Err(RouteFailure { error, attempts });
+                    return Err(RouteFailure { error: RouteError::Provider(error), attempts });
                 }
                 let again = error.is_retryable() && attempt < route.attempts;
                 let delay = self.backoff.delay(attempt, error.retry_after());
@@ -260,8 +341,13 @@ impl Router {
         // A transient failure anywhere means trying again later may work, which is the more
         // useful thing to tell the user than a later provider's permanent reason.
         let error = transient.or(last).unwrap_or(ProviderError::Unsupported("edit images"));
-        Err(RouteFailure { error, attempts })
+        Err(RouteFailure { error: RouteError::Provider(error), attempts })
     }
+}
+
+/// The check of callers that take any image as it comes.
+async fn accept_any(image: GeneratedImage) -> Result<GeneratedImage, Rejected<Infallible>> {
+    Ok(image)
 }
 
 async fn call(

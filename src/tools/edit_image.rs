@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     Annotations, Caller, Services, ToolError,
-    generate_image::{self, ImageJobOutput, keep, route_failure},
+    generate_image::{self, ImageJobOutput, check, output, route_failure},
     typed::JobTool,
 };
 use crate::{
@@ -268,10 +268,10 @@ impl JobTool for EditImage {
         let routed = self
             .services
             .router
-            .edit(&request)
+            .edit_checked(&request, check(&self.services, job))
             .await
             .map_err(|failure| route_failure(job, failure))?;
-        keep(&self.services, job, routed).await
+        Ok(output(routed))
     }
 
     async fn discard(&self, id: &JobId) {

@@ -4,17 +4,21 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures::{FutureExt as _, future::BoxFuture};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Annotations, Services, ToolError, typed::JobTool};
 use crate::{
-    images::{ImageInfo, ImageSize, pipeline::PipelineError},
+    images::{
+        ImageInfo, ImageSize,
+        pipeline::{Ingested, PipelineError},
+    },
     jobs::{Job, JobId, runner::JobFailure},
     providers::{
-        ImageRequest, PartialImage, Partials,
-        router::{Attempt, RouteFailure, Routed},
+        GeneratedImage, ImageRequest, PartialImage, Partials,
+        router::{Attempt, Rejected, RouteError, RouteFailure, Routed},
     },
 };
 
@@ -92,14 +96,15 @@ pub(super) async fn generate_showing_partials(
     services: &Services,
     job: &Job,
     request: &ImageRequest,
-) -> Result<Routed, RouteFailure> {
+) -> Result<Routed<Kept>, RouteFailure<JobFailure>> {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<PartialImage>(PARTIALS_QUEUED);
     let partials = Partials::new(move |partial| {
         // A full queue means the disk is behind; dropping this partial loses nothing lasting.
         let _ = sender.try_send(partial);
     });
     let drawing = async move {
-        let routed = services.router.generate(request, &partials).await;
+        let routed =
+            services.router.generate_checked(request, &partials, check(services, job)).await;
         drop(partials);
         routed
     };
@@ -141,15 +146,22 @@ async fn show_partial(services: &Services, job: &Job, partial: PartialImage, num
 
 /// The job failure for a route that gave up: the spoken sentence of the error chosen, and every
 /// attempt kept with the job. The router already retried; the runner does not retry again.
-pub fn route_failure(job: &Job, failure: RouteFailure) -> JobFailure {
+pub fn route_failure(job: &Job, failure: RouteFailure<JobFailure>) -> JobFailure {
     let RouteFailure { error, attempts } = failure;
-    tracing::warn!(job = %job.id, code = error.code(), attempts = attempts.len(), "no provider made the image");
-    JobFailure {
-        code: error.code().to_owned(),
-        message: error.speakable(),
-        retryable: false,
-        retry_after: None,
-        detail: Some(json!({ "attempts": attempts })),
+    let detail = Some(json!({ "attempts": attempts }));
+    match error {
+        RouteError::Provider(error) => {
+            tracing::warn!(job = %job.id, code = error.code(), attempts = attempts.len(), "no provider made the image");
+            JobFailure {
+                code: error.code().to_owned(),
+                message: error.speakable(),
+                retryable: false,
+                retry_after: None,
+                detail,
+            }
+        }
+        // Ours, not the providers': the runner's retry policy applies.
+        RouteError::Aborted(failure) => JobFailure { detail, ..failure },
     }
 }
 
@@ -219,7 +231,7 @@ impl JobTool for GenerateImage {
         let routed = generate_showing_partials(&self.services, job, &request)
             .await
             .map_err(|failure| route_failure(job, failure))?;
-        keep(&self.services, job, routed).await
+        Ok(output(routed))
     }
 
     async fn discard(&self, id: &JobId) {
@@ -231,48 +243,63 @@ impl JobTool for GenerateImage {
     }
 }
 
-/// Takes a routed image through the pipeline (validate, store once, preview, prerender) and
-/// returns the job's output. Shared by every tool that produces an image.
-pub(super) async fn keep(
-    services: &Services,
-    job: &Job,
-    routed: Routed,
-) -> Result<Value, JobFailure> {
-    let image = routed.image;
-    let bytes = image.bytes.len() as u64;
-    let ingested =
-        services.pipeline.ingest(&job.id, image.bytes).await.map_err(|error| match error {
-            PipelineError::Image(error) => {
-                tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
-                permanent(
-                    "invalid_image",
-                    "The image service sent back a broken image; please try again.",
-                )
-            }
-            PipelineError::Storage(error) => {
-                tracing::error!(job = %job.id, %error, "could not store image");
-                JobFailure {
-                    detail: None,
-                    code: "storage".to_owned(),
-                    message: "I couldn't save the image; please try again.".to_owned(),
-                    retryable: true,
-                    retry_after: None,
+/// An image that passed the pipeline: stored once, previewed, prerendered.
+#[derive(Debug)]
+pub(super) struct Kept {
+    ingested: Ingested,
+    bytes: u64,
+}
+
+/// The route's check of a provider's image: the pipeline (validate, store once, preview,
+/// prerender). An image it cannot use is that provider's failure, so the route tries the
+/// next one; a storage failure is ours and stops the route. Shared by every image tool.
+pub(super) fn check<'a>(
+    services: &'a Services,
+    job: &'a Job,
+) -> impl Fn(GeneratedImage) -> BoxFuture<'a, Result<Kept, Rejected<JobFailure>>> + 'a {
+    move |image: GeneratedImage| {
+        async move {
+            let bytes = image.bytes.len() as u64;
+            match services.pipeline.ingest(&job.id, image.bytes).await {
+                Ok(ingested) => Ok(Kept { ingested, bytes }),
+                Err(PipelineError::Image(error)) => {
+                    tracing::warn!(job = %job.id, %error, "provider returned an unusable image");
+                    Err(Rejected::Unusable(error.to_string()))
+                }
+                Err(PipelineError::Storage(error)) => {
+                    tracing::error!(job = %job.id, %error, "could not store image");
+                    Err(Rejected::Abort(JobFailure {
+                        detail: None,
+                        code: "storage".to_owned(),
+                        message: "I couldn't save the image; please try again.".to_owned(),
+                        retryable: true,
+                        retry_after: None,
+                    }))
+                }
+                Err(PipelineError::Pool(error)) => {
+                    tracing::error!(job = %job.id, %error, "image pipeline failed");
+                    Err(Rejected::Abort(permanent(
+                        "internal",
+                        "Something went wrong checking the image.",
+                    )))
                 }
             }
-            PipelineError::Pool(error) => {
-                tracing::error!(job = %job.id, %error, "image pipeline failed");
-                permanent("internal", "Something went wrong checking the image.")
-            }
-        })?;
+        }
+        .boxed()
+    }
+}
+
+/// The job's output for an image the route kept.
+pub(super) fn output(routed: Routed<Kept>) -> Value {
     let output = ImageJobOutput {
-        image: ingested.info,
-        bytes,
-        preview: ingested.preview,
+        image: routed.value.ingested.info,
+        bytes: routed.value.bytes,
+        preview: routed.value.ingested.preview,
         provider: routed.provider.to_owned(),
-        model: image.model,
+        model: routed.model,
         attempts: routed.attempts,
     };
-    Ok(serde_json::to_value(output).unwrap_or_default())
+    serde_json::to_value(output).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -142,3 +142,69 @@ async fn when_every_provider_fails_the_job_records_each_attempt() {
     assert_eq!(body["provider"], view["provider"], "every view shows the same record");
     server.stop().await;
 }
+
+/// A PNG that claims a 100000 x 100000 canvas in its header (a few dozen bytes).
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 6, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13_u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    png
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0_u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn a_broken_image_is_that_providers_failure_and_falls_back() {
+    use std::sync::Arc;
+
+    let whole = openai_standin::png(1024, 1024);
+    let mut oversized = whole.clone();
+    oversized.resize(3 * 1024 * 1024, 0);
+    let broken = [
+        ("truncated", whole[..whole.len() / 2].to_vec()),
+        ("not an image", b"certainly not a PNG".to_vec()),
+        ("over images.max_bytes", oversized),
+        ("a 100000x100000 header", png_claiming(100_000, 100_000)),
+    ];
+    for (what, bytes) in broken {
+        let openai =
+            openai_standin::spawn(vec![openai_standin::Reply::Bytes(Arc::new(bytes))]).await;
+        let base_url = openai.base_url.clone();
+        let server = TestServer::start_with(move |config| {
+            config.provider = ProviderChoice::Openai;
+            config.fallback = vec![ProviderChoice::Sketch];
+            config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+            config.providers.openai.base_url = base_url;
+            config.images.max_bytes = 2 * 1024 * 1024;
+            config.providers.sketch.latency = Duration::ZERO;
+        })
+        .await;
+        let view = run(&server).await;
+        assert_eq!(view["status"], "completed", "{what}: {view}");
+        assert_eq!(view["provider"]["name"], "sketch", "{what}");
+        // The call to OpenAI was made and is on record, with the model that answered.
+        assert_eq!(
+            attempts(&view),
+            [pair("openai", "provider_broken_image"), pair("sketch", "ok")],
+            "{what}"
+        );
+        assert_eq!(openai.hits(), 1, "{what}: a broken image is not asked for again");
+        let (_, _, image) = fetch_image(view["image_url"].as_str().unwrap()).await;
+        assert_eq!((image.width(), image.height()), (1024, 1024), "{what}: sketch's image");
+        server.stop().await;
+    }
+}

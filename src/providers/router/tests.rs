@@ -178,9 +178,9 @@ async fn a_refused_prompt_stops_the_route() {
     let first = Scripted::new("first", vec![Step::Fail(refused)]);
     let second = Scripted::new("second", vec![]);
     let failure = generate(&router(vec![route(&first, 3), route(&second, 1)])).await.unwrap_err();
-    assert!(matches!(failure.error, ProviderError::Refused { .. }));
+    assert!(matches!(failure.error.provider().unwrap(), ProviderError::Refused { .. }));
     assert_eq!((first.calls(), second.calls()), (1, 0), "no retry and no provider shopping");
-    assert!(failure.error.speakable().contains("describing it differently"));
+    assert!(failure.error.provider().unwrap().speakable().contains("describing it differently"));
 }
 
 #[tokio::test]
@@ -201,7 +201,11 @@ async fn when_all_fail_a_transient_reason_is_told_over_a_permanent_one() {
     let first = Scripted::new("first", vec![Step::Fail(ProviderError::Timeout)]);
     let second = Scripted::new("second", vec![Step::Fail(ProviderError::Unauthorized)]);
     let failure = generate(&router(vec![route(&first, 1), route(&second, 1)])).await.unwrap_err();
-    assert!(matches!(failure.error, ProviderError::Timeout), "{:?}", failure.error);
+    assert!(
+        matches!(failure.error.provider().unwrap(), ProviderError::Timeout),
+        "{:?}",
+        failure.error
+    );
     assert_eq!(failure.attempts.len(), 2);
 }
 
@@ -237,10 +241,58 @@ async fn edits_skip_providers_that_cannot_edit() {
     let none = router_without_editors();
     assert!(!none.can_edit());
     let failure = none.edit(&edit).await.unwrap_err();
-    assert!(matches!(failure.error, ProviderError::Unsupported(_)));
+    assert!(matches!(failure.error.provider().unwrap(), ProviderError::Unsupported(_)));
     assert!(failure.attempts.is_empty());
 }
 
 fn router_without_editors() -> Router {
     router(vec![route(&Scripted::new("plain", vec![]), 1)])
+}
+
+#[tokio::test]
+async fn an_image_the_callers_check_refuses_is_that_providers_failure() {
+    let first = Scripted::new("first", vec![]);
+    let second = Scripted::new("second", vec![]);
+    let router = router(vec![route(&first, 2), route(&second, 1)]);
+    // The caller can use only the second provider's images.
+    let check = |image: GeneratedImage| async move {
+        match image.model.as_str() {
+            "first-model" => Err(Rejected::<&str>::Unusable("truncated".to_owned())),
+            _ => Ok(image.model),
+        }
+    };
+    let routed = router.generate_checked(&request(), &Partials::default(), check).await.unwrap();
+    assert_eq!(routed.value, "second-model");
+    assert_eq!((routed.provider, routed.model.as_str()), ("second", "second-model"));
+    // Recorded as the provider's attempt, with the model that drew it, and not retried there:
+    // a broken answer is handed on like one.
+    assert_eq!(
+        outcomes(&routed.attempts),
+        [pair("first", "provider_broken_image"), pair("second", "ok")]
+    );
+    assert_eq!(routed.attempts[0].model.as_deref(), Some("first-model"));
+    assert_eq!(first.calls(), 1);
+
+    // Every provider's image refused: the job hears that the images were broken.
+    let refuse_all =
+        |_: GeneratedImage| async { Err::<(), _>(Rejected::<&str>::Unusable("no".into())) };
+    let failure =
+        router.generate_checked(&request(), &Partials::default(), refuse_all).await.unwrap_err();
+    let error = failure.error.provider().unwrap();
+    assert!(matches!(error, ProviderError::BrokenImage(_)), "{error:?}");
+    assert!(error.speakable().contains("broken image"));
+    assert_eq!(failure.attempts.len(), 2);
+}
+
+#[tokio::test]
+async fn a_check_that_aborts_stops_the_route_with_its_reason() {
+    let first = Scripted::new("first", vec![]);
+    let second = Scripted::new("second", vec![]);
+    let router = router(vec![route(&first, 1), route(&second, 1)]);
+    let abort = |_: GeneratedImage| async { Err::<(), _>(Rejected::Abort("disk full")) };
+    let failure =
+        router.generate_checked(&request(), &Partials::default(), abort).await.unwrap_err();
+    assert!(matches!(failure.error, RouteError::Aborted("disk full")));
+    assert_eq!(outcomes(&failure.attempts), [pair("first", "ok")], "the call itself worked");
+    assert_eq!(second.calls(), 0, "our own failure is not shopped around");
 }

@@ -12,6 +12,7 @@ pub mod images;
 pub mod jobs;
 pub mod mcp;
 pub mod netguard;
+pub mod oauth;
 pub mod priority;
 pub mod providers;
 pub mod push;

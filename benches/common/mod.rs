@@ -63,6 +63,17 @@ impl ServerProcess {
     pub fn mcp(&self) -> String {
         format!("{}/mcp", self.base)
     }
+
+    /// CPU time (user + system) the server process has used so far, from /proc.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // The command name (field 2) may hold spaces; fields after it are plain numbers.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+        Duration::from_millis(ticks * 10)
+    }
 }
 
 /// A client speaking the 2026-07-28 stateless protocol.

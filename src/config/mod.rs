@@ -4,6 +4,7 @@
 pub mod comfyui;
 mod images;
 mod limits;
+mod oauth;
 mod push;
 mod raw;
 mod routing;
@@ -19,6 +20,7 @@ use std::{
 pub use comfyui::ComfyUiConfig;
 pub use images::ImagesConfig;
 pub use limits::LimitsConfig;
+pub use oauth::{OAuthConfig, RawOAuthConfig};
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, MCP_STREAM_KEEP_ALIVE, Overrides, RawConfig};
 pub use routing::{RoutePolicy, RouteStep};
@@ -65,6 +67,8 @@ pub struct SecurityConfig {
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Access tokens from an OAuth authorization server, besides (or instead of) `tokens`.
+    pub oauth: Option<OAuthConfig>,
 }
 
 /// The job runner's limits.
@@ -505,6 +509,7 @@ impl Config {
                 allowed_hosts: raw::default_allowed_hosts(),
                 allowed_origins: raw::default_allowed_origins(),
                 max_body_bytes: raw::DEFAULT_MAX_BODY_BYTES,
+                oauth: None,
             },
             limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),

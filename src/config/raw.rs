@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ComfyUiConfig, Config, ConfigError, ImagesConfig, JobsConfig, LimitsConfig, OpenAiConfig,
-    ProviderChoice, ProvidersConfig, PushConfig, RoutePolicy, SecurityConfig, ToolsConfig,
+    ProviderChoice, ProvidersConfig, PushConfig, RawOAuthConfig, RoutePolicy, SecurityConfig,
+    ToolsConfig,
     comfyui::read_workflow,
     ensure_writable_dir, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
@@ -76,6 +77,7 @@ pub struct RawConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub log: String,
+    pub oauth: RawOAuthConfig,
     pub limits: LimitsConfig,
     pub jobs: JobsConfig,
     pub providers: ProvidersConfig,
@@ -98,6 +100,7 @@ impl Default for RawConfig {
             allowed_origins: default_allowed_origins(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             log: DEFAULT_LOG.to_owned(),
+            oauth: RawOAuthConfig::default(),
             limits: LimitsConfig::default(),
             jobs: JobsConfig::default(),
             providers: ProvidersConfig::default(),
@@ -233,6 +236,7 @@ impl RawConfig {
             None => default_data_dir()?,
         };
         ensure_writable_dir(&data_dir)?;
+        let oauth = self.oauth.validate(public_url.as_ref())?;
         Ok(Config {
             listen,
             data_dir,
@@ -242,6 +246,7 @@ impl RawConfig {
                 allowed_hosts: self.allowed_hosts,
                 allowed_origins: self.allowed_origins,
                 max_body_bytes: self.max_body_bytes,
+                oauth,
             },
             limits: self.limits,
             jobs: self.jobs,

@@ -894,3 +894,55 @@ fn image_settings_load_from_the_file_and_the_environment() {
         Ok(())
     });
 }
+
+#[test]
+fn oauth_and_limits_are_read_with_defaults_and_checked() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.create_file(
+            "offstage.toml",
+            r#"
+            public_url = "https://offstage.example.com"
+
+            [oauth]
+            issuer = "https://auth.example.com"
+
+            [limits]
+            sessions_per_token = 50
+            header_timeout = "10s"
+            "#,
+        )?;
+        let config = load(jail).unwrap();
+        let oauth = config.security.oauth.expect("oauth is on with an issuer");
+        assert_eq!(oauth.audience, "https://offstage.example.com/mcp", "public_url/mcp");
+        assert_eq!(
+            (oauth.tools_scope.as_str(), oauth.operator_scope.as_str()),
+            ("offstage:tools", "offstage:operator")
+        );
+        assert_eq!(config.limits.sessions_per_token, 50);
+        assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.sessions, 10_000, "the rest keep their defaults");
+        assert_eq!(config.limits.connection_cap(1024), 768);
+        assert_eq!(LimitsConfig { max_connections: 5, ..config.limits }.connection_cap(1024), 5);
+        Ok(())
+    });
+    for (setting, field) in [
+        ("[oauth]\nissuer = \"http://auth.example.com\"\naudience = \"x\"", "oauth.issuer"),
+        ("[oauth]\nissuer = \"https://auth.example.com\"", "oauth.audience"),
+        ("[oauth]\naudience = \"x\"", "oauth.issuer"),
+        ("[limits]\nidle_timeout = \"20s\"", "limits.idle_timeout"),
+        ("[limits]\nsessions = 0", "limits.sessions"),
+        ("[tools]\nreply_within = \"5m\"", "tools.reply_within"),
+    ] {
+        Jail::expect_with(|jail| {
+            hermetic(jail);
+            jail.create_file("offstage.toml", setting)?;
+            let error = load(jail).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { field: named, .. } if *named == field),
+                "{setting}: {error}"
+            );
+            Ok(())
+        });
+    }
+}

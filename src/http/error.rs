@@ -11,7 +11,11 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid bearer token; send `Authorization: Bearer <token>`")]
-    Unauthorized,
+    Unauthorized { challenge: String },
+    #[error("the access token was refused: {reason}")]
+    InvalidToken { reason: String, challenge: String },
+    #[error("the access token lacks the scope `{scope}` this needs")]
+    InsufficientScope { scope: String, challenge: String },
     #[error("Host `{0}` is not allowed; add it to allowed_hosts to serve it")]
     ForbiddenHost(String),
     #[error("Origin `{0}` is not allowed; add it to allowed_origins to serve it")]
@@ -43,7 +47,10 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::InvalidToken { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MissingHost
             | ApiError::BadHost(_)
@@ -61,7 +68,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::InvalidToken { .. } => "invalid_token",
+            ApiError::InsufficientScope { .. } => "insufficient_scope",
             ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::MissingHost => "missing_host",
@@ -88,8 +97,12 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, ApiError::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if let ApiError::Unauthorized { challenge }
+        | ApiError::InvalidToken { challenge, .. }
+        | ApiError::InsufficientScope { challenge, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(challenge)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if matches!(self, ApiError::Busy(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));

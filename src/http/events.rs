@@ -30,7 +30,7 @@ use super::error::ApiError;
 use crate::{
     jobs::{
         JobId,
-        events::{JobEvents, StoredEvent},
+        events::{JobEvents, StoredEvent, parse_event_id},
         store::{EventFilter, JobStore},
     },
     push::event_json,
@@ -195,11 +195,9 @@ pub async fn events(
     };
     let filter = EventFilter { conversation: query.conversation.or(caller.conversation), job };
     let resume = match headers.get("last-event-id") {
-        Some(value) => {
-            Some(value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).ok_or_else(
-                || ApiError::BadHeader("Last-Event-ID must be an event id (a number)".to_owned()),
-            )?)
-        }
+        Some(value) => Some(value.to_str().ok().and_then(parse_event_id).ok_or_else(|| {
+            ApiError::BadHeader("Last-Event-ID must be an event id (a number)".to_owned())
+        })?),
         None => query.after,
     };
     let store = services.runner.store().clone();

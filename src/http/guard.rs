@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use crate::{
     config::{DeliveryHint, PushConfig, SecurityConfig},
+    oauth::Verifier,
     tools::Caller,
 };
 
@@ -163,30 +164,60 @@ pub async fn check_origin(
     }
 }
 
-/// Names the caller of a request: its bearer token (kept only as SHA-256 digests, so the
-/// secrets never sit in memory twice), its conversation and its delivery override.
+/// Names the caller of a request: a static bearer token (kept only as SHA-256 digests, so the
+/// secrets never sit in memory twice) or an OAuth access token (checked by [`Verifier`]), its
+/// conversation and its delivery override.
 #[derive(Debug)]
 pub struct Authenticator {
     digests: Vec<[u8; 32]>,
+    oauth: Option<Verifier>,
+    /// Where clients find how to get a token (RFC 9728), named in every 401.
+    resource_metadata: Option<String>,
     conversation_header: HeaderName,
     delivery_header: HeaderName,
+}
+
+/// What a route needs of an OAuth token. Static tokens and local callers have both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `/mcp`, the job views and the event stream.
+    Tools,
+    /// Operator views (`/v1/tools`).
+    Operator,
 }
 
 /// Longest conversation key accepted; keys are ids, not content.
 const MAX_CONVERSATION_LEN: usize = 200;
 
 impl Authenticator {
-    pub fn new(tokens: &[String], push: &PushConfig) -> Authenticator {
+    /// `public_base`: the server's public origin, where the resource metadata is served.
+    pub fn new(
+        security: &SecurityConfig,
+        push: &PushConfig,
+        http: reqwest::Client,
+        public_base: &str,
+    ) -> Authenticator {
+        let oauth = security.oauth.clone().map(|config| Verifier::new(config, http));
+        let resource_metadata = oauth.as_ref().map(|_| {
+            format!("{}{}", public_base.trim_end_matches('/'), super::oauth::METADATA_PATH)
+        });
         Authenticator {
-            digests: tokens.iter().map(|token| digest(token)).collect(),
+            digests: security.tokens.iter().map(|token| digest(token)).collect(),
+            oauth,
+            resource_metadata,
             conversation_header: header_name(&push.conversation_header),
             delivery_header: header_name(&push.delivery_header),
         }
     }
 
-    /// The caller behind these headers. Without configured tokens everyone is the local owner.
-    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let mut caller = self.owner(headers)?;
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.oauth.as_ref()
+    }
+
+    /// The caller behind these headers, entitled to `scope`. Without tokens or OAuth everyone
+    /// is the local owner.
+    pub async fn caller(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        let mut caller = self.owner(headers, scope).await?;
         if let Some(value) = headers.get(&self.conversation_header) {
             let key = value.to_str().map(str::trim).unwrap_or("");
             if key.is_empty() || key.len() > MAX_CONVERSATION_LEN {
@@ -209,8 +240,8 @@ impl Authenticator {
         Ok(caller)
     }
 
-    fn owner(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        if self.digests.is_empty() {
+    async fn owner(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        if self.digests.is_empty() && self.oauth.is_none() {
             return Ok(Caller::local());
         }
         let token = headers
@@ -220,14 +251,47 @@ impl Authenticator {
                 let (scheme, token) = value.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
             })
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or_else(|| ApiError::Unauthorized { challenge: self.challenge(None) })?;
         // Comparing digests, not secrets, means timing reveals nothing about a token.
-        let presented = digest(token);
-        if self.digests.contains(&presented) {
-            Ok(Caller::for_token(token))
-        } else {
-            Err(ApiError::Unauthorized)
+        if self.digests.contains(&digest(token)) {
+            return Ok(Caller::for_token(token));
         }
+        let Some(verifier) = self.oauth.as_ref().filter(|_| Verifier::looks_like_jwt(token)) else {
+            return Err(ApiError::Unauthorized { challenge: self.challenge(None) });
+        };
+        let grant = verifier.verify(token).await.map_err(|error| ApiError::InvalidToken {
+            challenge: self.challenge(Some(("invalid_token", &error.to_string()))),
+            reason: error.to_string(),
+        })?;
+        let needed = match scope {
+            Scope::Tools => &verifier.config().tools_scope,
+            Scope::Operator => &verifier.config().operator_scope,
+        };
+        if !grant.scopes.iter().any(|granted| granted == needed) {
+            let mut challenge = self.challenge(Some(("insufficient_scope", "a scope is missing")));
+            challenge.push_str(&format!(", scope=\"{needed}\""));
+            return Err(ApiError::InsufficientScope { scope: needed.clone(), challenge });
+        }
+        Ok(Caller::for_subject(&grant.issuer, &grant.subject))
+    }
+
+    /// `WWW-Authenticate` for a refusal: the resource metadata when OAuth is on (so a client
+    /// can find the authorization server), and the error when a token was presented.
+    fn challenge(&self, error: Option<(&str, &str)>) -> String {
+        let mut challenge = "Bearer".to_owned();
+        let mut parameters = Vec::new();
+        if let Some(url) = &self.resource_metadata {
+            parameters.push(format!("resource_metadata=\"{url}\""));
+        }
+        if let Some((code, description)) = error {
+            parameters.push(format!("error=\"{code}\""));
+            parameters.push(format!("error_description=\"{}\"", description.replace('"', "'")));
+        }
+        if !parameters.is_empty() {
+            challenge.push(' ');
+            challenge.push_str(&parameters.join(", "));
+        }
+        challenge
     }
 }
 
@@ -240,13 +304,13 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Attaches the [`Caller`] to the request or answers 401.
+/// Attaches the [`Caller`] to the request or answers 401 (403 for a missing scope).
 pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
+    State((auth, scope)): State<(Arc<Authenticator>, Scope)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match auth.caller(request.headers()) {
+    match auth.caller(request.headers(), scope).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -267,6 +331,7 @@ mod tests {
             allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
             max_body_bytes: 1024,
+            oauth: None,
         }
     }
 
@@ -330,45 +395,58 @@ mod tests {
         assert!(guard.check(&headers("x", None)).is_ok(), "no Origin: not a browser");
     }
 
-    #[test]
-    fn tokens_name_distinct_owners_and_reject_everything_else() {
-        let auth =
-            Authenticator::new(&["alpha".to_owned(), "beta".to_owned()], &PushConfig::default());
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-            auth.caller(&headers)
-        };
-        let alpha = with("Bearer alpha").unwrap();
-        let beta = with("bearer  beta").unwrap();
-        assert_ne!(alpha, beta);
-        assert!(!alpha.owner.contains("alpha"), "owner ids must not embed the secret");
-        assert!(matches!(with("Bearer gamma"), Err(ApiError::Unauthorized)));
-        assert!(matches!(with("Basic alpha"), Err(ApiError::Unauthorized)));
-        assert!(matches!(auth.caller(&HeaderMap::new()), Err(ApiError::Unauthorized)));
-        let open = Authenticator::new(&[], &PushConfig::default());
-        assert_eq!(open.caller(&HeaderMap::new()).unwrap(), Caller::local());
+    fn authenticator(tokens: &[&str]) -> Authenticator {
+        let mut security = security(&[], &[]);
+        security.tokens = tokens.iter().map(|token| (*token).to_owned()).collect();
+        let http = reqwest::Client::new();
+        Authenticator::new(&security, &PushConfig::default(), http, "http://127.0.0.1:8787/")
     }
 
-    #[test]
-    fn conversation_and_delivery_headers_are_read_and_checked() {
-        let auth = Authenticator::new(&[], &PushConfig::default());
-        let with = |pairs: &[(&'static str, &str)]| {
-            let mut headers = HeaderMap::new();
-            for (name, value) in pairs {
-                headers.insert(*name, HeaderValue::from_str(value).unwrap());
-            }
-            auth.caller(&headers)
-        };
-        let caller =
-            with(&[("offstage-conversation", " call-42 "), ("offstage-delivery", "SILENT")])
-                .unwrap();
+    async fn caller_for(
+        auth: &Authenticator,
+        pairs: &[(&'static str, &str)],
+    ) -> Result<Caller, ApiError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        auth.caller(&headers, Scope::Tools).await
+    }
+
+    #[tokio::test]
+    async fn tokens_name_distinct_owners_and_reject_everything_else() {
+        let auth = authenticator(&["alpha", "beta"]);
+        let alpha = caller_for(&auth, &[("authorization", "Bearer alpha")]).await.unwrap();
+        let beta = caller_for(&auth, &[("authorization", "bearer  beta")]).await.unwrap();
+        assert_ne!(alpha, beta);
+        assert!(!alpha.owner.contains("alpha"), "owner ids must not embed the secret");
+        for refused in ["Bearer gamma", "Basic alpha", "Bearer a.b.c"] {
+            let error = caller_for(&auth, &[("authorization", refused)]).await.unwrap_err();
+            assert!(
+                matches!(&error, ApiError::Unauthorized { challenge } if challenge == "Bearer"),
+                "{refused}: {error:?}"
+            );
+        }
+        assert!(matches!(caller_for(&auth, &[]).await, Err(ApiError::Unauthorized { .. })));
+        let open = authenticator(&[]);
+        assert_eq!(caller_for(&open, &[]).await.unwrap(), Caller::local());
+    }
+
+    #[tokio::test]
+    async fn conversation_and_delivery_headers_are_read_and_checked() {
+        let auth = authenticator(&[]);
+        let caller = caller_for(
+            &auth,
+            &[("offstage-conversation", " call-42 "), ("offstage-delivery", "SILENT")],
+        )
+        .await
+        .unwrap();
         assert_eq!(caller.conversation.as_deref(), Some("call-42"));
         assert_eq!(caller.delivery, Some(DeliveryHint::Silent));
-        assert!(
-            matches!(with(&[("offstage-delivery", "loud")]), Err(ApiError::BadHeader(m)) if m.contains("when_idle"))
-        );
+        let loud = caller_for(&auth, &[("offstage-delivery", "loud")]).await;
+        assert!(matches!(loud, Err(ApiError::BadHeader(m)) if m.contains("when_idle")));
         let long = "x".repeat(201);
-        assert!(matches!(with(&[("offstage-conversation", &long)]), Err(ApiError::BadHeader(_))));
+        let long = caller_for(&auth, &[("offstage-conversation", &long)]).await;
+        assert!(matches!(long, Err(ApiError::BadHeader(_))));
     }
 }

@@ -14,6 +14,7 @@ mod image;
 mod jobs;
 mod listen_tasks;
 mod mcp_errors;
+pub mod oauth;
 mod profile;
 mod serve;
 mod tools;
@@ -34,7 +35,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-use guard::{Authenticator, OriginGuard, authenticate, check_origin};
+use guard::{Authenticator, OriginGuard, Scope, authenticate, check_origin};
 pub use serve::{ConnectionLimits, serve};
 
 use crate::{
@@ -70,7 +71,12 @@ pub fn router(mcp: Arc<McpState>, config: &Config, shutdown: &CancellationToken)
             sessions,
             mcp_config,
         );
-    let authenticator = Arc::new(Authenticator::new(&security.tokens, &services.push));
+    let authenticator = Arc::new(Authenticator::new(
+        security,
+        &services.push,
+        reqwest::Client::new(),
+        services.links.base(),
+    ));
     let streams = events::Streams::spawn(
         services.runner.events(),
         services.runner.store().clone(),
@@ -91,22 +97,28 @@ pub fn router(mcp: Arc<McpState>, config: &Config, shutdown: &CancellationToken)
         ))
         .layer(axum::middleware::from_fn(mcp_errors::jsonify))
         .layer(axum::middleware::from_fn(mcp_errors::ended_session));
-    let authenticated = Router::new()
+    let for_tools = Router::new()
         .route("/v1/jobs/{id}", get(jobs::job))
         .route("/v1/events", get(events::events).layer(from_fn_with_state(caps, caps::events)))
-        .route("/v1/tools", get(tools::tools))
         .merge(mcp_route)
-        .route_layer(from_fn_with_state(authenticator, authenticate));
+        .route_layer(from_fn_with_state((authenticator.clone(), Scope::Tools), authenticate));
+    let for_operators = Router::new()
+        .route("/v1/tools", get(tools::tools))
+        .route_layer(from_fn_with_state((authenticator.clone(), Scope::Operator), authenticate));
     Router::new()
         .route("/healthz", get(health))
+        .route(oauth::METADATA_PATH, get(oauth::metadata))
+        .route(&format!("{}/mcp", oauth::METADATA_PATH), get(oauth::metadata))
         .route("/v1/jobs/{id}/image", get(image::image))
-        .merge(authenticated)
+        .merge(for_tools)
+        .merge(for_operators)
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(Arc::new(OriginGuard::new(security)), check_origin))
         .layer(DefaultBodyLimit::max(security.max_body_bytes))
         .layer(axum::Extension(streams))
         .layer(axum::Extension(registry))
+        .layer(axum::Extension(authenticator))
         .with_state(services)
 }
 

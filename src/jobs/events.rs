@@ -22,6 +22,16 @@ use super::{Job, JobId, JobStatus, Micros};
 /// Room for bursts: a slow listener only loses events after this many unread ones.
 const CAPACITY: usize = 16 * 1024;
 
+/// An event id as a client sends it back (`Last-Event-ID`, `?after=`): decimal digits only,
+/// around optional whitespace, within `i64`. Anything else is not an id we handed out.
+pub fn parse_event_id(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// Which change an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobChange {
@@ -271,5 +281,14 @@ mod tests {
         publish(&events, 2);
         publish(&events, 6);
         assert_eq!(drain(&mut receiver), vec![2, 6]);
+    }
+
+    #[test]
+    fn event_ids_are_plain_decimal_numbers() {
+        assert_eq!(parse_event_id(" 42 "), Some(42));
+        assert_eq!(parse_event_id("0"), Some(0));
+        for bad in ["", " ", "-1", "+5", "4 2", "0x10", "9223372036854775808", "42abc"] {
+            assert_eq!(parse_event_id(bad), None, "{bad:?}");
+        }
     }
 }

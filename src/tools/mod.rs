@@ -118,6 +118,13 @@ impl Caller {
         Caller::owned_by(owner_of_digest(&sha2::Sha256::digest(token.as_bytes()).into()))
     }
 
+    /// The caller an OAuth access token speaks for: its issuer's subject, by digest.
+    pub fn for_subject(issuer: &str, subject: &str) -> Caller {
+        let digest = sha2::Sha256::digest(format!("{issuer}\n{subject}").as_bytes()).into();
+        let hex = owner_of_digest(&digest);
+        Caller::owned_by(hex.replacen("token:", "oauth:", 1))
+    }
+
     fn owned_by(owner: String) -> Caller {
         Caller { owner, conversation: None, delivery: None, call_id: None }
     }

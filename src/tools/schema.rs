@@ -35,6 +35,10 @@ pub fn source<T: JsonSchema>() -> Map<String, Value> {
 pub fn compile(source: &Map<String, Value>) -> Map<String, Value> {
     let mut compiled =
         portable::lower(&exact(source), portable::Dialect::JsonSchema).unwrap_or_default();
+    // Lowering may turn a root keyword the subset lacks (an `enum` of non-strings) into prose;
+    // at the root that prose only costs tokens, as `exact` already decided for descriptions,
+    // and keeping it would make compiling the output again change it.
+    compiled.remove("description");
     // MCP requires `"type": "object"` at the root, and arguments are always an object.
     compiled.insert("type".to_owned(), "object".into());
     compiled

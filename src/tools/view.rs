@@ -33,6 +33,11 @@ impl Links {
         Links { base }
     }
 
+    /// The base every URL we hand out starts with (ends in `/`).
+    pub fn base(&self) -> &str {
+        self.base.as_str()
+    }
+
     pub fn image_url(&self, id: &JobId) -> String {
         format!("{}v1/jobs/{id}/image", self.base)
     }

@@ -21,6 +21,7 @@ mod isolation;
 mod legacy_session;
 mod limits;
 mod manifests;
+mod oauth;
 mod openai_jobs;
 mod openai_provider;
 mod openai_standin;

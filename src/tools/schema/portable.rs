@@ -109,7 +109,7 @@ impl Lowering<'_> {
         if types.len() > 1 {
             return self.type_union(object, &types, nullable);
         }
-        let kind = types.first().copied();
+        let mut kind = types.first().copied();
         if kind.is_none() && nullable && !has_constraints(object) {
             return Some(self.null_only());
         }
@@ -125,6 +125,9 @@ impl Lowering<'_> {
             if strings && !values.is_empty() && kind.is_none_or(|kind| kind == "string") {
                 out.insert("type".to_owned(), self.type_name("string").into());
                 out.insert("enum".to_owned(), Value::Array(values));
+                // The value is one of these strings: object, array or number keywords beside
+                // the list constrain nothing and must not retype it.
+                kind = Some("string");
             } else if !values.is_empty() {
                 let names: Vec<String> = values.iter().map(Value::to_string).collect();
                 notes.push(format!("One of: {}.", names.join(", ")));

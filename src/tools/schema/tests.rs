@@ -623,3 +623,25 @@ mod validate {
         }
     }
 }
+
+#[test]
+fn compiling_an_object_with_an_array_enum_stays_in_the_portable_subset() {
+    // Found by `scripts/fuzz schema`: an enum of non-strings on an object root.
+    let source = json!({"proription": "Square if omitted.",
+        "enum": [["square", "portrait", "landscape"], "prompt"], "type": "object"});
+    let once = compile(source.as_object().unwrap());
+    for key in once.keys() {
+        assert!(portable::KEYS.contains(&key.as_str()), "{key} in {once:?}");
+    }
+    assert_eq!(compile(&once), once);
+}
+
+#[test]
+fn compiling_an_unknown_type_name_is_stable() {
+    // Found by `scripts/fuzz schema`: a type name JSON Schema does not have, under an enum.
+    let source = json!({"properties": {"job_kd": {"properties": {"job_kd": {"tywe": "string"},
+        "wait_ms": {"minymum": 0, "type": "in|eg\r"}}, "tywe": "tted.", "enum": ["squandscape"],
+        "y pt e": "g"}}, "typeired": ["prompt"], "type": "object"});
+    let once = compile(source.as_object().unwrap());
+    assert_eq!(compile(&once), once);
+}

@@ -195,45 +195,9 @@ async fn main() {
     let server =
         ServerProcess::start(dir, &["--config", &config, "--provider", "sketch"], &env).await;
     let jwt = issuer.mint(0);
-    let job_id = {
-        let config = StreamableHttpClientTransportConfig::with_uri(server.mcp())
-            .auth_header("bench-static-token".to_owned());
-        let client =
-            ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
-                .serve(StreamableHttpClientTransport::from_config(config))
-                .await
-                .unwrap();
-        let started = client
-            .call_tool(
-                CallToolRequestParams::new("generate_image")
-                    .with_arguments(json!({"prompt": "a bench"}).as_object().unwrap().clone()),
-            )
-            .await
-            .unwrap();
-        let id = started.structured_content.unwrap()["job_id"].as_str().unwrap().to_owned();
-        let _ = client.cancel().await;
-        id
-    };
+    let job_id = start_job(&server, "bench-static-token".to_owned()).await;
     // The JWT's owner is another subject: its job_status reads a job of its own.
-    let jwt_job = {
-        let config =
-            StreamableHttpClientTransportConfig::with_uri(server.mcp()).auth_header(jwt.clone());
-        let client =
-            ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
-                .serve(StreamableHttpClientTransport::from_config(config))
-                .await
-                .unwrap();
-        let started = client
-            .call_tool(
-                CallToolRequestParams::new("generate_image")
-                    .with_arguments(json!({"prompt": "a bench"}).as_object().unwrap().clone()),
-            )
-            .await
-            .unwrap();
-        let id = started.structured_content.unwrap()["job_id"].as_str().unwrap().to_owned();
-        let _ = client.cancel().await;
-        id
-    };
+    let jwt_job = start_job(&server, jwt.clone()).await;
 
     println!(
         "## job_status from one client, {seconds} s per run (µs; CPU = server CPU per call)\n"
@@ -274,4 +238,23 @@ async fn main() {
          ({} tokens), the same token again {each_again:.2} µs ({rounds} rounds)",
         fresh.len()
     );
+}
+
+/// Starts one image job with `token` and returns its id (each token owns its own jobs).
+async fn start_job(server: &ServerProcess, token: String) -> String {
+    let config = StreamableHttpClientTransportConfig::with_uri(server.mcp()).auth_header(token);
+    let client = ClientConfig::new(Default::default(), Implementation::new("offstage-bench", "0"))
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    let started = client
+        .call_tool(
+            CallToolRequestParams::new("generate_image")
+                .with_arguments(json!({"prompt": "a bench"}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let id = started.structured_content.unwrap()["job_id"].as_str().unwrap().to_owned();
+    let _ = client.cancel().await;
+    id
 }

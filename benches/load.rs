@@ -5,13 +5,21 @@
 //!    legacy sessions and 2026-07-28 stateless requests, plus `job_status` as a protocol
 //!    baseline (the peers' "echo");
 //! 2. the delay from a job's completion (its `finished_at`, stamped when the result is
-//!    committed) to the `notifications/resources/updated` a subscribed client receives.
+//!    committed) to the `notifications/resources/updated` a subscribed client receives;
+//! 3. with a PostgreSQL server (`BENCH_PG`, default the machine's on 127.0.0.1:5432 as
+//!    `postgres`; each run makes a fresh database and drops it): the same replies on the
+//!    PostgreSQL store next to SQLite, the delay from completion on one instance to the
+//!    notification on another, and the time from kill -9 of an instance to the last of its
+//!    jobs taken over.
 //!
-//! `BENCH_SECONDS` sets the length of each throughput run (default 10).
+//! `BENCH_SECONDS` sets the length of each throughput run (default 10); `BENCH_ONLY=stores`
+//! runs only part 3.
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
 
 mod common;
+#[path = "load/stores.rs"]
+mod stores;
 
 use std::{
     sync::Arc,
@@ -77,12 +85,17 @@ fn now_micros() -> i64 {
 }
 
 async fn start_server(sketch_latency: &str) -> ServerProcess {
-    let env = [
+    start_server_with(sketch_latency, &[]).await
+}
+
+async fn start_server_with(sketch_latency: &str, extra: &[(&str, &str)]) -> ServerProcess {
+    let mut env = vec![
         ("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", sketch_latency),
         // Measure admission and reply, not the "busy" path: let every call in.
         ("OFFSTAGE_JOBS__QUEUE", "10000000"),
         ("OFFSTAGE_JOBS__CONCURRENCY", "64"),
     ];
+    env.extend_from_slice(extra);
     ServerProcess::start(tempfile::tempdir().unwrap(), &["--provider", "sketch"], &env).await
 }
 
@@ -268,6 +281,10 @@ async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogr
 async fn main() {
     let seconds: u64 =
         std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "stores") {
+        stores::run(seconds).await;
+        return;
+    }
     println!("## generate_image reply latency (µs) and throughput, {seconds} s per run\n");
     println!("| tool | client | concurrency | calls/s | p50 | p99 | p99.9 | max |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
@@ -308,4 +325,6 @@ async fn main() {
             histogram.max()
         );
     }
+
+    stores::run(seconds).await;
 }

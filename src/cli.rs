@@ -19,6 +19,10 @@ pub struct Cli {
     /// Where jobs (offstage.db) and images are kept.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The job store shared by several instances, `postgres://user@host/db` (default: SQLite
+    /// in the data dir).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Image provider: auto, sketch or openai.
     #[arg(long, global = true, value_name = "NAME")]
     pub provider: Option<String>,
@@ -70,6 +74,7 @@ impl Cli {
             overrides: Overrides {
                 listen: self.listen.clone(),
                 data_dir: self.data_dir.clone(),
+                database_url: self.database_url.clone(),
                 provider: self.provider.clone(),
                 log: self.log.clone(),
             },

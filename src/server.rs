@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::{
-    config::{Config, ToolsConfig, inherited_env},
+    config::{Config, Database, ToolsConfig, inherited_env},
     http::ConnectionLimits,
     images::{
         fetch::{FetchLimits, ImageFetcher},
@@ -17,6 +17,7 @@ use crate::{
         pipeline::{ImagePipeline, ImagePool, PipelineBuildError, PoolError},
     },
     jobs::{
+        postgres::PgJobStore,
         runner::JobRunner,
         sqlite::SqliteJobStore,
         store::{JobStore, StoreError},
@@ -70,7 +71,7 @@ pub struct Server {
 /// Everything behind the transports, shared by HTTP and stdio.
 #[derive(Debug)]
 struct Core {
-    store: SqliteJobStore,
+    store: Store,
     runner: JobRunner,
     mcp: Arc<McpState>,
     shutdown: CancellationToken,
@@ -193,8 +194,8 @@ impl Core {
     async fn services(
         config: &Config,
         links: Links,
-    ) -> Result<(SqliteJobStore, JobRunner, Arc<Services>), StartError> {
-        let store = SqliteJobStore::open(&config.database_path()).await?;
+    ) -> Result<(Store, JobRunner, Arc<Services>), StartError> {
+        let store = Store::open(&config.database).await?;
         // Unguarded on purpose: provider URLs come from the operator's configuration, never
         // from a model, and a ComfyUI on loopback or the LAN is the usual case. netguard is
         // for the URLs users and models supply.
@@ -218,10 +219,11 @@ impl Core {
             ..FetchLimits::default()
         })
         .map_err(|error| StartError::HttpClient(error.to_string()))?;
-        let images = ImageFiles::open(&config.data_dir)
+        let images = ImageFiles::from_config(&config.images, &config.data_dir)
+            .await
             .map_err(|source| StartError::Io { what: "the images directory", source })?;
         let pipeline = ImagePipeline::new(&config.images, images, pool)?;
-        let job_store: Arc<dyn JobStore> = Arc::new(store.clone());
+        let job_store = store.shared();
         let composer = Arc::new(Composer::new(links.clone(), &config.push));
         let runner =
             JobRunner::builder(job_store.clone(), config.jobs.clone()).composer(composer).build();
@@ -276,6 +278,40 @@ impl Core {
         let mcp = Arc::new(McpState::new(registry, services, subscriptions, shutdown.clone()));
         runner.start().await?;
         Ok(Core { store, runner, mcp, shutdown })
+    }
+}
+
+/// The job store the configuration names.
+#[derive(Debug)]
+enum Store {
+    Sqlite(SqliteJobStore),
+    Postgres(PgJobStore),
+}
+
+impl Store {
+    async fn open(database: &Database) -> Result<Store, StoreError> {
+        Ok(match database {
+            Database::Sqlite(path) => Store::Sqlite(SqliteJobStore::open(path).await?),
+            Database::Postgres(url) => {
+                let store = PgJobStore::open(url).await?;
+                tracing::info!(database = %crate::config::redacted(url), "job store: PostgreSQL");
+                Store::Postgres(store)
+            }
+        })
+    }
+
+    fn shared(&self) -> Arc<dyn JobStore> {
+        match self {
+            Store::Sqlite(store) => Arc::new(store.clone()),
+            Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Store::Sqlite(store) => store.close().await,
+            Store::Postgres(store) => store.close().await,
+        }
     }
 }
 

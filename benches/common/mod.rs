@@ -64,6 +64,12 @@ impl ServerProcess {
         format!("{}/mcp", self.base)
     }
 
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// CPU time (user + system) the server process has used so far, from /proc.
     pub fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))

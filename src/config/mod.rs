@@ -12,6 +12,7 @@ mod tools;
 
 use std::{
     collections::BTreeMap,
+    fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -33,8 +34,11 @@ use url::Url;
 pub struct Config {
     /// Where the HTTP server (MCP at `/mcp`, job views at `/v1`) listens.
     pub listen: SocketAddr,
-    /// Root of the embedded store: `offstage.db` and `images/`.
+    /// Root of the embedded store: `offstage.db` and `images/`; with a shared store, local
+    /// scratch only.
     pub data_dir: PathBuf,
+    /// Where jobs, events and the webhook outbox live.
+    pub database: Database,
     /// Base of the absolute URLs we hand out (`image_url`). `None`: derived from the bound address.
     pub public_url: Option<Url>,
     pub security: SecurityConfig,
@@ -502,6 +506,7 @@ impl Config {
         Config {
             tools: ToolsConfig { dir: data_dir.join("tools"), ..ToolsConfig::default() },
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            database: Database::Sqlite(data_dir.join("offstage.db")),
             data_dir,
             public_url: None,
             security: SecurityConfig {
@@ -543,6 +548,50 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("offstage.db")
     }
+}
+
+/// The job store: the embedded SQLite file, or a PostgreSQL database every instance shares.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// The connection URL; it may hold a password, so `Debug` shows only where it points.
+    Postgres(Url),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(&redacted(url)).finish(),
+        }
+    }
+}
+
+/// `postgres://user@host:port/db` with any password left out: what logs may show.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.set_query(None);
+    shown.to_string()
+}
+
+/// A `postgres://` (or `postgresql://`) URL naming a host.
+fn parse_database_url(value: &str) -> Result<Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { field: "database_url", message };
+    let url = Url::parse(value.trim()).map_err(|error| invalid(format!("not a URL: {error}")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid(format!(
+            "`{}:` is not supported; use postgres://user@host/database, or leave it unset for \
+             the embedded SQLite store",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("names no host".to_owned()));
+    }
+    Ok(url)
 }
 
 /// Parses `host:port`, `[v6]:port` or a bare port (which means 127.0.0.1).

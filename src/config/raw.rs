@@ -12,11 +12,11 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComfyUiConfig, Config, ConfigError, ImagesConfig, JobsConfig, LimitsConfig, OpenAiConfig,
-    ProviderChoice, ProvidersConfig, PushConfig, RawOAuthConfig, RoutePolicy, SecurityConfig,
-    ToolsConfig,
+    ComfyUiConfig, Config, ConfigError, Database, ImagesConfig, JobsConfig, LimitsConfig,
+    OpenAiConfig, ProviderChoice, ProvidersConfig, PushConfig, RawOAuthConfig, RoutePolicy,
+    SecurityConfig, ToolsConfig,
     comfyui::read_workflow,
-    ensure_writable_dir, parse_http_url, parse_listen,
+    ensure_writable_dir, parse_database_url, parse_http_url, parse_listen,
     routing::{split_list, validate_fallback, validate_routing},
 };
 
@@ -56,6 +56,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -67,6 +69,8 @@ pub struct Overrides {
 pub struct RawConfig {
     pub listen: String,
     pub data_dir: Option<PathBuf>,
+    /// `postgres://…`: the store shared by every instance; unset: SQLite in the data dir.
+    pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub provider: String,
     /// Providers tried in order after `provider` gives up.
@@ -91,6 +95,7 @@ impl Default for RawConfig {
         Self {
             listen: "127.0.0.1:8787".to_owned(),
             data_dir: None,
+            database_url: None,
             public_url: None,
             provider: "auto".to_owned(),
             fallback: Vec::new(),
@@ -154,11 +159,15 @@ impl RawConfig {
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
-        // setting rejects, and `config` is not a setting.
+        // setting rejects, and `config` is not a setting; nor is `OFFSTAGE_CACHE`, where the
+        // scripts keep build products.
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
-                .ignore(&["tokens", "listen", "config", "fallback"]),
+                .ignore(&["tokens", "listen", "config", "fallback", "cache"])
+                // The test harness's own variables (`OFFSTAGE_TEST_*`, exported by scripts/test
+                // to every `offstage` it runs) are not settings.
+                .filter(|key| !key.starts_with("test_")),
         );
         if let Some(fallback) = env_string("OFFSTAGE_FALLBACK") {
             figment = figment.merge(Serialized::default("fallback", split_list(&fallback)));
@@ -236,10 +245,15 @@ impl RawConfig {
             None => default_data_dir()?,
         };
         ensure_writable_dir(&data_dir)?;
+        let database = match self.database_url {
+            Some(url) => Database::Postgres(parse_database_url(&url)?),
+            None => Database::Sqlite(data_dir.join("offstage.db")),
+        };
         let oauth = self.oauth.validate(public_url.as_ref())?;
         Ok(Config {
             listen,
             data_dir,
+            database,
             public_url,
             security: SecurityConfig {
                 tokens: self.tokens,

@@ -946,3 +946,51 @@ fn oauth_and_limits_are_read_with_defaults_and_checked() {
         });
     }
 }
+
+#[test]
+fn the_test_harness_variables_are_not_settings() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        jail.set_env("OFFSTAGE_TEST_MOTO", "/opt/moto/bin/moto_server");
+        jail.set_env("OFFSTAGE_TEST_REQUIRE_ALL", "1");
+        load(jail).unwrap();
+        Ok(())
+    });
+}
+
+#[test]
+fn the_database_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        let config = load(jail).expect("defaults are valid");
+        assert_eq!(config.database, Database::Sqlite(jail.directory().join("data/offstage.db")));
+
+        jail.set_env("OFFSTAGE_DATABASE_URL", "postgres://offstage:hunter2@db:5432/offstage");
+        let config = load(jail).expect("a PostgreSQL URL is valid");
+        let Database::Postgres(url) = &config.database else { panic!("{:?}", config.database) };
+        assert_eq!(url.host_str(), Some("db"));
+        let shown = format!("{:?}", config.database);
+        assert!(!shown.contains("hunter2") && shown.contains("db:5432"), "{shown}");
+
+        // The flag wins over the environment.
+        let mut flagged = sources(jail);
+        flagged.overrides.database_url = Some("postgresql://other/offstage".to_owned());
+        let config = Config::load(&flagged).expect("the flag is valid");
+        assert!(
+            matches!(&config.database, Database::Postgres(url) if url.host_str() == Some("other"))
+        );
+
+        for (bad, says) in
+            [("mysql://db/offstage", "`mysql:` is not supported"), ("db/offstage", "not a URL")]
+        {
+            jail.set_env("OFFSTAGE_DATABASE_URL", bad);
+            match load(jail) {
+                Err(ConfigError::Invalid { field: "database_url", message }) => {
+                    assert!(message.contains(says), "{bad}: {message}");
+                }
+                other => panic!("{bad} must be refused: {other:?}"),
+            }
+        }
+        Ok(())
+    });
+}

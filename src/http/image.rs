@@ -7,7 +7,7 @@
 //! parties that fetch it (OpenAI Realtime's `input_image`, a browser `<img>`) cannot send our
 //! bearer token.
 
-use std::{path::Path as FilePath, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -15,12 +15,12 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use tokio_util::io::ReaderStream;
 
 use super::error::ApiError;
 use crate::{
     images::{
         ImageFormat, Variant,
+        files::Stored,
         pipeline::PipelineError,
         placeholder::{PlaceholderKind, placeholder_png},
     },
@@ -77,7 +77,7 @@ pub async fn image(
 /// not be cached. `None` when there is none (yet, or it was just replaced by the final image).
 async fn partial_image(services: &Services, job: &Job) -> Option<Response> {
     let shown = job.progress.as_ref()?.get("partial_images")?.as_u64()?;
-    let bytes = tokio::fs::read(services.pipeline.files().partial_path(&job.id)).await.ok()?;
+    let bytes = services.pipeline.files().read(&job.id, &Stored::Partial).await.ok()?;
     let mime = ImageFormat::sniff(&bytes)?.mime();
     let mut response =
         image_response(StatusCode::OK, mime, PLACEHOLDER_CACHE, job, None, Body::from(bytes));
@@ -117,11 +117,11 @@ async fn final_image(
         return Ok(response);
     }
     let Some(rendition) = rendition else {
-        let path = services.pipeline.files().path(&job.id, output.image.format);
-        return serve_file(job, &path, format, &tag, None).await;
+        let original = Stored::Original(output.image.format);
+        return serve_stored(services, job, &original, format, &tag, None).await;
     };
     let rendered = services.pipeline.rendition(&job.id, &output.image, rendition);
-    let (path, fresh) = match tokio::time::timeout(RENDER_WAIT, rendered).await {
+    let fresh = match tokio::time::timeout(RENDER_WAIT, rendered).await {
         Err(_elapsed) => return Err(ApiError::Busy("the image pool is busy; try again shortly")),
         Ok(Err(PipelineError::Storage(error))) if error.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!(job = %job.id, %error, "completed job has no image file");
@@ -130,28 +130,33 @@ async fn final_image(
         Ok(Err(error)) => return Err(ApiError::Internal(error.to_string())),
         Ok(Ok(found)) => found,
     };
-    serve_file(job, &path, format, &tag, Some(if fresh { "miss" } else { "hit" })).await
+    let stored = Stored::Rendition(rendition.file_name());
+    let cache = Some(if fresh { "miss" } else { "hit" });
+    serve_stored(services, job, &stored, format, &tag, cache).await
 }
 
 /// Streams a stored image. `cache` says whether a rendition was found (`hit`) or made now.
-async fn serve_file(
+async fn serve_stored(
+    services: &Services,
     job: &Job,
-    path: &FilePath,
+    stored: &Stored,
     format: ImageFormat,
     tag: &str,
     cache: Option<&'static str>,
 ) -> Result<Response, ApiError> {
-    let file = tokio::fs::File::open(path).await.map_err(|error| {
-        tracing::warn!(job = %job.id, %error, "completed job has no image file");
-        ApiError::JobNotFound(job.id.to_string())
+    let opened = services.pipeline.files().open_stream(&job.id, stored).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            tracing::warn!(job = %job.id, %error, "completed job has no image file");
+            ApiError::JobNotFound(job.id.to_string())
+        } else {
+            ApiError::Internal(format!("could not read a stored image: {error}"))
+        }
     })?;
-    let length =
-        file.metadata().await.map_err(|error| ApiError::Internal(error.to_string()))?.len();
-    let body = Body::from_stream(ReaderStream::new(file));
+    let body = Body::from_stream(opened.body);
     let mut response =
         image_response(StatusCode::OK, format.mime(), FINAL_CACHE, job, Some(tag), body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(opened.length));
     if let Some(cache) = cache {
         headers.insert("offstage-rendition", HeaderValue::from_static(cache));
     }

@@ -1,166 +1,223 @@
-//! Generated images on disk: `<data_dir>/images/<job_id>.<ext>` (the original) and
-//! `<data_dir>/images/renditions/<job_id>/w512.webp` (resized or re-encoded variants), all
-//! written atomically.
+//! Where generated images are kept, in a directory or an object store, under one layout:
+//! `<job_id>.<ext>` (the original), `<job_id>.partial` (the newest partial image of a working
+//! job) and `renditions/<job_id>/w512.webp` (resized or re-encoded variants). Every write is
+//! whole or absent, never half-visible.
 //!
-//! A file is complete or absent, never half-written: bytes go to a temporary name, are synced,
-//! then renamed into place. Only then does the job become `completed`, so a reader that sees a
-//! completed job always finds its file.
+//! A directory (`<data_dir>/images` by default, or a `file://` one several instances share)
+//! gets bytes at a temporary name, synced, then renamed into place ([`directory`]). An object
+//! store (`s3://bucket/prefix`) has keys `<prefix>/<the same layout>`; its PUT is atomic, a
+//! reader sees the old object or the new one ([`objects`]). Either way a write completes before
+//! the job becomes `completed`, so a reader that sees a completed job always finds its image.
+
+mod directory;
+mod objects;
 
 use std::{
-    io::{self, Read, Write},
+    io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use self::{directory::Directory, objects::Objects};
 use super::ImageFormat;
-use crate::jobs::JobId;
+use crate::{config::ImagesConfig, jobs::JobId};
 
-/// The most one read or write system call copies. A kernel built without preemption (as on
-/// our machines) lets a thread finish a copy before anyone else gets its core, SCHED_IDLE or
-/// not, and one 2.4 MB write into the page cache cost about 8 ms of CPU here. Between chunks
-/// the pool thread is back in user space and offers the core ([`crate::priority::offer_cpu`]).
-const CHUNK: usize = 64 * 1024;
-
+/// The images of every job, wherever they are kept. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ImageFiles {
-    dir: PathBuf,
+    backend: Backend,
+}
+
+/// One stored image of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// The image as the provider made it, in its own format.
+    Original(ImageFormat),
+    /// The newest partial image of a working job (one per job, replaced).
+    Partial,
+    /// A rendition, by its file name (`Rendition::file_name`, such as `w512.webp`).
+    Rendition(String),
+}
+
+/// A write made on the image pool, and what is left of it: nothing for a directory, the
+/// upload for an object store, which [`Written::finish`] sends from the runtime.
+///
+/// Writes are split this way because the two backends wait on different things. A file write
+/// is CPU (copies into the page cache) and an fsync, best spent at the pool's idle priority
+/// (see `directory.rs`). An upload is mostly waiting on the network, with retries and timeouts
+/// of seconds; run on the pool (`Handle::block_on` from its thread), it would hold one of its
+/// few pixel workers idle all that time, and a slow or failing S3 would stall every decode and
+/// render. So the pool only encodes, and the caller's task awaits the upload.
+#[derive(Debug, Default)]
+#[must_use = "an object store's write is sent only by `Written::finish`"]
+pub struct Written {
+    uploads: Vec<objects::Upload>,
+}
+
+/// A stored image opened for streaming.
+pub struct Opened {
+    /// Its size in bytes (`Content-Length`).
+    pub length: u64,
+    pub body: BoxStream<'static, io::Result<Bytes>>,
+}
+
+/// An original to decode on the pool: a file, read there like the writes are written, or the
+/// bytes an object store has already sent.
+#[derive(Debug)]
+pub enum Readable {
+    File(PathBuf),
+    Loaded(Bytes),
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Directory(Directory),
+    Objects(Objects),
 }
 
 impl ImageFiles {
+    /// The store `images.store` names: `<data_dir>/images` when unset, a `file://` directory,
+    /// or an `s3://` bucket. An object store is asked for a listing first, so that a wrong
+    /// endpoint, bucket or key stops the start instead of the first image.
+    pub async fn from_config(config: &ImagesConfig, data_dir: &Path) -> io::Result<ImageFiles> {
+        let invalid = |error| io::Error::new(io::ErrorKind::InvalidInput, error);
+        if let Some((builder, prefix)) = config.s3_store().map_err(invalid)? {
+            let store = config.store.as_deref().unwrap_or_default().trim();
+            let objects = Objects::connect(builder, prefix, store).await?;
+            return Ok(ImageFiles { backend: Backend::Objects(objects) });
+        }
+        ImageFiles::in_directory(&config.store_directory(data_dir).map_err(invalid)?)
+    }
+
     /// Uses (and creates) `<data_dir>/images`.
     pub fn open(data_dir: &Path) -> io::Result<ImageFiles> {
-        let dir = data_dir.join("images");
-        std::fs::create_dir_all(&dir)?;
-        Ok(ImageFiles { dir })
+        ImageFiles::in_directory(&data_dir.join("images"))
     }
 
-    pub fn path(&self, id: &JobId, format: ImageFormat) -> PathBuf {
-        self.dir.join(format!("{id}.{}", format.extension()))
+    /// Uses (and creates) `dir` itself.
+    pub fn in_directory(dir: &Path) -> io::Result<ImageFiles> {
+        Ok(ImageFiles { backend: Backend::Directory(Directory::open(dir)?) })
     }
 
-    /// Where the latest partial image of a working job is kept (one per job, replaced).
-    pub fn partial_path(&self, id: &JobId) -> PathBuf {
-        self.dir.join(format!("{id}.partial"))
+    /// Keys under `prefix` of `store`; nothing is asked of the store until an image is.
+    pub fn in_object_store(
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: object_store::path::Path,
+    ) -> ImageFiles {
+        ImageFiles { backend: Backend::Objects(Objects::new(store, prefix)) }
     }
 
-    /// Where the rendition `name` (see `Rendition::file_name`) of the job's image is kept.
-    pub fn rendition_path(&self, id: &JobId, name: &str) -> PathBuf {
-        self.renditions_dir(id).join(name)
-    }
-
-    fn renditions_dir(&self, id: &JobId) -> PathBuf {
-        self.dir.join("renditions").join(id.to_string())
-    }
-
-    // The writers below block: they are called from the image pool, so copying megabytes into
-    // the page cache and waiting for the disk happen at the pool's idle priority. Measured on
-    // the request threads (tokio's blocking pool), these copies were nearly a third of the
-    // extra CPU a burst of image jobs put at normal priority. They copy in `CHUNK`s.
-
-    /// Stores one rendition of the job's image. Blocking.
-    pub fn write_rendition(&self, id: &JobId, name: &str, bytes: &[u8]) -> io::Result<()> {
-        std::fs::create_dir_all(self.renditions_dir(id))?;
-        self.write_at(id, &self.rendition_path(id, name), bytes)
-    }
-
-    /// Stores the job's original image. Blocking.
-    pub fn write(&self, id: &JobId, format: ImageFormat, bytes: &[u8]) -> io::Result<()> {
-        self.write_at(id, &self.path(id, format), bytes)
-    }
-
-    /// Replaces the job's partial image; readers see the previous one or this one, whole.
-    /// Blocking.
-    pub fn write_partial(&self, id: &JobId, bytes: &[u8]) -> io::Result<()> {
-        self.write_at(id, &self.partial_path(id), bytes)
-    }
-
-    fn write_at(&self, id: &JobId, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let temporary = self.dir.join(format!(".{id}.{}.tmp", ulid::Ulid::generate()));
-        let written = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
-            for chunk in bytes.chunks(CHUNK) {
-                file.write_all(chunk)?;
-                crate::priority::offer_cpu();
+    /// Stores `bytes` as `stored` of job `id`, replacing what was there. Blocking: call it on
+    /// the image pool, then [`Written::finish`] the result on the runtime.
+    pub fn write(&self, id: &JobId, stored: &Stored, bytes: Bytes) -> io::Result<Written> {
+        match &self.backend {
+            Backend::Directory(directory) => {
+                directory.write(id, stored, &bytes)?;
+                Ok(Written::default())
             }
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temporary);
+            Backend::Objects(objects) => {
+                Ok(Written { uploads: vec![objects.upload(id, stored, bytes)] })
+            }
         }
-        written
     }
 
-    /// Reads the job's original image. Blocking, in `CHUNK`s like the writers.
-    pub fn read(&self, id: &JobId, format: ImageFormat) -> io::Result<Vec<u8>> {
-        let mut file = std::fs::File::open(self.path(id, format))?;
-        let mut bytes = Vec::with_capacity(file.metadata()?.len().try_into().unwrap_or(0));
-        while (&mut file).take(CHUNK as u64).read_to_end(&mut bytes)? > 0 {}
-        Ok(bytes)
+    /// The job's original, to [`Readable::read`] on the pool.
+    pub async fn readable(&self, id: &JobId, format: ImageFormat) -> io::Result<Readable> {
+        let stored = Stored::Original(format);
+        match &self.backend {
+            Backend::Directory(directory) => Ok(Readable::File(directory.path(id, &stored))),
+            Backend::Objects(objects) => Ok(Readable::Loaded(objects.read(id, &stored).await?)),
+        }
+    }
+
+    /// Reads `stored` of job `id` whole (a partial image, the source of an edit).
+    pub async fn read(&self, id: &JobId, stored: &Stored) -> io::Result<Bytes> {
+        match &self.backend {
+            Backend::Directory(directory) => directory.read(id, stored).await,
+            Backend::Objects(objects) => objects.read(id, stored).await,
+        }
+    }
+
+    /// Opens `stored` of job `id` to stream it; `NotFound` when it is not there.
+    pub async fn open_stream(&self, id: &JobId, stored: &Stored) -> io::Result<Opened> {
+        match &self.backend {
+            Backend::Directory(directory) => directory.open_stream(id, stored).await,
+            Backend::Objects(objects) => objects.open_stream(id, stored).await,
+        }
+    }
+
+    /// Whether `stored` of job `id` is there; a store that cannot say counts as no.
+    pub async fn exists(&self, id: &JobId, stored: &Stored) -> bool {
+        match &self.backend {
+            Backend::Directory(directory) => directory.exists(id, stored).await,
+            Backend::Objects(objects) => objects.exists(id, stored).await,
+        }
     }
 
     /// Removes the job's partial image, if any.
     pub async fn delete_partial(&self, id: &JobId) {
-        remove(id, self.partial_path(id)).await;
+        match &self.backend {
+            Backend::Directory(directory) => directory.delete_partial(id).await,
+            Backend::Objects(objects) => objects.delete_partial(id).await,
+        }
     }
 
     /// Removes the job's image in whatever format it was stored, its renditions and its
-    /// partial image. Missing files are fine.
+    /// partial image. Missing ones are fine.
     pub async fn delete(&self, id: &JobId) {
-        self.delete_partial(id).await;
-        match tokio::fs::remove_dir_all(self.renditions_dir(id)).await {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(job = %id, %error, "could not delete image renditions"),
-        }
-        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp] {
-            remove(id, self.path(id, format)).await;
+        match &self.backend {
+            Backend::Directory(directory) => directory.delete(id).await,
+            Backend::Objects(objects) => objects.delete(id).await,
         }
     }
 }
 
-async fn remove(id: &JobId, path: PathBuf) {
-    match tokio::fs::remove_file(path).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => tracing::warn!(job = %id, %error, "could not delete image file"),
+impl Stored {
+    /// Its name under the store's root, the same for both backends.
+    fn name(&self, id: &JobId) -> String {
+        match self {
+            Stored::Original(format) => format!("{id}.{}", format.extension()),
+            Stored::Partial => format!("{id}.partial"),
+            Stored::Rendition(name) => format!("{RENDITIONS}/{id}/{name}"),
+        }
+    }
+}
+
+/// The folder (or key segment) renditions go under, one folder per job.
+const RENDITIONS: &str = "renditions";
+
+impl Written {
+    /// Adds the rest of another write, to finish both at once.
+    pub fn extend(&mut self, other: Written) {
+        self.uploads.extend(other.uploads);
+    }
+
+    /// Sends what is left (the uploads, at once). Call it on the runtime, never on the pool.
+    pub async fn finish(self) -> io::Result<()> {
+        futures::future::try_join_all(self.uploads.into_iter().map(objects::Upload::send))
+            .await
+            .map(drop)
+    }
+}
+
+impl Readable {
+    /// The bytes. Blocking for a file (read in `CHUNK`s): call it on the pool.
+    pub fn read(self) -> io::Result<Bytes> {
+        match self {
+            Readable::File(path) => directory::read_file(&path).map(Bytes::from),
+            Readable::Loaded(bytes) => Ok(bytes),
+        }
+    }
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("length", &self.length).finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn writes_atomically_and_deletes() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = ImageFiles::open(dir.path()).unwrap();
-        let id = JobId::generate();
-        files.write(&id, ImageFormat::Png, b"first").unwrap();
-        files.write(&id, ImageFormat::Png, b"second").unwrap();
-        files.write_rendition(&id, "w64.webp", b"small").unwrap();
-        let path = files.path(&id, ImageFormat::Png);
-        assert_eq!(files.read(&id, ImageFormat::Png).unwrap(), b"second");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("images"))
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name())
-            .collect();
-        assert_eq!(leftovers.len(), 2, "no temporary files may remain: {leftovers:?}");
-        let rendition = files.rendition_path(&id, "w64.webp");
-        assert_eq!(std::fs::read(&rendition).unwrap(), b"small");
-        files.delete(&id).await;
-        assert!(!path.exists());
-        assert!(!rendition.parent().unwrap().exists());
-        files.delete(&id).await;
-    }
-
-    #[test]
-    fn files_larger_than_a_chunk_come_back_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = ImageFiles::open(dir.path()).unwrap();
-        let id = JobId::generate();
-        let bytes: Vec<u8> = (0..3 * CHUNK + 17).map(|n| (n * 31 % 251) as u8).collect();
-        files.write(&id, ImageFormat::Jpeg, &bytes).unwrap();
-        assert_eq!(std::fs::read(files.path(&id, ImageFormat::Jpeg)).unwrap(), bytes);
-        assert_eq!(files.read(&id, ImageFormat::Jpeg).unwrap(), bytes);
-    }
-}
+mod tests;

@@ -45,6 +45,16 @@ pub enum JobChange {
 }
 
 impl JobChange {
+    /// The change an event type reports (see [`JobChange::kind`]).
+    pub fn of_kind(kind: &str) -> Option<JobChange> {
+        match kind {
+            "job.created" => Some(JobChange::Created),
+            "job.progress" => Some(JobChange::Progress),
+            "job.completed" | "job.failed" | "job.cancelled" => Some(JobChange::Ended),
+            _ => None,
+        }
+    }
+
     /// The event type for a job after this change: `job.created`, `job.progress`,
     /// `job.completed`, `job.failed` or `job.cancelled`.
     pub fn kind(self, job: &Job) -> &'static str {
@@ -132,6 +142,38 @@ struct Reorder {
     waiting: BTreeMap<i64, Arc<JobEvent>>,
     /// Whether a timer will flush `waiting` if the gap is never filled.
     timer: bool,
+    /// Ids below `next` never delivered: gaps given up on. One of them arriving late is
+    /// delivered; any other id below `next` was delivered already (a shared store's follower
+    /// and the local committer both publish each event) and is dropped.
+    skipped: BTreeMap<i64, i64>,
+}
+
+/// Gaps remembered at most: a straggler older than that many gaps is very unlikely, and then
+/// only listeners that re-read the store (every stream does) see it.
+const MAX_SKIPPED: usize = 1024;
+
+impl Reorder {
+    /// Remembers `start..end` as never delivered.
+    fn skip(&mut self, start: i64, end: i64) {
+        if start < end {
+            self.skipped.insert(start, end);
+            if self.skipped.len() > MAX_SKIPPED {
+                self.skipped.pop_first();
+            }
+        }
+    }
+
+    /// Whether `id` lies in a gap given up on; it no longer does afterwards.
+    fn take_skipped(&mut self, id: i64) -> bool {
+        let Some((&start, &end)) = self.skipped.range(..=id).next_back() else { return false };
+        if id >= end {
+            return false;
+        }
+        self.skipped.remove(&start);
+        self.skip(start, id);
+        self.skip(id + 1, end);
+        true
+    }
 }
 
 impl Default for JobEvents {
@@ -146,13 +188,22 @@ impl JobEvents {
         let event = Arc::new(JobEvent { change, job, event });
         let mut order = self.order.lock().expect("event order lock poisoned");
         let id = event.event.id;
-        let next = *order.next.get_or_insert(id);
+        let next = match order.next {
+            Some(next) => next,
+            None => {
+                // Nobody said where ids start: anything older is a straggler, not a repeat.
+                order.skip(i64::MIN, id);
+                *order.next.insert(id)
+            }
+        };
         if id < next {
-            // Later than its patience allowed: out of order, but never withheld.
-            let _ = self.sender.send(event);
+            if order.take_skipped(id) {
+                // Later than its patience allowed: out of order, but never withheld.
+                let _ = self.sender.send(event);
+            }
             return;
         }
-        order.waiting.insert(id, event);
+        order.waiting.entry(id).or_insert(event);
         self.release(&mut order);
         self.arm_timer(&mut order);
     }
@@ -186,6 +237,9 @@ impl JobEvents {
         let mut order = self.order.lock().expect("event order lock poisoned");
         order.timer = false;
         if let Some((&first, _)) = order.waiting.first_key_value() {
+            if let Some(next) = order.next {
+                order.skip(next, first);
+            }
             order.next = Some(first);
             self.release(&mut order);
         }
@@ -281,6 +335,28 @@ mod tests {
         publish(&events, 2);
         publish(&events, 6);
         assert_eq!(drain(&mut receiver), vec![2, 6]);
+        // Once only: a second copy of a straggler is a repeat.
+        publish(&events, 2);
+        publish(&events, 4);
+        publish(&events, 4);
+        assert_eq!(drain(&mut receiver), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn an_event_published_twice_is_delivered_once() {
+        // A shared store's follower reads back what this process wrote, and may even get there
+        // first: whichever copy comes second is dropped, in and out of order.
+        let events = JobEvents::default();
+        events.expect_after(0);
+        let mut receiver = events.subscribe();
+        publish(&events, 1);
+        publish(&events, 1);
+        publish(&events, 3);
+        publish(&events, 3);
+        publish(&events, 2);
+        publish(&events, 2);
+        publish(&events, 3);
+        assert_eq!(drain(&mut receiver), vec![1, 2, 3]);
     }
 
     #[test]

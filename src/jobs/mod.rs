@@ -4,10 +4,19 @@
 //! through its states and [`store::JobStore`] is the single source of truth every view reads.
 //! This module knows nothing about images, MCP or HTTP: handlers registered per tool do the work.
 
+mod batch;
+#[cfg(test)]
+mod contract;
 pub mod events;
+mod follow;
+mod migrations;
+pub mod postgres;
+mod row;
 pub mod runner;
 pub mod sqlite;
 pub mod store;
+#[cfg(test)]
+mod testdb;
 
 use std::{
     fmt,

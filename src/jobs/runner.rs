@@ -311,7 +311,14 @@ impl JobRunner {
     /// interrupted jobs, retention. Call before submitting jobs.
     pub async fn start(&self) -> Result<(), StoreError> {
         self.inner.store.heartbeat(&self.inner.lease(Micros::now())).await?;
-        self.inner.events.expect_after(self.inner.store.last_event_id().await?);
+        let last_event = self.inner.store.last_event_id().await?;
+        self.inner.events.expect_after(last_event);
+        if let Some(wakeups) = self.inner.store.wakeups() {
+            let (store, events) = (self.inner.store.clone(), self.inner.events.clone());
+            let shutdown = self.inner.shutdown.clone();
+            let follow = super::follow::follow(store, events, wakeups, last_event, shutdown);
+            self.inner.tracker.spawn(follow);
+        }
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move { inner.maintain().await });
         Ok(())

@@ -3,7 +3,7 @@
 //! Inserts sit on the `generate_image` reply path, so three things keep them fast:
 //! - Writes go through a single connection, queueing in memory instead of spinning on SQLite's
 //!   busy handler (which sleeps in whole milliseconds).
-//! - Group commit (`batch.rs`): inserts that arrive while one is being written are coalesced
+//! - Group commit (`jobs/batch.rs`): inserts that arrive while one is being written are coalesced
 //!   into one transaction. Each caller still gets its answer only after the commit.
 //! - Checkpoints run on their own connection, so the WAL's fsync never lands inside an insert.
 //!
@@ -13,7 +13,6 @@
 
 mod batch;
 mod outbox;
-mod schema;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -21,29 +20,21 @@ use async_trait::async_trait;
 use sqlx::{
     Row,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    Job, JobId, Micros, Outcome,
+    batch::{MAX_BATCH, PendingInsert, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
+    row::{job_columns, limit, to_job},
     store::{
         DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
         StoreError,
     },
 };
-
-/// The columns [`to_job`] reads, as a literal so queries stay `&'static str`.
-macro_rules! columns {
-    () => {
-        "id, tool, owner, input, status, output, error_code, error_message, attempts, eta_ms, \
-         created_at, updated_at, started_at, finished_at, conversation, delivery, call_id, \
-         progress"
-    };
-}
 
 /// How often the WAL is folded back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -53,9 +44,9 @@ const EVENTS_PER_PURGED_JOB: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    inserts: mpsc::Sender<batch::PendingInsert>,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
+    inserts: mpsc::Sender<PendingInsert>,
     /// Stops the checkpoint task when the store closes.
     closed: Arc<tokio_util::sync::CancellationToken>,
 }
@@ -75,7 +66,7 @@ impl SqliteJobStore {
             .min_connections(1)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
-        schema::migrator().run(&writer).await?;
+        super::migrations::sqlite().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone().read_only(true))
@@ -84,8 +75,8 @@ impl SqliteJobStore {
             SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         let closed = Arc::new(tokio_util::sync::CancellationToken::new());
         tokio::spawn(checkpoint(checkpointer, closed.as_ref().clone()));
-        let (inserts, pending) = mpsc::channel(4 * batch::MAX_BATCH);
-        tokio::spawn(batch::write_inserts(writer.clone(), pending));
+        let (inserts, pending) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_inserts(batch::SqliteBatch(writer.clone()), pending));
         Ok(SqliteJobStore { writer, reader, inserts, closed })
     }
 
@@ -117,57 +108,6 @@ async fn checkpoint(pool: SqlitePool, closed: tokio_util::sync::CancellationToke
     pool.close().await;
 }
 
-fn to_job(row: &SqliteRow) -> Result<Job, StoreError> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
-    let status: String = row.try_get("status")?;
-    let input: String = row.try_get("input")?;
-    // `output` holds the result of a completed job and the detail of a failed one.
-    let output: Option<String> = row.try_get("output")?;
-    let output: Option<serde_json::Value> = output
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| corrupt(format!("output: {e}")))?;
-    let error_code: Option<String> = row.try_get("error_code")?;
-    let error_message: Option<String> = row.try_get("error_message")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let progress: Option<String> = row.try_get("progress")?;
-    let progress = progress
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| corrupt(format!("progress: {e}")))?;
-    let eta_ms: i64 = row.try_get("eta_ms")?;
-    Ok(Job {
-        id: JobId::parse(&id).ok_or_else(|| corrupt("malformed id".to_owned()))?,
-        tool: row.try_get("tool")?,
-        owner: row.try_get("owner")?,
-        input: serde_json::from_str(&input).map_err(|e| corrupt(format!("input: {e}")))?,
-        status: JobStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
-        output: if error_code.is_none() { output.clone() } else { None },
-        error: error_code.map(|code| JobError {
-            code,
-            message: error_message.unwrap_or_default(),
-            detail: output.clone(),
-        }),
-        progress,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        eta_ms: u64::try_from(eta_ms).unwrap_or(0),
-        created_at: Micros(row.try_get("created_at")?),
-        updated_at: Micros(row.try_get("updated_at")?),
-        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(Micros),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Micros),
-        context: JobContext {
-            conversation: row.try_get("conversation")?,
-            delivery: row.try_get("delivery")?,
-            call_id: row.try_get("call_id")?,
-        },
-    })
-}
-
-fn limit(value: usize) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn insert(
@@ -178,7 +118,7 @@ impl JobStore for SqliteJobStore {
         event: NewEvent,
     ) -> Result<StoredEvent, StoreError> {
         let (done, answer) = oneshot::channel();
-        let pending = batch::PendingInsert {
+        let pending = PendingInsert {
             job: job.clone(),
             instance: instance.into(),
             dedupe_key: dedupe_key.map(str::to_owned),
@@ -190,7 +130,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?"))
+        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?"))
             .bind(id.as_str())
             .fetch_optional(&self.reader)
             .await?;
@@ -201,7 +141,7 @@ impl JobStore for SqliteJobStore {
         let row = sqlx::query(concat!(
             "UPDATE jobs SET attempts = attempts + 1, started_at = COALESCE(started_at, ?1), \
              updated_at = ?1 WHERE id = ?2 AND status = 'working' RETURNING ",
-            columns!()
+            job_columns!()
         ))
         .bind(now.0)
         .bind(id.as_str())
@@ -228,7 +168,7 @@ impl JobStore for SqliteJobStore {
             "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \
              updated_at = ?5, finished_at = ?5, lease_owner = NULL \
              WHERE id = ?6 AND status = 'working' RETURNING ",
-            columns!()
+            job_columns!()
         ))
         .bind(outcome.status().as_str())
         .bind(output)
@@ -257,7 +197,7 @@ impl JobStore for SqliteJobStore {
         let row = sqlx::query(concat!(
             "UPDATE jobs SET progress = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'working' \
              RETURNING ",
-            columns!()
+            job_columns!()
         ))
         .bind(progress.to_string())
         .bind(now.0)
@@ -310,7 +250,7 @@ impl JobStore for SqliteJobStore {
                  AND (i.id IS NULL OR i.alive_until < ?2) \
                ORDER BY j.created_at LIMIT ?3) \
              RETURNING ",
-            columns!()
+            job_columns!()
         ))
         .bind(lease.instance.as_ref())
         .bind(now.0)
@@ -358,7 +298,7 @@ impl JobStore for SqliteJobStore {
     ) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
-            columns!(),
+            job_columns!(),
             " FROM jobs WHERE dedupe_key = ? AND owner = ? AND created_at >= ? \
               AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
         ))
@@ -395,7 +335,7 @@ impl JobStore for SqliteJobStore {
                AND announced_at IS NULL AND status IN ('completed', 'failed') \
                ORDER BY finished_at LIMIT ?4) \
              RETURNING ",
-            columns!()
+            job_columns!()
         ))
         .bind(now.0)
         .bind(owner)
@@ -467,6 +407,3 @@ impl JobStore for SqliteJobStore {
         outbox::deliveries_of(&self.reader, job).await
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,6 +1,6 @@
 //! The job store trait: the single source of truth for jobs, their event log and the webhook
-//! outbox, behind which SQLite today and a shared PostgreSQL store tomorrow sit without tools,
-//! providers or MCP noticing.
+//! outbox, behind which the embedded SQLite store and the shared PostgreSQL store sit without
+//! tools, providers or MCP noticing.
 //!
 //! Every state change is a compare-and-set from `working`, so a cancel racing a completion
 //! resolves to exactly one outcome whichever process or task gets there first; and every change
@@ -219,6 +219,24 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         before: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Every owner's events after `after`, oldest first, each with its job as it is now (`None`
+    /// once purged): how an instance learns what other instances committed. Stores that only
+    /// one process writes have nothing to tell and keep the default.
+    async fn changes_after(
+        &self,
+        _after: i64,
+        _limit: usize,
+    ) -> Result<Vec<(StoredEvent, Option<Job>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Changes whenever other processes may have committed events: a wake-up, never data
+    /// (read them with [`JobStore::changes_after`]). `None` for a store only one process
+    /// writes.
+    fn wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// Claims up to `limit` pending deliveries due at `now`; each is not due again before
     /// `retry_at` unless settled (so a crash mid-attempt means one more attempt, not none).

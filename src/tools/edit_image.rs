@@ -17,6 +17,7 @@ use crate::{
     images::{
         ImageFormat, ImageSize,
         fetch::{FetchError, FetchedImage},
+        files::Stored,
     },
     jobs::{Job, JobId, JobStatus, runner::JobFailure},
     providers::EditRequest,
@@ -105,13 +106,13 @@ impl EditImage {
             }
         };
         let output = ImageJobOutput::of(&source).ok_or_else(gone)?;
-        let path = self.services.pipeline.files().path(id, output.image.format);
-        let bytes = tokio::fs::read(&path).await.map_err(|error| {
+        let original = Stored::Original(output.image.format);
+        let bytes = self.services.pipeline.files().read(id, &original).await.map_err(|error| {
             tracing::warn!(job = %job.id, %error, "source image file is missing");
             gone()
         })?;
         Ok(FetchedImage {
-            bytes: bytes.into(),
+            bytes,
             format: match output.image.format {
                 ImageFormat::Png => image::ImageFormat::Png,
                 ImageFormat::Jpeg => image::ImageFormat::Jpeg,
@@ -246,6 +247,9 @@ impl JobTool for EditImage {
     }
 
     async fn run(&self, input: EditJobInput, job: &Job) -> Result<Value, JobFailure> {
+        if let Some(output) = super::generate_image::stored_earlier(&self.services, job).await {
+            return Ok(output);
+        }
         let source = self.source(&input.source, job).await?;
         let size = match input.source {
             Source::Job(_) => input.size,

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::{Annotations, Services, ToolError, typed::JobTool};
 use crate::{
     images::{
-        ImageInfo, ImageSize,
+        ImageFormat, ImageInfo, ImageSize,
+        files::Stored,
         pipeline::{Ingested, PipelineError},
     },
     jobs::{Job, JobId, runner::JobFailure},
@@ -226,6 +227,9 @@ impl JobTool for GenerateImage {
     }
 
     async fn run(&self, input: ImageJobInput, job: &Job) -> Result<Value, JobFailure> {
+        if let Some(output) = stored_earlier(&self.services, job).await {
+            return Ok(output);
+        }
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
         let routed = generate_showing_partials(&self.services, job, &request)
@@ -287,6 +291,42 @@ pub(super) fn check<'a>(
         }
         .boxed()
     }
+}
+
+/// What the provider named for an image a resumed job found stored: the attempt that made it
+/// died before it could record who did.
+pub const RESUMED_PROVIDER: &str = "resumed";
+
+/// The output of a job whose earlier attempt stored its image and then died (its process
+/// killed between storing the image and committing the job): the job finishes from that
+/// image instead of asking a provider for another one. A stored original is whole (written
+/// last, atomically), so it is the image that attempt made. Only later attempts look.
+pub(super) async fn stored_earlier(services: &Services, job: &Job) -> Option<Value> {
+    if job.attempts < 2 {
+        return None;
+    }
+    let files = services.pipeline.files();
+    for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp] {
+        let stored = Stored::Original(format);
+        if !files.exists(&job.id, &stored).await {
+            continue;
+        }
+        let bytes = files.read(&job.id, &stored).await.ok()?;
+        let size = bytes.len() as u64;
+        // Again through the pipeline: its preview and renditions were not recorded either.
+        let ingested = services.pipeline.ingest(&job.id, bytes).await.ok()?;
+        tracing::info!(job = %job.id, "finishing from the image an earlier attempt stored");
+        let output = ImageJobOutput {
+            image: ingested.info,
+            bytes: size,
+            preview: ingested.preview,
+            provider: RESUMED_PROVIDER.to_owned(),
+            model: String::new(),
+            attempts: Vec::new(),
+        };
+        return serde_json::to_value(output).ok();
+    }
+    None
 }
 
 /// The job's output for an image the route kept.

@@ -111,7 +111,8 @@ impl ProviderRecord {
         if let Some(output) = output {
             return Some(ProviderRecord {
                 name: Some(output.provider.clone()),
-                model: Some(output.model.clone()),
+                // A job finished from an image an earlier attempt stored knows no model.
+                model: (!output.model.is_empty()).then(|| output.model.clone()),
                 attempts: output.attempts.clone(),
             });
         }

@@ -147,3 +147,54 @@ async fn interrupted_jobs_fail_clearly_when_resuming_is_off() {
     client.cancel().await.unwrap();
     second.terminate();
 }
+
+#[tokio::test]
+async fn a_job_whose_image_was_stored_before_the_crash_is_not_drawn_again() {
+    // What a kill -9 between storing the image and committing the job leaves: a working job
+    // of a dead process, one attempt made, and its image already in the store. The next
+    // process (or another instance) finishes it from that image and never calls the provider.
+    use crate::{openai_standin, support::TestServer};
+    let stand_in = openai_standin::spawn(vec![openai_standin::Reply::image(1024, 1024)]).await;
+    let base_url = stand_in.base_url.clone();
+    let TestServer { server, dir, mut config } = TestServer::start_with(move |config| {
+        config.provider = offstage::config::ProviderChoice::Openai;
+        config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+        config.providers.openai.base_url = base_url;
+    })
+    .await;
+    config.listen = server.local_addr();
+    server.stop().await;
+
+    let id = "7mzt0xk4c2q9w8ra";
+    let drawn = crate::openai_standin::png(1024, 1024);
+    std::fs::write(dir.path().join("images").join(format!("{id}.png")), &drawn).unwrap();
+    let mut connection = SqliteConnectOptions::new()
+        .filename(dir.path().join("offstage.db"))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
+         updated_at, started_at, lease_owner) VALUES (?1, 'generate_image', 'local', \
+         '{\"prompt\":\"a red fox\",\"size\":\"square\"}', 'working', 1, 1000, 1, 1, 1, 'dead')",
+    )
+    .bind(id)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    drop(connection);
+
+    let server = offstage::server::Server::start(config).await.expect("server starts again");
+    let (client, _) = modern_client(&server.mcp_url(), None).await;
+    let view = crate::support::wait_until_ended(&client, id).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["provider"]["name"], "resumed", "{view}");
+    assert_eq!(stand_in.hits(), 0, "the provider was not asked again");
+    let (_, _, image) = fetch_image(view["image_url"].as_str().unwrap()).await;
+    assert_eq!(
+        image.to_rgba8().into_raw(),
+        image::load_from_memory(&drawn).unwrap().to_rgba8().into_raw()
+    );
+    client.cancel().await.unwrap();
+    server.stop().await;
+}

@@ -31,7 +31,7 @@ use offstage::{
 use crate::support::{SOON, TestServer, call, job_id, modern_client};
 
 /// The key, base64-encoded after `whsec_`, as operators configure it.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]

@@ -7,7 +7,6 @@ pub mod render;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
@@ -16,7 +15,8 @@ use bytes::Bytes;
 pub use self::pool::{ImagePool, PoolError};
 use self::render::Pixels;
 use super::{
-    ImageError, ImageInfo, ImageLimits, Rendition, Variant, VariantError, files::ImageFiles,
+    ImageError, ImageInfo, ImageLimits, Rendition, Variant, VariantError,
+    files::{ImageFiles, Stored, Written},
 };
 use crate::{config::ImagesConfig, jobs::JobId};
 
@@ -54,8 +54,9 @@ pub struct ImagePipeline {
     limits: ImageLimits,
     quality: u8,
     prerender: Vec<Variant>,
-    /// Renditions being rendered now, so concurrent requests for one wait for a single render.
-    rendering: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Renditions being rendered now (by job and file name), so concurrent requests for one
+    /// wait for a single render.
+    rendering: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ImagePipeline {
@@ -95,22 +96,26 @@ impl ImagePipeline {
     /// limits; anything else is refused with [`PipelineError::Image`] and nothing is stored.
     pub async fn store_partial(&self, id: &JobId, bytes: Bytes) -> Result<(), PipelineError> {
         let (limits, files, id) = (self.limits, self.files.clone(), id.clone());
-        self.pool
-            .run(move || -> Result<(), PipelineError> {
+        let written = self
+            .pool
+            .run(move || -> Result<Written, PipelineError> {
                 super::inspect(&bytes, limits)?;
-                Ok(files.write_partial(&id, &bytes)?)
+                Ok(files.write(&id, &Stored::Partial, bytes)?)
             })
-            .await?
+            .await??;
+        Ok(written.finish().await?)
     }
 
     /// Takes a finished image for job `id`: decodes it once, computes its preview and
     /// prerendered variants, then stores the variants and the original bytes unchanged, all
-    /// in one task on the pool. Nothing is stored unless the image is valid.
+    /// in one task on the pool (an object store's uploads follow it). Nothing is stored unless
+    /// the image is valid; everything is stored when this returns.
     pub async fn ingest(&self, id: &JobId, bytes: Bytes) -> Result<Ingested, PipelineError> {
         let (limits, quality, prerender) = (self.limits, self.quality, self.prerender.clone());
         let (files, id) = (self.files.clone(), id.clone());
-        self.pool
-            .run(move || -> Result<Ingested, PipelineError> {
+        let (ingested, written) = self
+            .pool
+            .run(move || -> Result<(Ingested, Written), PipelineError> {
                 let decoded = super::decode(&bytes, limits)?;
                 let info = decoded.info;
                 let pixels = Pixels::of(decoded.pixels);
@@ -125,66 +130,71 @@ impl ImagePipeline {
                     }
                 }
                 drop(pixels);
+                let mut written = Written::default();
                 for (rendition, rendered) in renders {
-                    files.write_rendition(&id, &rendition.file_name(), &rendered)?;
+                    let stored = Stored::Rendition(rendition.file_name());
+                    written.extend(files.write(&id, &stored, Bytes::from(rendered))?);
                 }
-                files.write(&id, info.format, &bytes)?;
-                Ok(Ingested { info, preview })
+                written.extend(files.write(&id, &Stored::Original(info.format), bytes)?);
+                Ok((Ingested { info, preview }, written))
             })
-            .await?
+            .await??;
+        written.finish().await?;
+        Ok(ingested)
     }
 
-    /// The file of `rendition` of job `id`'s image (`original`), rendered now if it is not
-    /// stored yet. Concurrent callers share one render. The flag says whether this call
-    /// rendered it.
+    /// Makes sure `rendition` of job `id`'s image (`original`) is stored, rendering it now if
+    /// it is not yet; read it with [`ImageFiles::open_stream`]. Concurrent callers share one
+    /// render. True when this call rendered it.
     pub async fn rendition(
         &self,
         id: &JobId,
         original: &ImageInfo,
         rendition: Rendition,
-    ) -> Result<(PathBuf, bool), PipelineError> {
-        let path = self.files.rendition_path(id, &rendition.file_name());
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok((path, false));
+    ) -> Result<bool, PipelineError> {
+        let stored = Stored::Rendition(rendition.file_name());
+        if self.files.exists(id, &stored).await {
+            return Ok(false);
         }
+        let key = format!("{id}/{}", rendition.file_name());
         let gate = {
             let mut rendering = self.rendering.lock().unwrap_or_else(|poison| poison.into_inner());
-            Arc::clone(rendering.entry(path.clone()).or_default())
+            Arc::clone(rendering.entry(key.clone()).or_default())
         };
         // However this call ends (even dropped mid-render), the entry goes.
-        let _forget = Forget { rendering: &self.rendering, path: &path };
-        let rendered = async {
-            let _turn = gate.lock().await;
-            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                return Ok(false);
-            }
-            let (limits, quality) = (self.limits, self.quality);
-            let (files, id, format) = (self.files.clone(), id.clone(), original.format);
-            self.pool
-                .run(move || -> Result<(), PipelineError> {
-                    let bytes = files.read(&id, format)?;
-                    let pixels = Pixels::of(super::decode(&bytes, limits)?.pixels);
-                    let encoded = pixels.render(rendition, quality)?;
-                    Ok(files.write_rendition(&id, &rendition.file_name(), &encoded)?)
-                })
-                .await??;
-            Ok::<_, PipelineError>(true)
+        let _forget = Forget { rendering: &self.rendering, key: &key };
+        let _turn = gate.lock().await;
+        if self.files.exists(id, &stored).await {
+            return Ok(false);
         }
-        .await?;
-        Ok((path.clone(), rendered))
+        let (limits, quality) = (self.limits, self.quality);
+        // A file is read on the pool; an object store's bytes are fetched here, before it.
+        let source = self.files.readable(id, original.format).await?;
+        let (files, id) = (self.files.clone(), id.clone());
+        let written = self
+            .pool
+            .run(move || -> Result<Written, PipelineError> {
+                let bytes = source.read()?;
+                let pixels = Pixels::of(super::decode(&bytes, limits)?.pixels);
+                let encoded = pixels.render(rendition, quality)?;
+                Ok(files.write(&id, &stored, Bytes::from(encoded))?)
+            })
+            .await??;
+        written.finish().await?;
+        Ok(true)
     }
 }
 
 /// Removes a finished render from the in-flight map. Callers still waiting on its gate find
-/// the file stored; later callers find it before ever looking at the map.
+/// the rendition stored; later callers find it before ever looking at the map.
 struct Forget<'a> {
-    rendering: &'a Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-    path: &'a PathBuf,
+    rendering: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: &'a String,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.rendering.lock().unwrap_or_else(|poison| poison.into_inner()).remove(self.path);
+        self.rendering.lock().unwrap_or_else(|poison| poison.into_inner()).remove(self.key);
     }
 }
 

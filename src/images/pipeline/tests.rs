@@ -2,7 +2,7 @@
 //! nothing. (Decompression bombs are refused through the whole job path in
 //! `tests/it/image_variants.rs`.)
 
-use std::io::Cursor;
+use std::{io::Cursor, path::PathBuf};
 
 use super::*;
 use crate::images::{ImageFormat, decode};
@@ -58,12 +58,12 @@ async fn ingest_stores_the_original_once_with_preview_and_prerendered_variants()
     assert_eq!(ingested.info, ImageInfo { format: ImageFormat::Png, width: 1024, height: 768 });
     assert!(ingested.preview.as_deref().is_some_and(|hash| hash.len() < 40), "{ingested:?}");
     // Stored byte for byte; the repeated prerender is rendered once; w=2048 is the original.
-    let stored = std::fs::read(pipeline.files().path(&id, ImageFormat::Png)).unwrap();
+    let stored = pipeline.files().read(&id, &Stored::Original(ImageFormat::Png)).await.unwrap();
     assert_eq!(stored, original);
     let mut expected = [format!("{id}.png"), format!("renditions/{id}/w512.webp")];
     expected.sort();
     assert_eq!(files_in(&dir.path().join("images")), expected);
-    let webp = std::fs::read(pipeline.files().rendition_path(&id, "w512.webp")).unwrap();
+    let webp = std::fs::read(dir.path().join(format!("images/renditions/{id}/w512.webp"))).unwrap();
     let decoded = decode(&webp, ImageLimits::default()).unwrap().info;
     assert_eq!(decoded, ImageInfo { format: ImageFormat::Webp, width: 512, height: 384 });
 }
@@ -96,7 +96,7 @@ async fn a_partial_image_is_stored_only_when_whole() {
     let before = pipeline.pool().finished();
     pipeline.store_partial(&id, whole.clone()).await.unwrap();
     assert_eq!(pipeline.pool().finished() - before, 1, "checked and stored in one pool task");
-    assert_eq!(std::fs::read(pipeline.files().partial_path(&id)).unwrap(), whole);
+    assert_eq!(std::fs::read(dir.path().join(format!("images/{id}.partial"))).unwrap(), whole);
 }
 
 #[tokio::test]
@@ -113,12 +113,14 @@ async fn a_rendition_is_rendered_once_however_many_ask_at_once() {
     });
     let answers = futures::future::join_all(asks).await;
     let rendered_now =
-        answers.iter().filter(|answer| answer.as_ref().unwrap().as_ref().unwrap().1).count();
+        answers.iter().filter(|answer| *answer.as_ref().unwrap().as_ref().unwrap()).count();
     assert_eq!(rendered_now, 1);
     assert_eq!(pipeline.pool().finished() - before, 1, "one render on the pool");
-    let (path, rendered) = pipeline.rendition(&id, &ingested.info, rendition).await.unwrap();
+    let rendered = pipeline.rendition(&id, &ingested.info, rendition).await.unwrap();
     assert!(!rendered);
-    let info = decode(&std::fs::read(path).unwrap(), ImageLimits::default()).unwrap().info;
+    let stored = Stored::Rendition(rendition.file_name());
+    let bytes = pipeline.files().read(&id, &stored).await.unwrap();
+    let info = decode(&bytes, ImageLimits::default()).unwrap().info;
     assert_eq!(info, ImageInfo { format: ImageFormat::Jpeg, width: 256, height: 256 });
     assert!(pipeline.rendering.lock().unwrap().is_empty());
 }
@@ -132,4 +134,39 @@ fn a_prerender_setting_that_names_no_rendition_stops_the_start() {
     let message = error.to_string();
     assert!(message.starts_with("images.prerender `w=500`: "), "{message}");
     assert!(message.contains("64, 128, 256"), "{message}");
+}
+
+#[tokio::test]
+async fn on_an_object_store_ingest_and_renditions_store_the_same_layout() {
+    use std::collections::BTreeSet;
+
+    use futures::TryStreamExt as _;
+    use object_store::{ObjectStore, memory::InMemory, path::Path as ObjectPath};
+    let store = Arc::new(InMemory::new());
+    let files = ImageFiles::in_object_store(store.clone(), ObjectPath::from("shared"));
+    let config = ImagesConfig {
+        workers: 1,
+        prerender: vec!["w=512&format=webp".to_owned()],
+        ..ImagesConfig::default()
+    };
+    let pipeline = ImagePipeline::new(&config, files, ImagePool::new(1, 4).unwrap()).unwrap();
+    let id = JobId::generate();
+    let original = png(1024, 768);
+    let ingested = pipeline.ingest(&id, original.clone()).await.unwrap();
+    let rendition = Rendition { width: 256, height: 192, format: ImageFormat::Jpeg };
+    assert!(pipeline.rendition(&id, &ingested.info, rendition).await.unwrap(), "rendered now");
+    assert!(!pipeline.rendition(&id, &ingested.info, rendition).await.unwrap(), "then found");
+    let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let keys: BTreeSet<String> = listed.into_iter().map(|meta| meta.location.into()).collect();
+    let expected = BTreeSet::from([
+        format!("shared/{id}.png"),
+        format!("shared/renditions/{id}/w256.jpg"),
+        format!("shared/renditions/{id}/w512.webp"),
+    ]);
+    assert_eq!(keys, expected);
+    let stored = pipeline.files().read(&id, &Stored::Original(ImageFormat::Png)).await.unwrap();
+    assert_eq!(stored, original);
+    let small = pipeline.files().read(&id, &Stored::Rendition(rendition.file_name())).await;
+    let info = decode(&small.unwrap(), ImageLimits::default()).unwrap().info;
+    assert_eq!(info, ImageInfo { format: ImageFormat::Jpeg, width: 256, height: 192 });
 }

@@ -1,93 +1,50 @@
-//! Group commit: inserts waiting for the writer are written together in one transaction (jobs,
-//! their creation events and any webhook deliveries), and each caller is answered after it
-//! commits. Under load this turns N commits into one; alone, an insert costs what it did.
+//! The SQLite side of group commit (`jobs/batch.rs`): one batch of new jobs, their creation
+//! events and deliveries in one transaction on the single writer connection.
 
-use std::sync::Arc;
-
+use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 
 use super::outbox;
 use crate::jobs::{
     Job,
+    batch::{PendingInsert, WriteBatch},
     events::{NewEvent, StoredEvent},
     store::StoreError,
 };
 
-/// The most inserts written by one statement (14 binds each, far below SQLite's limit).
-pub(super) const MAX_BATCH: usize = 256;
-
+/// The writer pool (one connection) that batches go through.
 #[derive(Debug)]
-pub(super) struct PendingInsert {
-    pub(super) job: Job,
-    pub(super) instance: Arc<str>,
-    pub(super) dedupe_key: Option<String>,
-    pub(super) event: NewEvent,
-    pub(super) done: oneshot::Sender<Result<StoredEvent, StoreError>>,
-}
+pub(super) struct SqliteBatch(pub(super) SqlitePool);
 
-/// The loop: takes whatever inserts are waiting, writes them at once, answers each caller.
-pub(super) async fn write_inserts(writer: SqlitePool, mut pending: mpsc::Receiver<PendingInsert>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match insert_rows(&writer, &batch).await {
-            Ok(events) => {
-                for (insert, event) in batch.drain(..).zip(events) {
-                    let _ = insert.done.send(Ok(event));
-                }
-            }
-            // One bad row (a constraint violation) must not fail its neighbours: retry them
-            // one by one. Any other failure would fail each retry the same way, only slower.
-            Err(StoreError::Database(sqlx::Error::Database(error)))
-                if error.kind() != sqlx::error::ErrorKind::Other =>
-            {
-                for insert in batch.drain(..) {
-                    let result = insert_rows(&writer, std::slice::from_ref(&insert))
-                        .await
-                        .map(|mut events| events.remove(0));
-                    let _ = insert.done.send(result);
-                }
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                for insert in batch.drain(..) {
-                    let _ = insert.done.send(Err(StoreError::Unavailable(reason.clone())));
-                }
-            }
-        }
+#[async_trait]
+impl WriteBatch for SqliteBatch {
+    async fn write(&self, rows: &[PendingInsert]) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut transaction = self.0.begin().await?;
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
+             updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
+        );
+        query.push_values(rows, |mut row, insert| {
+            let job = &insert.job;
+            row.push_bind(job.id.as_str().to_owned())
+                .push_bind(job.tool.clone())
+                .push_bind(job.owner.clone())
+                .push_bind(job.input.to_string())
+                .push_bind(job.status.as_str())
+                .push_bind(i64::from(job.attempts))
+                .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
+                .push_bind(job.created_at.0)
+                .push_bind(job.updated_at.0)
+                .push_bind(insert.instance.to_string())
+                .push_bind(job.context.conversation.clone())
+                .push_bind(job.context.delivery.clone())
+                .push_bind(job.context.call_id.clone())
+                .push_bind(insert.dedupe_key.clone());
+        });
+        query.build().execute(&mut *transaction).await?;
+        let items: Vec<(&Job, &NewEvent)> = rows.iter().map(|row| (&row.job, &row.event)).collect();
+        let events = outbox::append_many(&mut transaction, &items).await?;
+        transaction.commit().await?;
+        Ok(events)
     }
-}
-
-/// Writes `rows` in one transaction; returns their events in the same order.
-async fn insert_rows(
-    writer: &SqlitePool,
-    rows: &[PendingInsert],
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut transaction = writer.begin().await?;
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-         updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
-    );
-    query.push_values(rows, |mut row, insert| {
-        let job = &insert.job;
-        row.push_bind(job.id.as_str().to_owned())
-            .push_bind(job.tool.clone())
-            .push_bind(job.owner.clone())
-            .push_bind(job.input.to_string())
-            .push_bind(job.status.as_str())
-            .push_bind(i64::from(job.attempts))
-            .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
-            .push_bind(job.created_at.0)
-            .push_bind(job.updated_at.0)
-            .push_bind(insert.instance.to_string())
-            .push_bind(job.context.conversation.clone())
-            .push_bind(job.context.delivery.clone())
-            .push_bind(job.context.call_id.clone())
-            .push_bind(insert.dedupe_key.clone());
-    });
-    query.build().execute(&mut *transaction).await?;
-    let items: Vec<(&Job, &NewEvent)> = rows.iter().map(|row| (&row.job, &row.event)).collect();
-    let events = outbox::append_many(&mut transaction, &items).await?;
-    transaction.commit().await?;
-    Ok(events)
 }

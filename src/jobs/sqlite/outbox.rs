@@ -3,32 +3,17 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::limit;
 use crate::jobs::{
     Job, JobId, Micros,
     events::{NewEvent, StoredEvent},
-    store::{DeliveryOutcome, DeliveryState, DeliveryStatus, DueDelivery, EventFilter, StoreError},
+    row::{
+        CLAIMED_COLUMNS, ClaimedRow, DELIVERY_COLUMNS, EVENT_COLUMNS, limit, to_delivery, to_event,
+        with_events,
+    },
+    store::{DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, StoreError},
 };
-
-const EVENT_COLUMNS: &str = "id, job_id, owner, conversation, kind, payload, created_at";
-
-fn to_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let id: i64 = row.try_get("id")?;
-    let corrupt = |reason: String| StoreError::Corrupt { id: format!("event {id}"), reason };
-    let job_id: String = row.try_get("job_id")?;
-    let payload: String = row.try_get("payload")?;
-    Ok(StoredEvent {
-        id,
-        job_id: JobId::parse(&job_id).ok_or_else(|| corrupt("malformed job id".to_owned()))?,
-        owner: row.try_get("owner")?,
-        conversation: row.try_get("conversation")?,
-        kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
-        created_at: Micros(row.try_get("created_at")?),
-    })
-}
 
 /// Appends one event (and its deliveries) inside `transaction`.
 pub(super) async fn append(
@@ -175,47 +160,28 @@ pub(super) async fn claim_deliveries(
     retry_at: Micros,
     limit_to: usize,
 ) -> Result<Vec<DueDelivery>, StoreError> {
-    let claimed = sqlx::query(
+    let query = format!(
         "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?1 \
          WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' \
            AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?3) \
-         RETURNING id, event_id, endpoint, attempts, created_at",
-    )
-    .bind(now.0)
-    .bind(retry_at.0)
-    .bind(limit(limit_to))
-    .fetch_all(writer)
-    .await?;
+         RETURNING {CLAIMED_COLUMNS}"
+    );
+    let claimed: Vec<ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(query))
+        .bind(now.0)
+        .bind(retry_at.0)
+        .bind(limit(limit_to))
+        .fetch_all(writer)
+        .await?;
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    let event_ids: Vec<i64> =
-        claimed.iter().map(|row| row.try_get("event_id")).collect::<Result<_, _>>()?;
+    let event_ids: Vec<i64> = claimed.iter().map(|row| row.event_id).collect();
     let ids = serde_json::to_string(&event_ids).unwrap_or_else(|_| "[]".to_owned());
     let query =
         format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))");
     let events = sqlx::query(sqlx::AssertSqlSafe(query)).bind(ids).fetch_all(writer).await?;
-    let mut by_id = HashMap::new();
-    for row in &events {
-        let event = to_event(row)?;
-        by_id.insert(event.id, event);
-    }
-    let mut due = Vec::with_capacity(claimed.len());
-    for row in &claimed {
-        let event_id: i64 = row.try_get("event_id")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        // An event purged by retention takes its deliveries with it (cascade); none can be
-        // missing here, but a skipped row is better than a failed batch.
-        let Some(event) = by_id.get(&event_id).cloned() else { continue };
-        due.push(DueDelivery {
-            id: row.try_get("id")?,
-            endpoint: row.try_get("endpoint")?,
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            first_queued_at: Micros(row.try_get("created_at")?),
-            event,
-        });
-    }
-    Ok(due)
+    let events = events.iter().map(to_event).collect::<Result<_, _>>()?;
+    Ok(with_events(claimed, events))
 }
 
 pub(super) async fn settle_delivery(
@@ -258,31 +224,9 @@ pub(super) async fn deliveries_of(
     reader: &SqlitePool,
     job: &JobId,
 ) -> Result<Vec<DeliveryState>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT event_id, endpoint, status, attempts, last_status, last_error, delivered_at \
-         FROM deliveries WHERE job_id = ? ORDER BY created_at, endpoint",
-    )
-    .bind(job.as_str())
-    .fetch_all(reader)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let status: String = row.try_get("status")?;
-            let attempts: i64 = row.try_get("attempts")?;
-            Ok(DeliveryState {
-                event_id: row.try_get("event_id")?,
-                endpoint: row.try_get("endpoint")?,
-                status: DeliveryStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                    id: job.to_string(),
-                    reason: format!("delivery status {status}"),
-                })?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                last_status: row
-                    .try_get::<Option<i64>, _>("last_status")?
-                    .and_then(|s| u16::try_from(s).ok()),
-                last_error: row.try_get("last_error")?,
-                delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(Micros),
-            })
-        })
-        .collect()
+    let query = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY created_at, endpoint"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(query)).bind(job.as_str()).fetch_all(reader).await?;
+    rows.iter().map(|row| to_delivery(row, job)).collect()
 }

@@ -23,14 +23,14 @@ impl EventComposer for Hooks {
 }
 
 /// Inserts `job` with its creation event sent to `endpoints`.
-async fn put_hooked(store: &SqliteJobStore, job: &Job, endpoints: &'static [&str]) -> StoredEvent {
+async fn put_hooked(store: &Harness, job: &Job, endpoints: &'static [&str]) -> StoredEvent {
     let created = Hooks(endpoints).compose(JobChange::Created, job);
     store.insert(job, "i", None, created).await.expect("insert")
 }
 
 /// Ends `job` with its event sent to `endpoints`.
 async fn end_hooked(
-    store: &SqliteJobStore,
+    store: &Harness,
     job: &Job,
     endpoints: &'static [&str],
     now: i64,
@@ -53,19 +53,14 @@ fn pending(event: &StoredEvent, endpoint: &str) -> DeliveryState {
     }
 }
 
-async fn claim(store: &SqliteJobStore, now: i64, retry_at: i64, limit: usize) -> Vec<DueDelivery> {
+async fn claim(store: &Harness, now: i64, retry_at: i64, limit: usize) -> Vec<DueDelivery> {
     let mut due =
         store.claim_deliveries(Micros(now), Micros(retry_at), limit).await.expect("claim");
     due.sort_by(|a, b| (a.event.id, &a.endpoint).cmp(&(b.event.id, &b.endpoint)));
     due
 }
 
-async fn settle(
-    store: &SqliteJobStore,
-    delivery: &DueDelivery,
-    outcome: DeliveryOutcome,
-    now: i64,
-) {
+async fn settle(store: &Harness, delivery: &DueDelivery, outcome: DeliveryOutcome, now: i64) {
     store.settle_delivery(&delivery.id, &outcome, Micros(now)).await.expect("settle");
 }
 
@@ -78,16 +73,11 @@ fn retry(at: i64, status: Option<u16>, error: &str) -> DeliveryOutcome {
     DeliveryOutcome::Retry { at: Micros(at), status, error: error.to_owned() }
 }
 
-async fn delivery_rows(store: &SqliteJobStore) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
-        .fetch_one(&store.reader)
-        .await
-        .expect("count")
+async fn delivery_rows(store: &Harness) -> i64 {
+    store.count("deliveries").await
 }
 
-#[tokio::test]
-async fn an_event_queues_one_delivery_per_endpoint() {
-    let (_dir, store) = open().await;
+async fn an_event_queues_one_delivery_per_endpoint(store: Harness) {
     let job = job_of("owner-a", Some("c"), 10);
     let created = put_hooked(&store, &job, &[A, B]).await;
     assert_eq!(
@@ -122,9 +112,7 @@ async fn an_event_queues_one_delivery_per_endpoint() {
     assert_eq!((&due[0].event, due[0].first_queued_at), (&ended, Micros(20)));
 }
 
-#[tokio::test]
-async fn a_claimed_delivery_is_not_due_again_before_retry_at() {
-    let (_dir, store) = open().await;
+async fn a_claimed_delivery_is_not_due_again_before_retry_at(store: Harness) {
     let job = job_of("owner-a", None, 10);
     let created = put_hooked(&store, &job, &[A]).await;
     assert_eq!(claim(&store, 9, 100, 10).await, [], "not due before its event");
@@ -145,9 +133,7 @@ async fn a_claimed_delivery_is_not_due_again_before_retry_at() {
     );
 }
 
-#[tokio::test]
-async fn claims_take_the_longest_due_first_up_to_their_limit() {
-    let (_dir, store) = open().await;
+async fn claims_take_the_longest_due_first_up_to_their_limit(store: Harness) {
     let mut events = Vec::new();
     for created_at in [302, 300, 301] {
         events.push(put_hooked(&store, &job_of("owner-a", None, created_at), &[A]).await);
@@ -160,9 +146,7 @@ async fn claims_take_the_longest_due_first_up_to_their_limit() {
     assert_eq!(claim(&store, 400, 1_000, 2).await, []);
 }
 
-#[tokio::test]
-async fn settling_records_each_attempt_and_only_retries_come_back() {
-    let (_dir, store) = open().await;
+async fn settling_records_each_attempt_and_only_retries_come_back(store: Harness) {
     let job = job_of("owner-a", None, 10);
     let created = put_hooked(&store, &job, &[A, B, C]).await;
     let due = claim(&store, 10, 1_000, 10).await;
@@ -230,11 +214,9 @@ async fn settling_records_each_attempt_and_only_retries_come_back() {
     assert_eq!(claim(&store, i64::MAX / 2, i64::MAX / 2, 10).await, []);
 }
 
-#[tokio::test]
-async fn a_late_settle_never_undoes_a_final_outcome() {
+async fn a_late_settle_never_undoes_a_final_outcome(store: Harness) {
     // An attempt that outlived its claim (a paused process) was claimed and settled again; when
     // the slow attempt reports at last, what the job JSON shows must not go back on a delivery.
-    let (_dir, store) = open().await;
     let job = job_of("owner-a", None, 10);
     let created = put_hooked(&store, &job, &[A, B]).await;
     let [slow_a, slow_b] = claim(&store, 10, 100, 10).await.try_into().unwrap();
@@ -258,11 +240,7 @@ async fn a_late_settle_never_undoes_a_final_outcome() {
     assert_eq!(after[0].event_id, created.id);
 }
 
-#[tokio::test]
-async fn pending_deliveries_survive_closing_and_reopening_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("offstage.db");
-    let store = SqliteJobStore::open(&path).await.unwrap();
+async fn pending_deliveries_survive_closing_and_reopening_the_store(store: Harness) {
     let job = job_of("owner-a", Some("c"), 10);
     let created = put_hooked(&store, &job, &[A, B]).await;
     // A in flight when the process stops, B never attempted, C queued by the end.
@@ -273,7 +251,7 @@ async fn pending_deliveries_survive_closing_and_reopening_the_store() {
     let last = store.last_event_id().await.unwrap();
     store.close().await;
 
-    let reopened = SqliteJobStore::open(&path).await.unwrap();
+    let reopened = store.reopen().await;
     assert_eq!(reopened.deliveries_of(&job.id).await.unwrap(), before);
     assert_eq!(reopened.last_event_id().await.unwrap(), last);
     let due = claim(&reopened, 20, 1_000, 10).await;
@@ -285,9 +263,7 @@ async fn pending_deliveries_survive_closing_and_reopening_the_store() {
     reopened.close().await;
 }
 
-#[tokio::test]
-async fn purge_removes_old_events_and_deliveries_with_their_job() {
-    let (_dir, store) = open().await;
+async fn purge_removes_old_events_and_deliveries_with_their_job(store: Harness) {
     let old = job_of("owner-a", None, 10);
     put_hooked(&store, &old, &[A]).await;
     let [to_a] = claim(&store, 10, 1_000, 10).await.try_into().unwrap();
@@ -321,9 +297,7 @@ async fn purge_removes_old_events_and_deliveries_with_their_job() {
     assert!(next.id > last);
 }
 
-#[tokio::test]
-async fn one_purge_pass_removes_every_event_of_the_jobs_it_removes() {
-    let (_dir, store) = open().await;
+async fn one_purge_pass_removes_every_event_of_the_jobs_it_removes(store: Harness) {
     let old: Vec<Job> = (0..3).map(|n| job_of("owner-a", None, 10 + n)).collect();
     for job in &old {
         put(&store, job, "i").await.unwrap();
@@ -340,4 +314,15 @@ async fn one_purge_pass_removes_every_event_of_the_jobs_it_removes() {
         assert_eq!(store.events_after("owner-a", 0, &filter, 10).await.unwrap(), [], "{}", job.id);
     }
     assert_eq!(store.events_after("owner-a", 0, &all, 100).await.unwrap(), []);
+}
+
+contract! {
+    an_event_queues_one_delivery_per_endpoint,
+    a_claimed_delivery_is_not_due_again_before_retry_at,
+    claims_take_the_longest_due_first_up_to_their_limit,
+    settling_records_each_attempt_and_only_retries_come_back,
+    a_late_settle_never_undoes_a_final_outcome,
+    pending_deliveries_survive_closing_and_reopening_the_store,
+    purge_removes_old_events_and_deliveries_with_their_job,
+    one_purge_pass_removes_every_event_of_the_jobs_it_removes,
 }

@@ -1,28 +1,187 @@
-//! Tests of the SQLite job store: field round trips, the compare-and-set state changes, job
-//! ownership and instance heartbeats (heartbeat, release, orphan claims), retention purges,
-//! durability, group commit and concurrent writers. The event log, duplicate detection and
-//! announcements are tested in `event_log.rs`, the webhook outbox in `deliveries.rs`.
+//! The job store contract, run on both stores (each test once on SQLite, once on a fresh
+//! PostgreSQL database): field round trips, the compare-and-set state changes, job ownership
+//! and instance heartbeats (heartbeat, release, orphan claims), retention purges, durability,
+//! group commit and concurrent writers. The event log, duplicate detection and announcements
+//! are tested in `event_log.rs`, the webhook outbox in `deliveries.rs`. What only the shared
+//! store has (several instances on one database) is in `postgres/tests.rs`.
 
 mod deliveries;
 mod event_log;
 
-use std::sync::Arc;
+use std::{ops::Deref, path::PathBuf, sync::Arc};
 
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::*;
-use crate::jobs::events::BareEvents;
+use super::{
+    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    events::{BareEvents, EventComposer, JobChange, NewEvent, StoredEvent},
+    postgres::PgJobStore,
+    sqlite::SqliteJobStore,
+    store::{EventFilter, JobStore, Lease, PurgedJob, StoreError},
+    testdb::TestDb,
+};
+
+/// Runs each named test (an `async fn(Harness)`) once per store.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Harness::open(super::Backend::Sqlite).await.unwrap()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(store) = super::Harness::open(super::Backend::Postgres).await {
+                    super::$name(store).await;
+                }
+            }
+        }
+    )*};
+}
+use contract;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store under test, reachable through the trait (`Deref`), plus what tests need beyond it:
+/// reading and editing rows directly, and opening the same data again as a new process would.
+#[derive(Debug, Clone)]
+struct Harness {
+    store: Opened,
+    dyn_store: Arc<dyn JobStore>,
+    /// Keeps the directory or database alive as long as any store opened on it.
+    place: Arc<Place>,
+}
+
+#[derive(Debug, Clone)]
+enum Opened {
+    Sqlite(SqliteJobStore),
+    Postgres(PgJobStore),
+}
+
+#[derive(Debug)]
+enum Place {
+    Dir(TempDir),
+    Database(TestDb),
+}
+
+impl Place {
+    fn file(&self) -> PathBuf {
+        match self {
+            Place::Dir(dir) => dir.path().join("offstage.db"),
+            Place::Database(_) => unreachable!("a database has no file"),
+        }
+    }
+}
+
+impl Deref for Harness {
+    type Target = dyn JobStore;
+
+    fn deref(&self) -> &Self::Target {
+        self.dyn_store.as_ref()
+    }
+}
+
+impl Harness {
+    /// A fresh store; `None` when the test has no PostgreSQL to run on (see `testdb.rs`).
+    async fn open(backend: Backend) -> Option<Harness> {
+        let place = match backend {
+            Backend::Sqlite => Place::Dir(tempfile::tempdir().expect("temp dir")),
+            Backend::Postgres => Place::Database(TestDb::create().await?),
+        };
+        Some(Harness::on(Arc::new(place)).await)
+    }
+
+    async fn on(place: Arc<Place>) -> Harness {
+        let store = match place.as_ref() {
+            Place::Dir(_) => {
+                Opened::Sqlite(SqliteJobStore::open(&place.file()).await.expect("open"))
+            }
+            Place::Database(db) => Opened::Postgres(PgJobStore::open(&db.url).await.expect("open")),
+        };
+        let dyn_store: Arc<dyn JobStore> = match &store {
+            Opened::Sqlite(store) => Arc::new(store.clone()),
+            Opened::Postgres(store) => Arc::new(store.clone()),
+        };
+        Harness { store, dyn_store, place }
+    }
+
+    /// Another store on the same data, as the next process (or another instance) opens it.
+    async fn reopen(&self) -> Harness {
+        Harness::on(self.place.clone()).await
+    }
+
+    async fn close(&self) {
+        match &self.store {
+            Opened::Sqlite(store) => store.close().await,
+            Opened::Postgres(store) => store.close().await,
+        }
+    }
+
+    /// Runs a statement (binds `$1`, `$2`… in order) on the store's database.
+    async fn execute(&self, sql: &'static str, binds: &[&str]) {
+        match &self.store {
+            Opened::Sqlite(store) => {
+                let query = binds.iter().fold(sqlx::query(sql), |query, bind| query.bind(*bind));
+                query.execute(&store.writer).await.expect(sql);
+            }
+            Opened::Postgres(store) => {
+                let query = binds.iter().fold(sqlx::query(sql), |query, bind| query.bind(*bind));
+                query.execute(&store.pool).await.expect(sql);
+            }
+        }
+    }
+
+    /// The one value a query returns, read as text (`NULL` as `None`).
+    async fn text(&self, sql: &'static str, binds: &[&str]) -> Option<String> {
+        match &self.store {
+            Opened::Sqlite(store) => {
+                let query =
+                    binds.iter().fold(sqlx::query_scalar(sql), |query, bind| query.bind(*bind));
+                query.fetch_one(&store.reader).await.expect(sql)
+            }
+            Opened::Postgres(store) => {
+                let query =
+                    binds.iter().fold(sqlx::query_scalar(sql), |query, bind| query.bind(*bind));
+                query.fetch_one(&store.pool).await.expect(sql)
+            }
+        }
+    }
+
+    /// A query's `(text, integer)` rows.
+    async fn pairs(&self, sql: &'static str) -> Vec<(String, i64)> {
+        match &self.store {
+            Opened::Sqlite(store) => sqlx::query_as(sql).fetch_all(&store.reader).await.expect(sql),
+            Opened::Postgres(store) => sqlx::query_as(sql).fetch_all(&store.pool).await.expect(sql),
+        }
+    }
+
+    /// `SELECT COUNT(*) FROM <table>`.
+    async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.store {
+            Opened::Sqlite(store) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&store.reader).await
+            }
+            Opened::Postgres(store) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&store.pool).await
+            }
+        }
+        .expect("count")
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.store, Opened::Postgres(_))
+    }
+}
 
 /// A day in microseconds: instance rows this much older than a new heartbeat are deleted.
 const DAY: i64 = 24 * 3600 * 1_000_000;
-
-/// A store in a fresh directory; the directory lives as long as the returned guard.
-async fn open() -> (TempDir, SqliteJobStore) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteJobStore::open(&dir.path().join("offstage.db")).await.expect("open store");
-    (dir, store)
-}
 
 fn lease(instance: &str, until: i64) -> Lease {
     Lease { instance: Arc::from(instance), until: Micros(until) }
@@ -50,20 +209,20 @@ fn job(tool: &str, created_at: i64) -> Job {
 }
 
 /// Inserts a job owned by `instance`.
-async fn insert(store: &SqliteJobStore, tool: &str, created_at: i64, instance: &str) -> Job {
+async fn insert(store: &Harness, tool: &str, created_at: i64, instance: &str) -> Job {
     let job = job(tool, created_at);
     put(store, &job, instance).await.expect("insert");
     job
 }
 
 /// Inserts `job` as the runner does, with its bare creation event and no dedupe key.
-async fn put(store: &SqliteJobStore, job: &Job, instance: &str) -> Result<StoredEvent, StoreError> {
+async fn put(store: &Harness, job: &Job, instance: &str) -> Result<StoredEvent, StoreError> {
     store.insert(job, instance, None, BareEvents.compose(JobChange::Created, job)).await
 }
 
 /// Ends a job with its bare event, returning the job only: what most tests look at.
 async fn finish(
-    store: &SqliteJobStore,
+    store: &Harness,
     id: &JobId,
     outcome: &Outcome,
     now: Micros,
@@ -85,34 +244,23 @@ fn error(code: &str) -> JobError {
 }
 
 /// The job's `lease_owner`, which the trait never returns: read straight from the table.
-async fn lease_owner(store: &SqliteJobStore, id: &JobId) -> Option<String> {
-    sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
-        .bind(id.as_str())
-        .fetch_one(&store.reader)
-        .await
-        .expect("lease owner")
+async fn lease_owner(store: &Harness, id: &JobId) -> Option<String> {
+    store.text("SELECT lease_owner FROM jobs WHERE id = $1", &[id.as_str()]).await
 }
 
 /// Every `(id, alive_until)` row of `instances`, sorted by id.
-async fn instances(store: &SqliteJobStore) -> Vec<(String, i64)> {
-    sqlx::query_as("SELECT id, alive_until FROM instances ORDER BY id")
-        .fetch_all(&store.reader)
-        .await
-        .expect("instances")
+async fn instances(store: &Harness) -> Vec<(String, i64)> {
+    store.pairs("SELECT id, alive_until FROM instances ORDER BY id").await
 }
 
 /// Sets a working job's owner to NULL, which no trait method does but a hand-edited or
 /// future-migrated database may hold.
-async fn clear_owner(store: &SqliteJobStore, id: &JobId) {
-    sqlx::query("UPDATE jobs SET lease_owner = NULL WHERE id = ?")
-        .bind(id.as_str())
-        .execute(&store.writer)
-        .await
-        .expect("clear owner");
+async fn clear_owner(store: &Harness, id: &JobId) {
+    store.execute("UPDATE jobs SET lease_owner = NULL WHERE id = $1", &[id.as_str()]).await;
 }
 
-async fn row_count(store: &SqliteJobStore) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&store.reader).await.expect("count")
+async fn row_count(store: &Harness) -> i64 {
+    store.count("jobs").await
 }
 
 fn ids(jobs: &[Job]) -> Vec<JobId> {
@@ -130,9 +278,7 @@ fn owned(instance: &str) -> Option<String> {
     Some(instance.to_owned())
 }
 
-#[tokio::test]
-async fn insert_then_get_round_trips_every_field() {
-    let (_dir, store) = open().await;
+async fn insert_then_get_round_trips_every_field(store: Harness) {
     // Every column gets a distinctive value, including JSON that text storage could mangle
     // (unicode, nesting, a float, null) and a recovered job's non-zero attempt count.
     let job = Job {
@@ -189,9 +335,7 @@ async fn insert_then_get_round_trips_every_field() {
     assert_eq!(store.get(&job.id).await.unwrap(), Some(expected));
 }
 
-#[tokio::test]
-async fn failed_and_cancelled_outcomes_keep_their_error() {
-    let (_dir, store) = open().await;
+async fn failed_and_cancelled_outcomes_keep_their_error(store: Harness) {
     for (outcome, expected) in [
         (Outcome::Failed(error("provider_down")), error("provider_down")),
         (Outcome::Cancelled(error("cancelled")), error("cancelled")),
@@ -205,9 +349,7 @@ async fn failed_and_cancelled_outcomes_keep_their_error() {
     }
 }
 
-#[tokio::test]
-async fn start_attempt_counts_attempts_and_stamps_only_the_first_start() {
-    let (_dir, store) = open().await;
+async fn start_attempt_counts_attempts_and_stamps_only_the_first_start(store: Harness) {
     let job = insert(&store, "t", 10, "a").await;
 
     let first = store.start_attempt(&job.id, Micros(20)).await.unwrap().unwrap();
@@ -234,9 +376,7 @@ async fn start_attempt_counts_attempts_and_stamps_only_the_first_start() {
     assert_eq!(store.start_attempt(&JobId::generate(), Micros(60)).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn finish_is_compare_and_set_completion_then_cancel() {
-    let (_dir, store) = open().await;
+async fn finish_is_compare_and_set_completion_then_cancel(store: Harness) {
     let job = insert(&store, "t", 10, "a").await;
     let output = json!({ "ok": true });
 
@@ -253,9 +393,7 @@ async fn finish_is_compare_and_set_completion_then_cancel() {
     assert_eq!(stored.finished_at, Some(Micros(20)));
 }
 
-#[tokio::test]
-async fn finish_is_compare_and_set_cancel_then_completion() {
-    let (_dir, store) = open().await;
+async fn finish_is_compare_and_set_cancel_then_completion(store: Harness) {
     let job = insert(&store, "t", 10, "a").await;
 
     let cancelled =
@@ -277,9 +415,7 @@ async fn finish_is_compare_and_set_cancel_then_completion() {
     );
 }
 
-#[tokio::test]
-async fn ended_jobs_lose_their_owner_and_are_never_claimed() {
-    let (_dir, store) = open().await;
+async fn ended_jobs_lose_their_owner_and_are_never_claimed(store: Harness) {
     for outcome in [
         Outcome::Completed(json!(1)),
         Outcome::Failed(error("x")),
@@ -295,9 +431,7 @@ async fn ended_jobs_lose_their_owner_and_are_never_claimed() {
     assert_eq!(claimed.unwrap(), vec![], "an ended job is never resumed");
 }
 
-#[tokio::test]
-async fn heartbeat_creates_then_renews_one_row_per_instance() {
-    let (_dir, store) = open().await;
+async fn heartbeat_creates_then_renews_one_row_per_instance(store: Harness) {
     let job = insert(&store, "t", 1, "a").await;
 
     store.heartbeat(&lease("a", 1_000)).await.unwrap();
@@ -317,9 +451,7 @@ async fn heartbeat_creates_then_renews_one_row_per_instance() {
     assert_eq!(store.get(&job.id).await.unwrap(), Some(job));
 }
 
-#[tokio::test]
-async fn a_heartbeat_deletes_instances_stale_for_more_than_a_day() {
-    let (_dir, store) = open().await;
+async fn a_heartbeat_deletes_instances_stale_for_more_than_a_day(store: Harness) {
     let now = 10 * DAY;
     // Each heartbeat deletes rows more than a day older than itself: the released row
     // (alive until 0) goes at once, the others wait for the heartbeat of `me`.
@@ -347,9 +479,7 @@ async fn a_heartbeat_deletes_instances_stale_for_more_than_a_day() {
     assert_eq!(claimed, vec![stale_job]);
 }
 
-#[tokio::test]
-async fn claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive() {
-    let (_dir, store) = open().await;
+async fn claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive(store: Harness) {
     let now = 1_000;
     store.heartbeat(&lease("dead", now - 1)).await.unwrap();
     store.heartbeat(&lease("alive", 5_000)).await.unwrap();
@@ -410,10 +540,8 @@ async fn claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive() {
     assert_eq!(lease_owner(&store, &live.id).await, owned("alive"));
 }
 
-#[tokio::test]
-async fn claim_orphans_does_not_heartbeat_for_the_claimer() {
+async fn claim_orphans_does_not_heartbeat_for_the_claimer(store: Harness) {
     // Why the runner heartbeats before it claims: a claimer without a live row owns orphans.
-    let (_dir, store) = open().await;
     let job = insert(&store, "t", 1, "dead").await;
 
     let claimed = store.claim_orphans(&lease("careless", 9_000), Micros(100), 10).await.unwrap();
@@ -426,11 +554,9 @@ async fn claim_orphans_does_not_heartbeat_for_the_claimer() {
     assert_eq!(lease_owner(&store, &job.id).await, owned("next"));
 }
 
-#[tokio::test]
-async fn claim_orphans_never_takes_the_claimers_own_jobs() {
+async fn claim_orphans_never_takes_the_claimers_own_jobs(store: Harness) {
     // A process whose heartbeat lapsed is still running its jobs; claiming them back would run
     // them twice. Other processes may take them; it may not.
-    let (_dir, store) = open().await;
     store.heartbeat(&lease("me", 50)).await.unwrap();
     let job = insert(&store, "t", 1, "me").await;
     assert_eq!(store.claim_orphans(&lease("me", 9_000), Micros(100), 10).await.unwrap(), vec![]);
@@ -439,9 +565,7 @@ async fn claim_orphans_never_takes_the_claimers_own_jobs() {
     assert_eq!(ids(&taken), vec![job.id.clone()]);
 }
 
-#[tokio::test]
-async fn release_makes_a_live_instances_jobs_claimable_at_once() {
-    let (_dir, store) = open().await;
+async fn release_makes_a_live_instances_jobs_claimable_at_once(store: Harness) {
     let now = Micros::now();
     let far = now.plus(std::time::Duration::from_secs(3600)).0;
     store.heartbeat(&lease("me", far)).await.unwrap();
@@ -469,9 +593,7 @@ async fn release_makes_a_live_instances_jobs_claimable_at_once() {
     assert_eq!(store.get(&mine_ended.id).await.unwrap().unwrap().status, JobStatus::Completed);
 }
 
-#[tokio::test]
-async fn purge_deletes_only_jobs_that_ended_before_the_cutoff() {
-    let (_dir, store) = open().await;
+async fn purge_deletes_only_jobs_that_ended_before_the_cutoff(store: Harness) {
     let mut old = Vec::new();
     for (tool, outcome, finished) in [
         ("a", Outcome::Completed(json!(1)), 100),
@@ -508,11 +630,7 @@ async fn purge_deletes_only_jobs_that_ended_before_the_cutoff() {
     assert_eq!(row_count(&store).await, 3);
 }
 
-#[tokio::test]
-async fn jobs_survive_closing_and_reopening_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("offstage.db");
-    let store = SqliteJobStore::open(&path).await.unwrap();
+async fn jobs_survive_closing_and_reopening_the_store(store: Harness) {
     store.heartbeat(&lease("before-restart", 2_000)).await.unwrap();
     let working = insert(&store, "t", 1, "before-restart").await;
     let started = store.start_attempt(&working.id, Micros(5)).await.unwrap().unwrap();
@@ -523,7 +641,7 @@ async fn jobs_survive_closing_and_reopening_the_store() {
     store.close().await;
 
     // Reopening runs the migrations again over the existing schema, which must be a no-op.
-    let reopened = SqliteJobStore::open(&path).await.unwrap();
+    let reopened = store.reopen().await;
     assert_eq!(reopened.get(&working.id).await.unwrap(), Some(started.clone()));
     assert_eq!(reopened.get(&done.id).await.unwrap(), Some(done));
     // The owner and its heartbeat persisted too, which is what lets the next process tell
@@ -541,14 +659,11 @@ async fn jobs_survive_closing_and_reopening_the_store() {
     reopened.close().await;
 }
 
-#[tokio::test]
-async fn committed_writes_are_visible_to_another_store_on_the_same_file() {
+async fn committed_writes_are_visible_to_another_store_on_the_same_data(store: Harness) {
     // What a second process sees: a write that returned is on disk, no close needed.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("offstage.db");
-    let first = SqliteJobStore::open(&path).await.unwrap();
+    let first = store;
     let job = insert(&first, "t", 1, "one").await;
-    let second = SqliteJobStore::open(&path).await.unwrap();
+    let second = first.reopen().await;
     assert_eq!(second.get(&job.id).await.unwrap(), Some(job.clone()));
     // A heartbeat is seen by the other process's claim, and so is a release.
     first.heartbeat(&lease("one", 1_000)).await.unwrap();
@@ -567,15 +682,9 @@ async fn committed_writes_are_visible_to_another_store_on_the_same_file() {
     );
 }
 
-#[tokio::test]
-async fn corrupt_rows_are_reported_not_misread() {
-    let (_dir, store) = open().await;
+async fn corrupt_rows_are_reported_not_misread(store: Harness) {
     let job = insert(&store, "t", 1, "i").await;
-    sqlx::query("UPDATE jobs SET input = '{not json' WHERE id = ?")
-        .bind(job.id.as_str())
-        .execute(&store.writer)
-        .await
-        .unwrap();
+    store.execute("UPDATE jobs SET input = '{not json' WHERE id = $1", &[job.id.as_str()]).await;
     match store.get(&job.id).await {
         Err(StoreError::Corrupt { id, reason }) => {
             assert_eq!(id, job.id.as_str());
@@ -585,11 +694,9 @@ async fn corrupt_rows_are_reported_not_misread() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_inserts_all_succeed() {
+async fn concurrent_inserts_all_succeed(store: Harness) {
     // Concurrent inserts are queued and written together; each caller still gets its answer,
     // and each row keeps its own values (here its owner) inside a multi-row statement.
-    let (_dir, store) = open().await;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..200 {
         let store = store.clone();
@@ -611,11 +718,9 @@ async fn concurrent_inserts_all_succeed() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rejected_insert_fails_alone() {
+async fn a_rejected_insert_fails_alone(store: Harness) {
     // Inserts may be written together; a row the database refuses (here a duplicate id) must
     // fail only its own caller, whatever else was queued with it.
-    let (_dir, store) = open().await;
     let existing = insert(&store, "t", 0, "i").await;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 1..=50 {
@@ -643,4 +748,25 @@ async fn a_rejected_insert_fails_alone() {
         "the original is intact"
     );
     assert_eq!(lease_owner(&store, &existing.id).await, owned("i"), "and keeps its owner");
+}
+
+contract! {
+    insert_then_get_round_trips_every_field,
+    failed_and_cancelled_outcomes_keep_their_error,
+    start_attempt_counts_attempts_and_stamps_only_the_first_start,
+    finish_is_compare_and_set_completion_then_cancel,
+    finish_is_compare_and_set_cancel_then_completion,
+    ended_jobs_lose_their_owner_and_are_never_claimed,
+    heartbeat_creates_then_renews_one_row_per_instance,
+    a_heartbeat_deletes_instances_stale_for_more_than_a_day,
+    claim_orphans_takes_only_working_jobs_whose_owner_is_not_alive,
+    claim_orphans_does_not_heartbeat_for_the_claimer,
+    claim_orphans_never_takes_the_claimers_own_jobs,
+    release_makes_a_live_instances_jobs_claimable_at_once,
+    purge_deletes_only_jobs_that_ended_before_the_cutoff,
+    jobs_survive_closing_and_reopening_the_store,
+    committed_writes_are_visible_to_another_store_on_the_same_data,
+    corrupt_rows_are_reported_not_misread,
+    concurrent_inserts_all_succeed,
+    a_rejected_insert_fails_alone,
 }

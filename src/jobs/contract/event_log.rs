@@ -4,12 +4,12 @@
 use super::*;
 
 /// Every event of `owner`, oldest first.
-async fn all_events(store: &SqliteJobStore, owner: &str) -> Vec<StoredEvent> {
+async fn all_events(store: &Harness, owner: &str) -> Vec<StoredEvent> {
     store.events_after(owner, 0, &EventFilter::default(), 1_000).await.expect("events")
 }
 
 /// Ends a job (which must still be working) and returns the job and its event.
-async fn end(store: &SqliteJobStore, job: &Job, outcome: Outcome, now: i64) -> (Job, StoredEvent) {
+async fn end(store: &Harness, job: &Job, outcome: Outcome, now: i64) -> (Job, StoredEvent) {
     store
         .finish(&job.id, &outcome, Micros(now), &BareEvents)
         .await
@@ -18,20 +18,28 @@ async fn end(store: &SqliteJobStore, job: &Job, outcome: Outcome, now: i64) -> (
 }
 
 /// Inserts `job` with a dedupe key.
-async fn put_keyed(store: &SqliteJobStore, job: &Job, key: &str) {
+async fn put_keyed(store: &Harness, job: &Job, key: &str) {
     let created = BareEvents.compose(JobChange::Created, job);
     store.insert(job, "i", Some(key), created).await.expect("insert");
 }
 
 /// Makes the database refuse every new event, as a full disk or a bug in an event would.
-async fn refuse_events(store: &SqliteJobStore, refuse: bool) {
-    let statement = if refuse {
-        "CREATE TRIGGER refuse_events BEFORE INSERT ON events \
-         BEGIN SELECT RAISE(ABORT, 'events refused'); END"
-    } else {
-        "DROP TRIGGER refuse_events"
+async fn refuse_events(store: &Harness, refuse: bool) {
+    let statements: &[&'static str] = match (store.is_postgres(), refuse) {
+        (false, true) => &["CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+                            BEGIN SELECT RAISE(ABORT, 'events refused'); END"],
+        (false, false) => &["DROP TRIGGER refuse_events"],
+        (true, true) => &[
+            "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'events refused'; END $$",
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_events()",
+        ],
+        (true, false) => &["DROP TRIGGER refuse_events ON events", "DROP FUNCTION refuse_events()"],
     };
-    sqlx::query(statement).execute(&store.writer).await.expect("trigger");
+    for statement in statements {
+        store.execute(statement, &[]).await;
+    }
 }
 
 fn event_ids(events: &[StoredEvent]) -> Vec<i64> {
@@ -42,9 +50,7 @@ fn job_ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|job| job.id.clone()).collect()
 }
 
-#[tokio::test]
-async fn insert_and_finish_write_events_with_increasing_ids() {
-    let (_dir, store) = open().await;
+async fn insert_and_finish_write_events_with_increasing_ids(store: Harness) {
     assert_eq!(store.last_event_id().await.unwrap(), 0, "no event yet");
 
     let first = job_of("owner-a", Some("conv-1"), 10);
@@ -93,9 +99,7 @@ async fn insert_and_finish_write_events_with_increasing_ids() {
     assert_eq!(all_events(&store, "owner-a").await, expected, "stored as returned, in order");
 }
 
-#[tokio::test]
-async fn a_change_that_is_not_made_writes_no_event() {
-    let (_dir, store) = open().await;
+async fn a_change_that_is_not_made_writes_no_event(store: Harness) {
     let job = insert(&store, "t", 10, "i").await;
     end(&store, &job, Outcome::Completed(json!(1)), 20).await;
     let last = store.last_event_id().await.unwrap();
@@ -116,10 +120,8 @@ async fn a_change_that_is_not_made_writes_no_event() {
     assert_eq!(all_events(&store, "owner-a").await, before);
 }
 
-#[tokio::test]
-async fn a_change_whose_event_cannot_be_written_is_not_made() {
+async fn a_change_whose_event_cannot_be_written_is_not_made(store: Harness) {
     // The change and its event commit together or not at all: a stream never misses a change.
-    let (_dir, store) = open().await;
     let working = insert(&store, "t", 10, "i").await;
     refuse_events(&store, true).await;
 
@@ -137,9 +139,7 @@ async fn a_change_whose_event_cannot_be_written_is_not_made() {
     assert_eq!(all_events(&store, "owner-a").await.len(), 2, "one created, one ended");
 }
 
-#[tokio::test]
-async fn events_after_reads_one_owners_events_oldest_first() {
-    let (_dir, store) = open().await;
+async fn events_after_reads_one_owners_events_oldest_first(store: Harness) {
     let a1 = job_of("owner-a", Some("c1"), 1);
     let a2 = job_of("owner-a", Some("c2"), 2);
     let a3 = job_of("owner-a", None, 3);
@@ -201,9 +201,7 @@ async fn events_after_reads_one_owners_events_oldest_first() {
     assert_eq!(event_ids(&first), [a1_created.id + 1], "the limit keeps the oldest");
 }
 
-#[tokio::test]
-async fn find_duplicate_finds_a_live_or_completed_job_of_the_same_owner_and_key() {
-    let (_dir, store) = open().await;
+async fn find_duplicate_finds_a_live_or_completed_job_of_the_same_owner_and_key(store: Harness) {
     let working = job_of("owner-a", None, 100);
     put_keyed(&store, &working, "k").await;
     let find = async |owner: &str, key: &str, since: i64| {
@@ -252,9 +250,7 @@ async fn find_duplicate_finds_a_live_or_completed_job_of_the_same_owner_and_key(
     assert_eq!(find("owner-a", "n", 301).await, None);
 }
 
-#[tokio::test]
-async fn take_unannounced_returns_each_ended_job_of_a_conversation_once() {
-    let (_dir, store) = open().await;
+async fn take_unannounced_returns_each_ended_job_of_a_conversation_once(store: Harness) {
     let jobs: Vec<Job> = [
         ("owner-a", Some("c1")),
         ("owner-a", Some("c1")),
@@ -304,9 +300,7 @@ async fn take_unannounced_returns_each_ended_job_of_a_conversation_once() {
     assert_eq!(take("owner-a", "c1", 10).await, []);
 }
 
-#[tokio::test]
-async fn take_unannounced_respects_its_limit_and_mark_announced() {
-    let (_dir, store) = open().await;
+async fn take_unannounced_respects_its_limit_and_mark_announced(store: Harness) {
     let mut ended = Vec::new();
     for n in 0..4 {
         let job = job_of("owner-a", Some("c"), n);
@@ -331,11 +325,9 @@ async fn take_unannounced_respects_its_limit_and_mark_announced() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn jobs_inserted_together_each_get_their_own_event() {
+async fn jobs_inserted_together_each_get_their_own_event(store: Harness) {
     // Group commit writes many jobs and events in one statement: each event must still name its
     // own job, owner, conversation and time.
-    let (_dir, store) = open().await;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..200 {
         let store = store.clone();
@@ -371,10 +363,8 @@ async fn jobs_inserted_together_each_get_their_own_event() {
     }
 }
 
-#[tokio::test]
-async fn event_ids_are_never_reused_after_a_purge() {
+async fn event_ids_are_never_reused_after_a_purge(store: Harness) {
     // A stream resumes "after id N": were ids reused, it would skip the events that took them.
-    let (_dir, store) = open().await;
     let job = insert(&store, "t", 10, "i").await;
     let (_, last) = end(&store, &job, Outcome::Completed(json!(1)), 20).await;
     assert_eq!(store.purge_finished_before(Micros(100), 10).await.unwrap().len(), 1);
@@ -384,4 +374,16 @@ async fn event_ids_are_never_reused_after_a_purge() {
     let next = put(&store, &job_of("owner-a", None, 200), "i").await.unwrap();
     assert_eq!(next.id, last.id + 1);
     assert_eq!(store.last_event_id().await.unwrap(), next.id);
+}
+
+contract! {
+    insert_and_finish_write_events_with_increasing_ids,
+    a_change_that_is_not_made_writes_no_event,
+    a_change_whose_event_cannot_be_written_is_not_made,
+    events_after_reads_one_owners_events_oldest_first,
+    find_duplicate_finds_a_live_or_completed_job_of_the_same_owner_and_key,
+    take_unannounced_returns_each_ended_job_of_a_conversation_once,
+    take_unannounced_respects_its_limit_and_mark_announced,
+    jobs_inserted_together_each_get_their_own_event,
+    event_ids_are_never_reused_after_a_purge,
 }

@@ -1,0 +1,439 @@
+//! The shared job store: one PostgreSQL database that every instance of a deployment reads and
+//! writes, so any instance answers for any job, takes over the jobs of one that died, and
+//! streams every instance's events in one order.
+//!
+//! The same tables as the embedded store (`migrations/postgres/`), with what many writers need:
+//! - Event ids in commit order: each transaction that writes events takes its ids by updating
+//!   the one row of `event_ids`, whose lock it holds until it commits (`outbox.rs`).
+//! - Claims that never wait on each other: orphaned jobs, webhook deliveries, announcements and
+//!   retention take rows with `FOR UPDATE SKIP LOCKED`, so two instances never take one row.
+//! - Cross-instance wake-ups: every event transaction sends `NOTIFY offstage_events` (delivered
+//!   at commit); `listen.rs` turns them into wake-ups for the follower (`jobs/follow.rs`), which
+//!   reads the events themselves from the table. A notification carries nothing that is not
+//!   in the tables, so one lost while the listener reconnects costs a poll interval, no data.
+//!
+//! Inserts use the same group commit as SQLite (`jobs/batch.rs`).
+
+mod listen;
+mod outbox;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{
+    ConnectOptions, QueryBuilder, Row,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres},
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use url::Url;
+
+use super::{
+    Job, JobId, Micros, Outcome,
+    batch::{MAX_BATCH, PendingInsert, WriteBatch, write_inserts},
+    events::{EventComposer, JobChange, NewEvent, StoredEvent},
+    row::{job_columns, limit, to_job},
+    store::{
+        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
+        StoreError,
+    },
+};
+
+/// Connections per instance: enough for concurrent calls and job writes, few enough that a
+/// dozen instances stay far below PostgreSQL's default `max_connections` (100).
+const POOL_SIZE: u32 = 8;
+
+/// Events removed per purged job allowed, at most, in one retention pass.
+const EVENTS_PER_PURGED_JOB: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct PgJobStore {
+    pub(super) pool: PgPool,
+    inserts: mpsc::Sender<PendingInsert>,
+    wakeups: watch::Receiver<u64>,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl PgJobStore {
+    /// Connects, brings the schema up to date (safely when other instances start at once) and
+    /// starts listening for other instances' events.
+    pub async fn open(url: &Url) -> Result<PgJobStore, StoreError> {
+        let options = PgConnectOptions::from_url(url)?
+            .application_name("offstage")
+            // An operator's log is not a query log.
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        super::migrations::postgres().run(&pool).await?;
+        let closed = tokio_util::sync::CancellationToken::new();
+        let wakeups = listen::start(options, closed.clone()).await?;
+        let (inserts, pending) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_inserts(PgBatch(pool.clone()), pending));
+        Ok(PgJobStore { pool, inserts, wakeups, closed })
+    }
+
+    pub async fn close(&self) {
+        self.closed.cancel();
+        self.pool.close().await;
+    }
+}
+
+/// The pool that batches of inserts go through.
+#[derive(Debug)]
+struct PgBatch(PgPool);
+
+#[async_trait]
+impl WriteBatch for PgBatch {
+    async fn write(&self, rows: &[PendingInsert]) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut transaction = self.0.begin().await?;
+        let mut query = QueryBuilder::<Postgres>::new(
+            "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
+             updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
+        );
+        query.push_values(rows, |mut row, insert| {
+            let job = &insert.job;
+            row.push_bind(job.id.as_str().to_owned())
+                .push_bind(job.tool.clone())
+                .push_bind(job.owner.clone())
+                .push_bind(job.input.to_string())
+                .push_bind(job.status.as_str())
+                .push_bind(i64::from(job.attempts))
+                .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
+                .push_bind(job.created_at.0)
+                .push_bind(job.updated_at.0)
+                .push_bind(insert.instance.to_string())
+                .push_bind(job.context.conversation.clone())
+                .push_bind(job.context.delivery.clone())
+                .push_bind(job.context.call_id.clone())
+                .push_bind(insert.dedupe_key.clone());
+        });
+        query.build().execute(&mut *transaction).await?;
+        let items: Vec<(&Job, &NewEvent)> = rows.iter().map(|row| (&row.job, &row.event)).collect();
+        let events = outbox::append(&mut transaction, &items, |job| job.created_at).await?;
+        transaction.commit().await?;
+        Ok(events)
+    }
+}
+
+#[async_trait]
+impl JobStore for PgJobStore {
+    async fn insert(
+        &self,
+        job: &Job,
+        instance: &str,
+        dedupe_key: Option<&str>,
+        event: NewEvent,
+    ) -> Result<StoredEvent, StoreError> {
+        let (done, answer) = oneshot::channel();
+        let pending = PendingInsert {
+            job: job.clone(),
+            instance: instance.into(),
+            dedupe_key: dedupe_key.map(str::to_owned),
+            event,
+            done,
+        };
+        self.inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(to_job).transpose()
+    }
+
+    async fn start_attempt(&self, id: &JobId, now: Micros) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET attempts = attempts + 1, started_at = COALESCE(started_at, $1), \
+             updated_at = $1 WHERE id = $2 AND status = 'working' RETURNING ",
+            job_columns!()
+        ))
+        .bind(now.0)
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(to_job).transpose()
+    }
+
+    async fn finish(
+        &self,
+        id: &JobId,
+        outcome: &Outcome,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        let (output, error) = match outcome {
+            Outcome::Completed(output) => (Some(output.to_string()), None),
+            Outcome::Failed(error) | Outcome::Cancelled(error) => {
+                (error.detail.as_ref().map(ToString::to_string), Some(error))
+            }
+        };
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET status = $1, output = $2, error_code = $3, error_message = $4, \
+             updated_at = $5, finished_at = $5, lease_owner = NULL \
+             WHERE id = $6 AND status = 'working' RETURNING ",
+            job_columns!()
+        ))
+        .bind(outcome.status().as_str())
+        .bind(output)
+        .bind(error.map(|e| e.code.as_str()))
+        .bind(error.map(|e| e.message.as_str()))
+        .bind(now.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(JobChange::Ended, &job);
+        let mut stored = outbox::append(&mut transaction, &[(&job, &event)], |_| now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored.remove(0))))
+    }
+
+    async fn progress(
+        &self,
+        id: &JobId,
+        progress: &serde_json::Value,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'working' \
+             RETURNING ",
+            job_columns!()
+        ))
+        .bind(progress.to_string())
+        .bind(now.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(JobChange::Progress, &job);
+        let mut stored = outbox::append(&mut transaction, &[(&job, &event)], |_| now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored.remove(0))))
+    }
+
+    async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, alive_until) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
+        )
+        .bind(lease.instance.as_ref())
+        .bind(lease.until.0)
+        .execute(&self.pool)
+        .await?;
+        // Rows of instances dead for a day own nothing any more (their jobs were claimed).
+        sqlx::query("DELETE FROM instances WHERE alive_until < $1")
+            .bind(lease.until.minus(Duration::from_secs(24 * 3600)).0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, instance: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET alive_until = 0 WHERE id = $1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_orphans(
+        &self,
+        lease: &Lease,
+        now: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // SKIP LOCKED: instances looking at once each take different jobs, without waiting.
+        // The picks are a materialised CTE because PostgreSQL may run an `IN (… LIMIT n)`
+        // subquery of an UPDATE more than once, taking more than n rows. The outer conditions are checked again on the row as it is when locked, so a job
+        // another instance claimed (and whose lease is alive) a moment ago is left alone.
+        let rows = sqlx::query(concat!(
+            "WITH picked AS MATERIALIZED (\
+               SELECT j.id AS picked_id FROM jobs j LEFT JOIN instances i ON i.id = j.lease_owner \
+               WHERE j.status = 'working' AND j.lease_owner IS DISTINCT FROM $1 \
+                 AND (i.id IS NULL OR i.alive_until < $2) \
+               ORDER BY j.created_at LIMIT $3 FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs SET lease_owner = $1 FROM picked WHERE jobs.id = picked.picked_id \
+             AND jobs.status = 'working' AND jobs.lease_owner IS DISTINCT FROM $1 \
+             AND NOT EXISTS (SELECT 1 FROM instances i \
+                             WHERE i.id = jobs.lease_owner AND i.alive_until >= $2) \
+             RETURNING ",
+            job_columns!()
+        ))
+        .bind(lease.instance.as_ref())
+        .bind(now.0)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(to_job).collect()
+    }
+
+    async fn purge_finished_before(
+        &self,
+        cutoff: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<PurgedJob>, StoreError> {
+        let rows = sqlx::query(
+            "WITH picked AS MATERIALIZED (\
+               SELECT id FROM jobs WHERE status <> 'working' AND finished_at < $1 \
+               LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             DELETE FROM jobs USING picked WHERE jobs.id = picked.id \
+             RETURNING jobs.id, jobs.tool",
+        )
+        .bind(cutoff.0)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await?;
+        let events = limit_to.saturating_mul(EVENTS_PER_PURGED_JOB);
+        outbox::purge_events_before(&self.pool, cutoff, events).await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let parsed = JobId::parse(&id).ok_or_else(|| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: "malformed id".to_owned(),
+                })?;
+                Ok(PurgedJob { id: parsed, tool: row.try_get("tool")? })
+            })
+            .collect()
+    }
+
+    async fn find_duplicate(
+        &self,
+        owner: &str,
+        dedupe_key: &str,
+        since: Micros,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE dedupe_key = $1 AND owner = $2 AND created_at >= $3 \
+              AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(dedupe_key)
+        .bind(owner)
+        .bind(since.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(to_job).transpose()
+    }
+
+    async fn take_unannounced(
+        &self,
+        owner: &str,
+        conversation: &str,
+        now: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Most calls have nothing to announce: find that out with a read, not a write.
+        let pending: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE owner = $1 AND conversation = $2 AND announced_at IS NULL \
+             AND status IN ('completed', 'failed') LIMIT 1",
+        )
+        .bind(owner)
+        .bind(conversation)
+        .fetch_optional(&self.pool)
+        .await?;
+        if pending.is_none() {
+            return Ok(Vec::new());
+        }
+        // Two calls of one conversation on two instances: each job goes to exactly one.
+        let rows = sqlx::query(concat!(
+            "WITH picked AS MATERIALIZED (\
+               SELECT id AS picked_id FROM jobs WHERE owner = $2 AND conversation = $3 \
+               AND announced_at IS NULL AND status IN ('completed', 'failed') \
+               ORDER BY finished_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET announced_at = $1 FROM picked WHERE jobs.id = picked.picked_id \
+             AND jobs.announced_at IS NULL RETURNING ",
+            job_columns!()
+        ))
+        .bind(now.0)
+        .bind(owner)
+        .bind(conversation)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows.iter().map(to_job).collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|job| job.finished_at);
+        Ok(jobs)
+    }
+
+    async fn mark_announced(&self, id: &JobId, now: Micros) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET announced_at = $1 WHERE id = $2 AND announced_at IS NULL")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT last_id FROM event_ids").fetch_one(&self.pool).await?)
+    }
+
+    async fn events_after(
+        &self,
+        owner: &str,
+        after: i64,
+        filter: &EventFilter,
+        limit_to: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        outbox::events_after(&self.pool, owner, after, filter, limit_to).await
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        before: i64,
+        limit_to: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        outbox::events_between(&self.pool, after, before, limit_to).await
+    }
+
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit_to: usize,
+    ) -> Result<Vec<(StoredEvent, Option<Job>)>, StoreError> {
+        outbox::changes_after(&self.pool, after, limit_to).await
+    }
+
+    fn wakeups(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.wakeups.clone())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Micros,
+        retry_at: Micros,
+        limit_to: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        outbox::claim_deliveries(&self.pool, now, retry_at, limit_to).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        outbox::settle_delivery(&self.pool, id, outcome, now).await
+    }
+
+    async fn deliveries_of(&self, job: &JobId) -> Result<Vec<DeliveryState>, StoreError> {
+        outbox::deliveries_of(&self.pool, job).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

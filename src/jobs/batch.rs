@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -25,6 +26,57 @@ pub(super) struct PendingInsert {
     pub(super) dedupe_key: Option<String>,
     pub(super) event: NewEvent,
     pub(super) done: oneshot::Sender<Result<StoredEvent, StoreError>>,
+}
+
+/// Queues an insert for the writer and waits until its batch committed.
+pub(super) async fn queue(
+    inserts: &mpsc::Sender<PendingInsert>,
+    job: &Job,
+    instance: &str,
+    dedupe_key: Option<&str>,
+    event: NewEvent,
+) -> Result<StoredEvent, StoreError> {
+    let (done, answer) = oneshot::channel();
+    let pending = PendingInsert {
+        job: job.clone(),
+        instance: instance.into(),
+        dedupe_key: dedupe_key.map(str::to_owned),
+        event,
+        done,
+    };
+    inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
+/// The `INSERT INTO jobs …` of a batch, the same for both databases.
+pub(super) fn insert_jobs<DB: Database>(rows: &[PendingInsert]) -> QueryBuilder<DB>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::<DB>::new(
+        "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
+         updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
+    );
+    query.push_values(rows, |mut row, insert| {
+        let job = &insert.job;
+        row.push_bind(job.id.as_str().to_owned())
+            .push_bind(job.tool.clone())
+            .push_bind(job.owner.clone())
+            .push_bind(job.input.to_string())
+            .push_bind(job.status.as_str().to_owned())
+            .push_bind(i64::from(job.attempts))
+            .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
+            .push_bind(job.created_at.0)
+            .push_bind(job.updated_at.0)
+            .push_bind(insert.instance.to_string())
+            .push_bind(job.context.conversation.clone())
+            .push_bind(job.context.delivery.clone())
+            .push_bind(job.context.call_id.clone())
+            .push_bind(insert.dedupe_key.clone());
+    });
+    query
 }
 
 /// How one store writes a batch: in one transaction, answering events in the rows' order.

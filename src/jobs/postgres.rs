@@ -21,17 +21,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{
-    ConnectOptions, QueryBuilder, Row,
+    ConnectOptions, Row,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres},
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use super::{
     Job, JobId, Micros, Outcome,
-    batch::{MAX_BATCH, PendingInsert, WriteBatch, write_inserts},
+    batch::{MAX_BATCH, PendingInsert, WriteBatch, insert_jobs, queue, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, to_job},
+    row::{job_columns, limit, outcome_columns, to_job},
     store::{
         DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
         StoreError,
@@ -89,28 +89,7 @@ struct PgBatch(PgPool);
 impl WriteBatch for PgBatch {
     async fn write(&self, rows: &[PendingInsert]) -> Result<Vec<StoredEvent>, StoreError> {
         let mut transaction = self.0.begin().await?;
-        let mut query = QueryBuilder::<Postgres>::new(
-            "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-             updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
-        );
-        query.push_values(rows, |mut row, insert| {
-            let job = &insert.job;
-            row.push_bind(job.id.as_str().to_owned())
-                .push_bind(job.tool.clone())
-                .push_bind(job.owner.clone())
-                .push_bind(job.input.to_string())
-                .push_bind(job.status.as_str())
-                .push_bind(i64::from(job.attempts))
-                .push_bind(i64::try_from(job.eta_ms).unwrap_or(i64::MAX))
-                .push_bind(job.created_at.0)
-                .push_bind(job.updated_at.0)
-                .push_bind(insert.instance.to_string())
-                .push_bind(job.context.conversation.clone())
-                .push_bind(job.context.delivery.clone())
-                .push_bind(job.context.call_id.clone())
-                .push_bind(insert.dedupe_key.clone());
-        });
-        query.build().execute(&mut *transaction).await?;
+        insert_jobs::<Postgres>(rows).build().execute(&mut *transaction).await?;
         let items: Vec<(&Job, &NewEvent)> = rows.iter().map(|row| (&row.job, &row.event)).collect();
         let events = outbox::append(&mut transaction, &items, |job| job.created_at).await?;
         transaction.commit().await?;
@@ -127,16 +106,7 @@ impl JobStore for PgJobStore {
         dedupe_key: Option<&str>,
         event: NewEvent,
     ) -> Result<StoredEvent, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let pending = PendingInsert {
-            job: job.clone(),
-            instance: instance.into(),
-            dedupe_key: dedupe_key.map(str::to_owned),
-            event,
-            done,
-        };
-        self.inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        queue(&self.inserts, job, instance, dedupe_key, event).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -167,12 +137,7 @@ impl JobStore for PgJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let (output, error) = match outcome {
-            Outcome::Completed(output) => (Some(output.to_string()), None),
-            Outcome::Failed(error) | Outcome::Cancelled(error) => {
-                (error.detail.as_ref().map(ToString::to_string), Some(error))
-            }
-        };
+        let (output, error) = outcome_columns(outcome);
         let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = $1, output = $2, error_code = $3, error_message = $4, \
@@ -253,20 +218,29 @@ impl JobStore for PgJobStore {
         now: Micros,
         limit_to: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        // SKIP LOCKED: instances looking at once each take different jobs, without waiting.
-        // The picks are a materialised CTE because PostgreSQL may run an `IN (… LIMIT n)`
-        // subquery of an UPDATE more than once, taking more than n rows. The outer conditions are checked again on the row as it is when locked, so a job
-        // another instance claimed (and whose lease is alive) a moment ago is left alone.
+        // Two steps, so that each job goes to one instance even when several look at once:
+        // `seen` picks orphans as this statement's snapshot shows them, with their owner then;
+        // `locked` takes those still owned by that same owner (rechecked on the newest row,
+        // since FOR UPDATE follows a concurrent claim) and skips rows another claim holds.
+        // Comparing owners rather than asking again whether the owner is alive matters: an
+        // instance that just started may have claimed a job with a heartbeat this snapshot
+        // predates. The CTEs are materialised: PostgreSQL may run an `IN (… LIMIT n)` subquery
+        // of an UPDATE more than once, taking more than n rows.
         let rows = sqlx::query(concat!(
-            "WITH picked AS MATERIALIZED (\
-               SELECT j.id AS picked_id FROM jobs j LEFT JOIN instances i ON i.id = j.lease_owner \
+            "WITH seen AS MATERIALIZED (\
+               SELECT j.id AS seen_id, j.lease_owner AS seen_owner \
+               FROM jobs j LEFT JOIN instances i ON i.id = j.lease_owner \
                WHERE j.status = 'working' AND j.lease_owner IS DISTINCT FROM $1 \
                  AND (i.id IS NULL OR i.alive_until < $2) \
-               ORDER BY j.created_at LIMIT $3 FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs SET lease_owner = $1 FROM picked WHERE jobs.id = picked.picked_id \
-             AND jobs.status = 'working' AND jobs.lease_owner IS DISTINCT FROM $1 \
-             AND NOT EXISTS (SELECT 1 FROM instances i \
-                             WHERE i.id = jobs.lease_owner AND i.alive_until >= $2) \
+               ORDER BY j.created_at LIMIT $3), \
+             locked AS MATERIALIZED (\
+               SELECT jobs.id AS locked_id, seen.seen_owner AS locked_owner FROM jobs \
+               JOIN seen ON jobs.id = seen.seen_id \
+               WHERE jobs.status = 'working' \
+                 AND jobs.lease_owner IS NOT DISTINCT FROM seen.seen_owner \
+               FOR UPDATE OF jobs SKIP LOCKED) \
+             UPDATE jobs SET lease_owner = $1 FROM locked WHERE jobs.id = locked.locked_id \
+             AND jobs.status = 'working' AND jobs.lease_owner IS NOT DISTINCT FROM locked.locked_owner \
              RETURNING ",
             job_columns!()
         ))

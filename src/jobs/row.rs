@@ -5,7 +5,7 @@
 use sqlx::{FromRow, Row};
 
 use super::{
-    Job, JobContext, JobError, JobId, JobStatus, Micros,
+    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
     events::StoredEvent,
     store::{DeliveryState, DeliveryStatus, DueDelivery, StoreError},
 };
@@ -119,6 +119,17 @@ where
             .map_err(|e| corrupt(format!("payload: {e}")))?,
         created_at: Micros(row.created_at),
     })
+}
+
+/// The `output` and error columns of an outcome: a completed job's result, or a failed or
+/// cancelled job's detail with its error.
+pub(super) fn outcome_columns(outcome: &Outcome) -> (Option<String>, Option<&JobError>) {
+    match outcome {
+        Outcome::Completed(output) => (Some(output.to_string()), None),
+        Outcome::Failed(error) | Outcome::Cancelled(error) => {
+            (error.detail.as_ref().map(ToString::to_string), Some(error))
+        }
+    }
 }
 
 /// A row limit as SQL takes it.

@@ -23,13 +23,13 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{
     Job, JobId, Micros, Outcome,
-    batch::{MAX_BATCH, PendingInsert, write_inserts},
+    batch::{MAX_BATCH, PendingInsert, queue, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, to_job},
+    row::{job_columns, limit, outcome_columns, to_job},
     store::{
         DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
         StoreError,
@@ -117,16 +117,7 @@ impl JobStore for SqliteJobStore {
         dedupe_key: Option<&str>,
         event: NewEvent,
     ) -> Result<StoredEvent, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let pending = PendingInsert {
-            job: job.clone(),
-            instance: instance.into(),
-            dedupe_key: dedupe_key.map(str::to_owned),
-            event,
-            done,
-        };
-        self.inserts.send(pending).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        queue(&self.inserts, job, instance, dedupe_key, event).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -157,12 +148,7 @@ impl JobStore for SqliteJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let (output, error) = match outcome {
-            Outcome::Completed(output) => (Some(output.to_string()), None),
-            Outcome::Failed(error) | Outcome::Cancelled(error) => {
-                (error.detail.as_ref().map(ToString::to_string), Some(error))
-            }
-        };
+        let (output, error) = outcome_columns(outcome);
         let mut transaction = self.writer.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \

@@ -14,14 +14,16 @@ use std::{
 };
 
 use rmcp::model::{
-    GetTaskParams, ReadResourceRequestParams, ResourceContents, SubscribeRequestParams,
+    GetTaskParams, ReadResourceRequestParams, ResourceContents, ServerNotification,
+    SubscribeRequestParams, SubscriptionFilter,
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use crate::{
     support::{
-        SseReader, call, job_id, legacy_client, legacy_client_with, structured, tasks_client, text,
+        SseReader, call, job_id, legacy_client, legacy_client_with, modern_client, modern_meta,
+        raw_request, structured, tasks_client, text,
     },
     webhooks::{Receiver, SECRET},
 };
@@ -293,6 +295,56 @@ async fn a_job_made_on_one_instance_is_seen_and_heard_on_another() {
         (small.status().as_u16(), small.headers()["content-type"].to_str().unwrap()),
         (200, "image/webp")
     );
+    drop((a, b));
+    deployment.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listen_streams_and_task_notifications_on_one_instance_hear_jobs_of_another() {
+    let Some(deployment) = Deployment::new("").await else { return };
+    let latency = [("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", "1s")];
+    let a = deployment.start("a", &latency).await;
+    let b = deployment.start("b", &latency).await;
+    let (on_a, _) = legacy_client(&a.mcp(), None).await;
+    let id = job_id(&call(&on_a, "generate_image", json!({"prompt": "a paper lantern"})).await);
+    let uri = format!("offstage://jobs/{id}");
+
+    // 2026-07-28 `subscriptions/listen` on B, for the resource and for the task.
+    let (modern_b, _) = modern_client(&b.mcp(), None).await;
+    let filter = SubscriptionFilter::builder().resource_subscription(uri.clone()).build();
+    let mut subscription = modern_b.listen(filter).await.expect("listen on B");
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen", "params": {
+        "notifications": {"taskIds": [id]},
+        "_meta": modern_meta(json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})),
+    }});
+    let response =
+        raw_request(&b.mcp(), None, "subscriptions/listen", None, body).send().await.unwrap();
+    let mut tasks = SseReader::new(response);
+    assert_eq!(tasks.next().await.json()["method"], "notifications/subscriptions/acknowledged");
+
+    let updated = tokio::time::timeout(Duration::from_secs(20), subscription.next())
+        .await
+        .expect("a notification on B")
+        .expect("subscription alive")
+        .expect("subscription not ended");
+    match updated {
+        ServerNotification::ResourceUpdatedNotification(update) => {
+            assert_eq!(update.params.uri, uri)
+        }
+        other => panic!("expected resources/updated, got {other:?}"),
+    }
+    // Task notifications follow the task as it goes (progress included) until it completes.
+    loop {
+        let pushed = tasks.next_within(Duration::from_secs(20)).await.expect("notifications/tasks");
+        let pushed = pushed.json();
+        assert_eq!(pushed["method"], "notifications/tasks", "{pushed}");
+        assert_eq!(pushed["params"]["taskId"], id.as_str());
+        if pushed["params"]["status"] != "working" {
+            assert_eq!(pushed["params"]["status"], "completed", "{pushed}");
+            break;
+        }
+    }
+    subscription.cancel().await.unwrap();
     drop((a, b));
     deployment.finish().await;
 }

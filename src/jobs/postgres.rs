@@ -27,6 +27,8 @@ use sqlx::{
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
+use crate::config::redacted;
+
 use super::{
     Job, JobId, Micros, Outcome,
     batch::{MAX_BATCH, PendingInsert, WriteBatch, insert_jobs, queue, write_inserts},
@@ -61,6 +63,12 @@ impl PgJobStore {
             .application_name("offstage")
             // An operator's log is not a query log.
             .disable_statement_logging();
+        // One connection first, so that a wrong address, database or role is reported as
+        // itself rather than as a pool that timed out.
+        let probe = options.connect().await.map_err(|error| {
+            StoreError::Unavailable(format!("cannot connect to {}: {error}", redacted(url)))
+        })?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(1)

@@ -42,6 +42,18 @@ fn bad_configuration_is_reported_clearly() {
 }
 
 #[test]
+fn an_unreachable_database_is_named_without_its_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("postgres://bob:hunter2@{closed}/offstage");
+    let message = start_fails(&["serve", "--database-url", &url], &[("RUST_BACKTRACE", "0")]);
+    let shown = format!("postgres://bob:***@{closed}/offstage");
+    assert!(message.contains("cannot connect to") && message.contains(&shown), "{message}");
+    assert!(!message.contains("hunter2"), "the password stays secret: {message}");
+    let scheme = start_fails(&["serve", "--database-url", "mysql://db/offstage"], &[]);
+    assert!(scheme.contains("database_url") && scheme.contains("postgres://"), "{scheme}");
+}
+
+#[test]
 fn a_taken_port_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -168,12 +168,15 @@ pub async fn start_for_stdio(config: Config) -> Result<Server, StartError> {
 }
 
 /// The tools a server with this configuration would serve, and what did not load, found
-/// without serving anything (for `offstage tools check` and `export`). The job store it needs
-/// to build them lives in a scratch directory, removed afterwards.
+/// without serving anything (for `offstage tools check` and `export`). The job store and image
+/// store it needs to build them live in a scratch directory, removed afterwards: inspecting
+/// tools never touches the configured database or bucket.
 pub async fn inspect_tools(config: &Config) -> Result<Loaded, StartError> {
     let scratch = std::env::temp_dir().join(format!("offstage-tools-{}", ulid::Ulid::generate()));
     let mut config = config.clone();
     config.data_dir = scratch.clone();
+    config.database = Database::Sqlite(scratch.join("offstage.db"));
+    config.images.store = None;
     let links = Links::new(Url::parse("http://127.0.0.1/").expect("static URL"));
     let inspected = async {
         std::fs::create_dir_all(&scratch)

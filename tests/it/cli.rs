@@ -78,6 +78,18 @@ fn tools_command(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
 }
 
 #[test]
+fn inspecting_tools_touches_neither_the_database_nor_the_image_store() {
+    // An operator checks a deployment's tools from a laptop: no database, no bucket reachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("postgres://bob@{closed}/offstage");
+    let (ok, table) = tools_command(
+        &["check"],
+        &[("OFFSTAGE_DATABASE_URL", &url), ("OFFSTAGE_IMAGES__STORE", "s3://nowhere/images")],
+    );
+    assert!(ok && table.contains("generate_image"), "{table}");
+}
+
+#[test]
 fn tools_check_prints_tokens_and_fails_over_budget() {
     let (ok, table) = tools_command(&["check"], &[]);
     assert!(ok, "the shipped tools fit the default budgets:\n{table}");

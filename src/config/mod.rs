@@ -543,11 +543,6 @@ impl Config {
             })
             .collect()
     }
-
-    /// Path of the embedded SQLite database.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("offstage.db")
-    }
 }
 
 /// The job store: the embedded SQLite file, or a PostgreSQL database every instance shares.

@@ -80,7 +80,7 @@ fn defaults_load_with_the_sketch_provider_and_create_the_data_dir() {
         assert!(data_dir.is_dir(), "the data directory is created");
         // The write probe cleans up after itself.
         assert_eq!(std::fs::read_dir(&data_dir).unwrap().count(), 0);
-        assert_eq!(config.database_path(), data_dir.join("offstage.db"));
+        assert_eq!(config.database, Database::Sqlite(data_dir.join("offstage.db")));
         assert_eq!(config.public_url, None);
         assert_eq!(config.jobs, JobsConfig::default());
         assert_eq!(config.providers, ProvidersConfig::default());

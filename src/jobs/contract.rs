@@ -53,7 +53,6 @@ enum Backend {
 #[derive(Debug, Clone)]
 struct Harness {
     store: Opened,
-    dyn_store: Arc<dyn JobStore>,
     /// Keeps the directory or database alive as long as any store opened on it.
     place: Arc<Place>,
 }
@@ -83,7 +82,10 @@ impl Deref for Harness {
     type Target = dyn JobStore;
 
     fn deref(&self) -> &Self::Target {
-        self.dyn_store.as_ref()
+        match &self.store {
+            Opened::Sqlite(store) => store,
+            Opened::Postgres(store) => store,
+        }
     }
 }
 
@@ -104,11 +106,7 @@ impl Harness {
             }
             Place::Database(db) => Opened::Postgres(PgJobStore::open(&db.url).await.expect("open")),
         };
-        let dyn_store: Arc<dyn JobStore> = match &store {
-            Opened::Sqlite(store) => Arc::new(store.clone()),
-            Opened::Postgres(store) => Arc::new(store.clone()),
-        };
-        Harness { store, dyn_store, place }
+        Harness { store, place }
     }
 
     /// Another store on the same data, as the next process (or another instance) opens it.

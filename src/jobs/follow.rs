@@ -59,3 +59,56 @@ pub(super) async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::jobs::{
+        Job, JobContext, JobId, JobStatus, Micros,
+        events::{BareEvents, EventComposer as _},
+        postgres::PgJobStore,
+        testdb::TestDb,
+    };
+
+    #[tokio::test]
+    async fn without_any_wake_up_a_poll_still_publishes_what_others_committed() {
+        let Some(db) = TestDb::create().await else { return };
+        let (writer, reader) =
+            (PgJobStore::open(&db.url).await.unwrap(), PgJobStore::open(&db.url).await.unwrap());
+        // A wake-up channel that never fires: every notification lost.
+        let (_silent, never) = watch::channel(0_u64);
+        let events = JobEvents::default();
+        events.expect_after(0);
+        let mut heard = events.subscribe();
+        let shutdown = CancellationToken::new();
+        let store: Arc<dyn JobStore> = Arc::new(reader);
+        tokio::spawn(follow(store, events.clone(), never, 0, shutdown.clone()));
+        let job = Job {
+            id: JobId::generate(),
+            tool: "t".to_owned(),
+            owner: "o".to_owned(),
+            input: json!({}),
+            status: JobStatus::Working,
+            output: None,
+            progress: None,
+            error: None,
+            attempts: 0,
+            eta_ms: 0,
+            created_at: Micros(1),
+            updated_at: Micros(1),
+            started_at: None,
+            finished_at: None,
+            context: JobContext::default(),
+        };
+        let created = BareEvents.compose(JobChange::Created, &job);
+        let stored = writer.insert(&job, "elsewhere", None, created).await.unwrap();
+        let got = tokio::time::timeout(POLL_EVERY * 3, heard.recv())
+            .await
+            .expect("published within a few poll intervals")
+            .unwrap();
+        assert_eq!((got.event.id, &got.job.id), (stored.id, &job.id));
+        shutdown.cancel();
+    }
+}

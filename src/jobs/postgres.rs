@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{
-    ConnectOptions, Row,
+    ConnectOptions,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres},
 };
 use tokio::sync::{mpsc, watch};
@@ -33,7 +33,7 @@ use super::{
     Job, JobId, Micros, Outcome,
     batch::{MAX_BATCH, PendingInsert, WriteBatch, insert_jobs, queue, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, outcome_columns, to_job},
+    row::{job_columns, limit, outcome_columns, to_job, to_purged},
     store::{
         DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
         StoreError,
@@ -86,6 +86,27 @@ impl PgJobStore {
     pub async fn close(&self) {
         self.closed.cancel();
         self.pool.close().await;
+    }
+}
+
+impl PgJobStore {
+    /// Runs `update` (an UPDATE of one working job, RETURNING its columns) and appends the
+    /// event `composer` makes of the change, in one transaction. `None` when no working job
+    /// matched (it had ended: the compare-and-set lost).
+    async fn change_with_event(
+        &self,
+        update: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        change: JobChange,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let Some(row) = update.fetch_optional(&mut *transaction).await? else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(change, &job);
+        let mut stored = outbox::append(&mut transaction, &[(&job, &event)], |_| now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored.remove(0))))
     }
 }
 
@@ -146,8 +167,7 @@ impl JobStore for PgJobStore {
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
         let (output, error) = outcome_columns(outcome);
-        let mut transaction = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE jobs SET status = $1, output = $2, error_code = $3, error_message = $4, \
              updated_at = $5, finished_at = $5, lease_owner = NULL \
              WHERE id = $6 AND status = 'working' RETURNING ",
@@ -158,15 +178,8 @@ impl JobStore for PgJobStore {
         .bind(error.map(|e| e.code.as_str()))
         .bind(error.map(|e| e.message.as_str()))
         .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = to_job(&row)?;
-        let event = composer.compose(JobChange::Ended, &job);
-        let mut stored = outbox::append(&mut transaction, &[(&job, &event)], |_| now).await?;
-        transaction.commit().await?;
-        Ok(Some((job, stored.remove(0))))
+        .bind(id.as_str());
+        self.change_with_event(query, JobChange::Ended, now, composer).await
     }
 
     async fn progress(
@@ -176,23 +189,15 @@ impl JobStore for PgJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'working' \
              RETURNING ",
             job_columns!()
         ))
         .bind(progress.to_string())
         .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = to_job(&row)?;
-        let event = composer.compose(JobChange::Progress, &job);
-        let mut stored = outbox::append(&mut transaction, &[(&job, &event)], |_| now).await?;
-        transaction.commit().await?;
-        Ok(Some((job, stored.remove(0))))
+        .bind(id.as_str());
+        self.change_with_event(query, JobChange::Progress, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -278,16 +283,7 @@ impl JobStore for PgJobStore {
         .await?;
         let events = limit_to.saturating_mul(EVENTS_PER_PURGED_JOB);
         outbox::purge_events_before(&self.pool, cutoff, events).await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let parsed = JobId::parse(&id).ok_or_else(|| StoreError::Corrupt {
-                    id: id.clone(),
-                    reason: "malformed id".to_owned(),
-                })?;
-                Ok(PurgedJob { id: parsed, tool: row.try_get("tool")? })
-            })
-            .collect()
+        rows.iter().map(to_purged).collect()
     }
 
     async fn find_duplicate(

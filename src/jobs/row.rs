@@ -7,7 +7,7 @@ use sqlx::{FromRow, Row};
 use super::{
     Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
     events::StoredEvent,
-    store::{DeliveryState, DeliveryStatus, DueDelivery, StoreError},
+    store::{DeliveryState, DeliveryStatus, DueDelivery, PurgedJob, StoreError},
 };
 
 /// The columns [`JobRow`] reads, as a literal so queries stay `&'static str`.
@@ -130,6 +130,25 @@ pub(super) fn outcome_columns(outcome: &Outcome) -> (Option<String>, Option<&Job
             (error.detail.as_ref().map(ToString::to_string), Some(error))
         }
     }
+}
+
+/// A job removed by retention, from a `RETURNING id, tool` row.
+pub(super) fn to_purged<'r, R: Row>(row: &'r R) -> Result<PurgedJob, StoreError>
+where
+    PurgedRow: FromRow<'r, R>,
+{
+    let row = PurgedRow::from_row(row)?;
+    let id = JobId::parse(&row.id).ok_or_else(|| StoreError::Corrupt {
+        id: row.id.clone(),
+        reason: "malformed id".to_owned(),
+    })?;
+    Ok(PurgedJob { id, tool: row.tool })
+}
+
+#[derive(Debug, FromRow)]
+pub(super) struct PurgedRow {
+    id: String,
+    tool: String,
 }
 
 /// A row limit as SQL takes it.

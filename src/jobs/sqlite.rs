@@ -17,11 +17,8 @@ mod outbox;
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use sqlx::{
-    Row,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::mpsc;
 
@@ -29,7 +26,7 @@ use super::{
     Job, JobId, Micros, Outcome,
     batch::{MAX_BATCH, PendingInsert, queue, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, outcome_columns, to_job},
+    row::{job_columns, limit, outcome_columns, to_job, to_purged},
     store::{
         DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
         StoreError,
@@ -264,16 +261,7 @@ impl JobStore for SqliteJobStore {
         // event log gets a larger share so it never falls behind the jobs it describes.
         let events = limit_to.saturating_mul(EVENTS_PER_PURGED_JOB);
         outbox::purge_events_before(&self.writer, cutoff, events).await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let parsed = JobId::parse(&id).ok_or_else(|| StoreError::Corrupt {
-                    id: id.clone(),
-                    reason: "malformed id".to_owned(),
-                })?;
-                Ok(PurgedJob { id: parsed, tool: row.try_get("tool")? })
-            })
-            .collect()
+        rows.iter().map(to_purged).collect()
     }
 
     async fn find_duplicate(

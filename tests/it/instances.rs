@@ -390,7 +390,7 @@ async fn every_instance_streams_every_event_in_one_order_and_resumes_anywhere() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_lost_notification_costs_a_poll_not_an_event() {
+async fn cutting_every_listening_connection_loses_no_event() {
     let Some(deployment) = Deployment::new("").await else { return };
     let quick = [("OFFSTAGE_PROVIDERS__SKETCH__LATENCY", "100ms")];
     let a = deployment.start("a", &quick).await;

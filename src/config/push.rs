@@ -16,6 +16,10 @@ pub struct PushConfig {
     pub conversation_header: String,
     /// Request header that overrides the delivery hint for that connection's jobs.
     pub delivery_header: String,
+    /// Request header that, set to `off`, keeps finished jobs out of that connection's tool
+    /// results (piggy-back): for a host app that brings each ending into the conversation
+    /// itself from the event stream, so the model does not hear it twice.
+    pub piggyback_header: String,
     /// How finished results should reach the conversation, unless a tool or header says else.
     pub delivery: DeliveryHint,
     /// Per-tool delivery hints.
@@ -50,6 +54,7 @@ impl Default for PushConfig {
         Self {
             conversation_header: "Offstage-Conversation".to_owned(),
             delivery_header: "Offstage-Delivery".to_owned(),
+            piggyback_header: "Offstage-Piggyback".to_owned(),
             delivery: DeliveryHint::WhenIdle,
             tools: BTreeMap::new(),
             dedupe_window: Duration::from_secs(60),

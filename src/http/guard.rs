@@ -175,6 +175,7 @@ pub struct Authenticator {
     resource_metadata: Option<String>,
     conversation_header: HeaderName,
     delivery_header: HeaderName,
+    piggyback_header: HeaderName,
 }
 
 /// What a route needs of an OAuth token. Static tokens and local callers have both.
@@ -207,6 +208,7 @@ impl Authenticator {
             resource_metadata,
             conversation_header: header_name(&push.conversation_header),
             delivery_header: header_name(&push.delivery_header),
+            piggyback_header: header_name(&push.piggyback_header),
         }
     }
 
@@ -236,6 +238,19 @@ impl Authenticator {
                 ))
             })?;
             caller.delivery = Some(hint);
+        }
+        if let Some(value) = headers.get(&self.piggyback_header) {
+            let value = value.to_str().map(str::trim).unwrap_or("");
+            caller.piggyback = if value.eq_ignore_ascii_case("on") {
+                true
+            } else if value.eq_ignore_ascii_case("off") {
+                false
+            } else {
+                return Err(ApiError::BadHeader(format!(
+                    "{} must be on or off",
+                    self.piggyback_header
+                )));
+            };
         }
         Ok(caller)
     }
@@ -443,6 +458,11 @@ mod tests {
         .unwrap();
         assert_eq!(caller.conversation.as_deref(), Some("call-42"));
         assert_eq!(caller.delivery, Some(DeliveryHint::Silent));
+        assert!(caller.piggyback, "on unless the header says off");
+        let quiet = caller_for(&auth, &[("offstage-piggyback", " OFF ")]).await.unwrap();
+        assert!(!quiet.piggyback);
+        let unclear = caller_for(&auth, &[("offstage-piggyback", "no")]).await;
+        assert!(matches!(unclear, Err(ApiError::BadHeader(m)) if m.contains("on or off")));
         let loud = caller_for(&auth, &[("offstage-delivery", "loud")]).await;
         assert!(matches!(loud, Err(ApiError::BadHeader(m)) if m.contains("when_idle")));
         let long = "x".repeat(201);

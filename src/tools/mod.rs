@@ -105,6 +105,9 @@ pub struct Caller {
     pub delivery: Option<DeliveryHint>,
     /// The realtime model's function call id for this call, when the app passed one.
     pub call_id: Option<String>,
+    /// Whether finished jobs lead this caller's tool results; off when its host app delivers
+    /// them itself (the piggy-back header).
+    pub piggyback: bool,
 }
 
 impl Caller {
@@ -126,7 +129,7 @@ impl Caller {
     }
 
     fn owned_by(owner: String) -> Caller {
-        Caller { owner, conversation: None, delivery: None, call_id: None }
+        Caller { owner, conversation: None, delivery: None, call_id: None, piggyback: true }
     }
 }
 

@@ -59,7 +59,9 @@ impl Services {
     /// One line per job of this conversation that ended and was never announced to it, with
     /// the job it is about; each job is announced at most once. Failures here only cost the announcement, never the call.
     pub async fn piggyback(&self, caller: &Caller) -> Vec<(JobId, String)> {
-        let Some(conversation) = &caller.conversation else { return Vec::new() };
+        let Some(conversation) = caller.conversation.as_ref().filter(|_| caller.piggyback) else {
+            return Vec::new();
+        };
         let store = self.runner.store();
         match store
             .take_unannounced(&caller.owner, conversation, Micros::now(), MAX_ANNOUNCED)

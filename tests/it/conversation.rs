@@ -74,6 +74,27 @@ async fn finished_jobs_lead_the_next_result_once_per_conversation() {
 }
 
 #[tokio::test]
+async fn a_host_app_that_delivers_endings_itself_turns_piggy_back_off() {
+    let server = TestServer::start().await;
+    let quiet = [("Offstage-Conversation", "call-9"), ("Offstage-Piggyback", "off")];
+    let (voice, _) = legacy_client_with(&server.url(), None, &quiet).await;
+
+    let fox = job_id(&generate(&voice, "a red fox").await);
+    server.wait_ended_quietly(None, &fox).await;
+    let next = generate(&voice, "a blue whale").await;
+    assert!(announcements(&next).is_empty(), "the app said it tells it: {}", text(&next));
+    voice.cancel().await.unwrap();
+
+    // Not marked as told: the same conversation without the header still hears of it once.
+    let (loud, _) =
+        legacy_client_with(&server.url(), None, &[("Offstage-Conversation", "call-9")]).await;
+    let later = generate(&loud, "a grey heron").await;
+    assert_eq!(announcements(&later), vec![RED_FOX.to_owned()], "{}", text(&later));
+    loud.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn without_a_header_the_mcp_session_is_the_conversation() {
     let server = TestServer::start().await;
     let (session, _) = legacy_client(&server.url(), None).await;

@@ -48,3 +48,27 @@ def test_the_installed_package_is_typed_and_passes_mypy_strict() -> None:
         capture_output=True, text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_pip_installs_it_with_the_pipecat_extra_into_a_fresh_venv(tmp_path: Path) -> None:
+    """What a user runs: `pip install ./clients/python[pipecat]` in a new virtualenv, with pip's
+    own build isolation and resolver (hatchling and every dependency fetched from the package
+    index, through pip's cache). The adapter must then import with the pipecat it pulled in."""
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         f"{PACKAGE}[pipecat]"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    checked = subprocess.run(
+        [python, "-c", "import offstage_client, offstage_client.pipecat as p, pipecat; "
+         "print(offstage_client.__version__, offstage_client.SCHEMA_VERSION)"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.split() == [offstage_client.__version__, offstage_client.SCHEMA_VERSION]
+    consistent = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert consistent.returncode == 0, consistent.stdout

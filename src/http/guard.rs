@@ -240,16 +240,14 @@ impl Authenticator {
             caller.delivery = Some(hint);
         }
         if let Some(value) = headers.get(&self.piggyback_header) {
-            let value = value.to_str().map(str::trim).unwrap_or("");
-            caller.piggyback = if value.eq_ignore_ascii_case("on") {
-                true
-            } else if value.eq_ignore_ascii_case("off") {
-                false
-            } else {
-                return Err(ApiError::BadHeader(format!(
-                    "{} must be on or off",
-                    self.piggyback_header
-                )));
+            let value = value.to_str().map(str::trim).unwrap_or("").to_ascii_lowercase();
+            caller.piggyback = match value.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    let name = &self.piggyback_header;
+                    return Err(ApiError::BadHeader(format!("{name} must be on or off")));
+                }
             };
         }
         Ok(caller)

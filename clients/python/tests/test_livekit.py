@@ -22,7 +22,7 @@ from livekit.agents import Agent, AgentSession, llm
 from livekit.plugins import openai
 
 from conftest import Offstage
-from livekit_chat_server import ChatCompletions, Reply, ToolCall
+from fake_chat import ChatCompletions, Reply, ToolCall
 from offstage_client import Conversation
 from offstage_client.livekit import OffstageToolset
 
@@ -100,7 +100,7 @@ class Call:
         """Whether a request to the model carried a tool result with `text`."""
         return any(
             message["role"] == "tool" and text_of(message) == text
-            for request in self.model.requests for message in request["messages"]
+            for request in self.model.requests for message in request
         )
 
     async def until(self, done: Callable[[], bool], within: float = 20) -> None:

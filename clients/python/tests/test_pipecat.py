@@ -34,7 +34,7 @@ from pipecat.workers.runner import WorkerRunner
 from conftest import Offstage
 from offstage_client import Conversation
 from offstage_client.pipecat import OffstageMCP
-from pipecat_fake_llm import FakeChatCompletions, Messages, ToolCall
+from fake_chat import Messages, ScriptedChat, ToolCall
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +59,7 @@ class Bot:
     """A pipecat bot minus audio: user aggregator, LLM, assistant aggregator, as a voice app
     builds it, with offstage's tools from `OffstageMCP` in its context."""
 
-    def __init__(self, offstage: OffstageMCP, model: FakeChatCompletions) -> None:
+    def __init__(self, offstage: OffstageMCP, model: ScriptedChat) -> None:
         self.offstage = offstage
         self.model = model
         self.frames: list[Frame] = []
@@ -155,7 +155,7 @@ async def test_the_placeholder_lets_the_llm_carry_on_and_the_image_comes_back_by
 ) -> None:
     draw = [ToolCall("generate_image", {"prompt": "a red fox"})]
     conversation = Conversation(offstage.base)
-    async with FakeChatCompletions({"Draw me a red fox": draw}) as model, \
+    async with ScriptedChat({"Draw me a red fox": draw}) as model, \
             Bot(OffstageMCP(conversation), model) as bot:
         await bot.say("Draw me a red fox")
         asked = await model.wait_for(lambda messages: bool(calls(messages, "generate_image")), 15)
@@ -188,7 +188,7 @@ async def test_an_interruption_does_not_cancel_the_call_and_its_result_still_arr
 ) -> None:
     offstage = offstage_servers(SLOW)
     draw = [ToolCall("generate_image", {"prompt": "a lighthouse"})]
-    async with FakeChatCompletions({"Draw a lighthouse": draw}) as model, \
+    async with ScriptedChat({"Draw a lighthouse": draw}) as model, \
             Bot(OffstageMCP(Conversation(offstage.base)), model) as bot:
         await bot.say("Draw a lighthouse")
         asked = await model.wait_for(lambda messages: bool(calls(messages, "generate_image")), 15)
@@ -217,7 +217,7 @@ async def test_a_cancelled_job_reaches_the_context_as_its_error_sentence(
     offstage = offstage_servers(SLOW)
     conversation = Conversation(offstage.base)
     draw = [ToolCall("generate_image", {"prompt": "a heron"})]
-    async with FakeChatCompletions({"Draw a heron": draw}) as model, \
+    async with ScriptedChat({"Draw a heron": draw}) as model, \
             Bot(OffstageMCP(conversation), model) as bot:
         await bot.say("Draw a heron")
         asked = await model.wait_for(lambda messages: bool(calls(messages, "generate_image")), 15)
@@ -250,7 +250,7 @@ async def test_a_silent_ending_goes_into_the_context_without_running_the_llm(
 ) -> None:
     conversation = Conversation(offstage.base, delivery="silent")
     draw = [ToolCall("generate_image", {"prompt": "a quiet owl"})]
-    async with FakeChatCompletions({"Draw an owl": draw}) as model, \
+    async with ScriptedChat({"Draw an owl": draw}) as model, \
             Bot(OffstageMCP(conversation), model) as bot:
         await bot.say("Draw an owl")
         asked = await model.wait_for(lambda messages: bool(calls(messages, "generate_image")), 15)
@@ -274,7 +274,7 @@ async def test_neither_a_repeated_call_nor_a_later_call_repeats_an_ending(
     twice = [ToolCall("generate_image", {"prompt": "a red fox"})] * 2
     whale = [ToolCall("generate_image", {"prompt": "a blue whale"})]
     scripts = {"Draw a red fox": twice, "And a blue whale": whale}
-    async with FakeChatCompletions(scripts) as model, \
+    async with ScriptedChat(scripts) as model, \
             Bot(OffstageMCP(Conversation(offstage.base)), model) as bot:
         await bot.say("Draw a red fox")
         asked = await model.wait_for(made(2), 15)
@@ -317,7 +317,7 @@ async def test_a_restart_in_the_middle_of_a_burst_gives_each_ending_exactly_once
         return [ToolCall("generate_image", {"prompt": f"burst {n}"}) for n in numbers]
 
     scripts = {"Draw four": burst(range(4)), "Four more": burst(range(4, 8))}
-    async with FakeChatCompletions(scripts) as model, \
+    async with ScriptedChat(scripts) as model, \
             Bot(OffstageMCP(conversation), model) as bot:
         await bot.say("Draw four")
         carried_on, first = await placeholders(model, 4)
@@ -344,7 +344,7 @@ async def test_a_restart_in_the_middle_of_a_burst_gives_each_ending_exactly_once
     assert user_turns(told) == ["Draw four", "Four more"]
 
 
-async def placeholders(model: FakeChatCompletions, count: int) -> tuple[Messages, dict[str, str]]:
+async def placeholders(model: ScriptedChat, count: int) -> tuple[Messages, dict[str, str]]:
     """The first request that carries `count` generate_image placeholders, and the job of each
     call (by call id)."""
     def every(messages: Messages) -> bool:

@@ -116,19 +116,19 @@ class _JobCalls:
 
     async def __call__(self, params: FunctionCallParams) -> None:
         answer = await self._call(params)
-        found = PLACEHOLDER.search(answer.splitlines()[-1] if answer else "")
+        found = PLACEHOLDER.search(answer)
         if found is None or found.group(1) in self.waiting:
             await params.result_callback(answer)
             return
         job_id = found.group(1)
         self.waiting.add(job_id)
         try:
-            # Only the call's own line: lines before it announce other jobs that ended (offstage's
-            # piggy-back), and each of those reaches the model as its own call's final result.
             # run_llm=True: pipecat would otherwise hold the LLM while a sibling call of the same
-            # response still runs, and every job of a batch is still running.
+            # response still runs, and every job of a batch is still running. (The answer is the
+            # call's own line: the conversation's headers turn offstage's piggy-back off, since
+            # each ending reaches the model as its own call's final result.)
             await params.result_callback(
-                answer.splitlines()[-1],
+                answer,
                 properties=FunctionCallResultProperties(is_final=False, run_llm=True),
             )
             ending = await self.offstage.conversation.wait(job_id)

@@ -1,5 +1,6 @@
 """What the stack tests share: an MCP session with the official Python SDK, the tools as
-`tools/list` serves them, `offstage tools export`, and the README's runnable snippets."""
+`tools/list` serves them, `offstage tools export`, and the runnable snippets of README.md and
+docs/."""
 
 from __future__ import annotations
 
@@ -40,18 +41,35 @@ def export(format_name: str) -> object:
 SNIPPET = re.compile(r"^```(\w+) snippet=([\w-]+)\n(.*?)^```$", re.S | re.M)
 
 
-def readme_snippets() -> dict[str, tuple[str, str]]:
-    """Every fenced block in README.md marked `snippet=<name>`, as {name: (language, code)}."""
-    text = (ROOT / "README.md").read_text()
-    found: dict[str, tuple[str, str]] = {}
-    for language, name, code in SNIPPET.findall(text):
-        assert name not in found, f"two README snippets are called {name}"
-        found[name] = (language, code)
+def snippet_pages() -> list[Path]:
+    """The pages whose snippets run: README.md and every docs/*.md."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def all_snippets() -> dict[str, tuple[str, str, str]]:
+    """Every fenced block marked `snippet=<name>` on those pages, as {name: (language, code,
+    page)}; a name may be used once across all of them."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for path in snippet_pages():
+        page = str(path.relative_to(ROOT))
+        for language, name, code in SNIPPET.findall(path.read_text()):
+            assert name not in found, f"two snippets are called {name}: in {found[name][2]} and {page}"
+            found[name] = (language, code, page)
     return found
 
 
+def readme_snippets() -> dict[str, tuple[str, str]]:
+    """Every snippet of README.md and docs/*.md, as {name: (language, code)}."""
+    return {name: (language, code) for name, (language, code, _) in all_snippets().items()}
+
+
+def snippet_page(name: str) -> str:
+    """The page a snippet is on, such as `docs/stacks.md`."""
+    return all_snippets()[name][2]
+
+
 def snippet(name: str, base: str) -> str:
-    """A README snippet with the README's address replaced by the test server's."""
+    """A snippet with the docs' address replaced by the test server's."""
     language, code = readme_snippets()[name]
     return code.replace("http://127.0.0.1:8787", base)
 

@@ -1,5 +1,6 @@
-"""Every client snippet in README.md ("Use it from your stack") runs as written, against a real
-offstage: the README's address is the only thing replaced."""
+"""Every snippet in README.md and docs/*.md runs as written: the client snippets (README's
+"Connect a client", docs/stacks.md) against a real offstage, with the docs' address the only
+thing replaced, and README's "Add a tool" manifest against the manifest schema."""
 
 from __future__ import annotations
 
@@ -8,29 +9,45 @@ import json
 import os
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, binary
 from fake_live import fake_live, route_live_to
-from helpers import readme_snippets, snippet
+from helpers import readme_snippets, snippet, snippet_page
 
-# Each README snippet and the test that runs it; a snippet without a test fails the first test.
-# The snippets share one conversation (their header), so each test asks for its own picture:
-# a repeated request would rightly get the job already made.
+# Each snippet of README.md and docs/*.md and the test that runs it; a snippet without a test
+# fails the first test. The client snippets share one conversation (their header), so each test
+# asks for its own picture: a repeated request would rightly get the job already made.
 TESTED = {"openai-realtime", "openai-agents", "gemini-live", "pipecat", "livekit", "mcp-http",
-          "mcp-stdio"}
+          "mcp-stdio", "add-a-tool"}
 
 
 def run_snippet(name: str, base: str) -> dict:
     namespace: dict = {"__name__": f"readme_{name.replace('-', '_')}"}
-    exec(compile(snippet(name, base), f"README.md:{name}", "exec"), namespace)
+    exec(compile(snippet(name, base), f"{snippet_page(name)}:{name}", "exec"), namespace)
     return namespace
 
 
 def test_every_readme_snippet_is_tested():
     assert set(readme_snippets()) == TESTED
+
+
+def test_the_add_a_tool_manifest_is_a_manifest():
+    import jsonschema
+
+    language, code = readme_snippets()["add-a-tool"]
+    assert language == "toml" and snippet_page("add-a-tool") == "README.md"
+    manifest = tomllib.loads(code)
+    schema = json.loads((ROOT / "schemas" / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(manifest)
+    # The comment names the file the manifest must be saved as.
+    assert f"tools/{manifest['name']}.toml" in code
+    # The check can fail: a mode the format does not know is refused.
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({**manifest, "mode": "later"})
 
 
 def test_openai_realtime_session_update_passes_the_sdk_types(offstage):

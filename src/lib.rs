@@ -17,5 +17,9 @@ pub mod priority;
 pub mod providers;
 pub mod push;
 pub mod server;
+pub mod settings;
 pub mod telemetry;
 pub mod tools;
+
+#[cfg(test)]
+mod architecture;

@@ -24,7 +24,11 @@ use crate::{
     },
     mcp::{McpState, OffstageServer, Subscriptions},
     netguard,
-    providers::{Parsing, ProviderBuildError, router::Router, threads::ProviderThreads},
+    providers::{
+        Context, Parsing, SetupError,
+        router::{Backoff, Router},
+        threads::ProviderThreads,
+    },
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
@@ -45,7 +49,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Provider(#[from] ProviderBuildError),
+    Provider(#[from] SetupError),
     #[error("cannot prepare {what}: {source}")]
     Io { what: &'static str, source: io::Error },
     #[error("cannot build the HTTP client: {0}")]
@@ -108,7 +112,7 @@ impl Server {
         tracing::info!(
             mcp = %format!("http://{local_addr}/mcp"),
             data_dir = %config.data_dir.display(),
-            providers = %config.route().iter().map(|step| step.provider.as_str()).collect::<Vec<_>>().join(" > "),
+            providers = %config.route().iter().map(|step| step.provider).collect::<Vec<_>>().join(" > "),
             "offstage is serving"
         );
         Ok(Server { local_addr, core, http })
@@ -212,8 +216,10 @@ impl Core {
         // Provider calls (answers of megabytes) run on threads of their own, below requests.
         let threads = ProviderThreads::start()
             .map_err(|source| StartError::Io { what: "the provider threads", source })?;
+        let context = Context { http: http_client, parsing: Parsing::on(pool.clone()) };
+        let backoff = Backoff { base: config.jobs.retry_base, max: config.jobs.retry_max };
         let router = Arc::new(
-            Router::from_config(config, &http_client, &Parsing::on(pool.clone()))?
+            Router::build(&config.route(), &config.providers, backoff, &context)?
                 .running_on(threads),
         );
         let fetcher = ImageFetcher::new(FetchLimits {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// `[limits]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Open connections at once; more are answered 503 and closed. `0`: three quarters of the
@@ -17,13 +17,16 @@ pub struct LimitsConfig {
     /// Time to receive a request's head, counted from when the connection is ready for one: a
     /// half-sent header, and an idle keep-alive connection, are closed after it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub header_timeout: Duration,
     /// Time to receive a whole request body once its head arrived.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub body_timeout: Duration,
     /// A connection on which no byte moves either way for this long is closed (a reader that
     /// stopped reading a stream, say). Longer than every stream's keep-alive.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub idle_timeout: Duration,
     /// Legacy (2025-*) MCP sessions open at once, all callers together.
     pub sessions: usize,
@@ -32,9 +35,11 @@ pub struct LimitsConfig {
     /// A legacy session must finish its handshake (`notifications/initialized`) within this,
     /// or it is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub session_init_timeout: Duration,
     /// A legacy session with no request, response or notification for this long is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub session_idle_timeout: Duration,
     /// `GET /v1/events` streams one token may hold open.
     pub event_streams_per_token: usize,

@@ -9,7 +9,7 @@ use url::Url;
 use super::ConfigError;
 
 /// `[oauth]` as written; `issuer` set turns it on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOAuthConfig {
     /// The authorization server (`iss` of its tokens), e.g. `https://auth.example.com`.
@@ -25,13 +25,16 @@ pub struct RawOAuthConfig {
     pub operator_scope: Option<String>,
     /// How long fetched keys are trusted before they are fetched again.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::settings::HumanDuration>")]
     pub keys_for: Option<Duration>,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::settings::HumanDuration>")]
     pub leeway: Option<Duration>,
     /// A token naming a key we do not have makes us fetch the keys again (the issuer rotated
     /// them), but not sooner than this after the last fetch.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::settings::HumanDuration>")]
     pub refetch_after: Option<Duration>,
 }
 

@@ -6,10 +6,11 @@ use std::{collections::BTreeMap, time::Duration};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DeliveryHint, parse_http_url};
+use super::{ConfigError, DeliveryHint};
+use crate::settings::{Secret, http_url as parse_http_url};
 
 /// `[push]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
     /// Request header that names the conversation an MCP connection belongs to.
@@ -26,9 +27,11 @@ pub struct PushConfig {
     pub tools: BTreeMap<String, DeliveryHint>,
     /// The same call repeated in one conversation within this window returns the first job.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub dedupe_window: Duration,
     /// Comment lines sent on idle event streams so proxies keep them open.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub keep_alive: Duration,
     /// Webhook endpoints; each receives the events of one token's jobs.
     pub webhooks: Vec<WebhookConfig>,
@@ -37,15 +40,19 @@ pub struct PushConfig {
     pub allow_private_webhooks: bool,
     /// One delivery attempt's time limit.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub webhook_timeout: Duration,
     /// First pause before retrying a failed delivery; each later pause is four times longer,
     /// up to `webhook_retry_max`, with jitter.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub webhook_retry_base: Duration,
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub webhook_retry_max: Duration,
     /// Retry a delivery (with growing pauses) for this long before giving up.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub webhook_give_up_after: Duration,
 }
 
@@ -70,31 +77,22 @@ impl Default for PushConfig {
 }
 
 /// `[[push.webhooks]]`: where one token's job events are POSTed, signed the Standard Webhooks way.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
-    /// `whsec_` followed by base64, as Standard Webhooks defines it.
-    pub secret: String,
+    /// `whsec_` followed by base64, as Standard Webhooks defines it; never logged.
+    #[serde(skip_serializing)]
+    pub secret: Secret,
     /// The bearer token whose jobs this endpoint receives; omitted when no tokens are set.
-    #[serde(default)]
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
-            .field("secret", &"<redacted>")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    #[serde(default, skip_serializing)]
+    pub token: Option<Secret>,
 }
 
 impl WebhookConfig {
     /// The signing key: the base64 part of the secret, decoded.
     pub fn key(&self) -> Option<Vec<u8>> {
-        let encoded = self.secret.strip_prefix("whsec_")?;
+        let encoded = self.secret.expose().strip_prefix("whsec_")?;
         base64::engine::general_purpose::STANDARD.decode(encoded).ok().filter(|key| !key.is_empty())
     }
 }
@@ -156,7 +154,7 @@ impl PushConfig {
                 );
             }
             match (&webhook.token, tokens.is_empty()) {
-                (Some(token), false) if !tokens.contains(token) => {
+                (Some(token), false) if !tokens.iter().any(|known| known == token.expose()) => {
                     return invalid(
                         "push.webhooks",
                         format!(

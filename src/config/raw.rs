@@ -12,13 +12,13 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComfyUiConfig, Config, ConfigError, Database, ImagesConfig, JobsConfig, LimitsConfig,
-    OpenAiConfig, ProviderChoice, ProvidersConfig, PushConfig, RawOAuthConfig, RoutePolicy,
-    SecurityConfig, ToolsConfig,
-    comfyui::read_workflow,
-    ensure_writable_dir, parse_database_url, parse_http_url, parse_listen,
-    routing::{split_list, validate_fallback, validate_routing},
+    Config, ConfigError, Database, ImagesConfig, JobsConfig, LimitsConfig, ProvidersConfig,
+    PushConfig, RawOAuthConfig, RoutePolicy, SecurityConfig, ToolsConfig, ensure_writable_dir,
+    parse_database_url, parse_listen, routing,
 };
+use object_store::aws::AmazonS3ConfigKey;
+
+use crate::settings::http_url;
 
 pub(super) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The keep-alive of MCP's own SSE streams (set in `http`); idle connections are longer.
@@ -63,8 +63,8 @@ pub struct Overrides {
     pub log: Option<String>,
 }
 
-/// Every setting with its default; see README "Configuration" for the reference.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Every setting with its default; docs/configuration.md is generated from it.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: String,
@@ -117,8 +117,8 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
-    /// Layers defaults < file < `OPENAI_*`, `GEMINI_API_KEY`, `STABILITY_API_KEY`,
-    /// `REPLICATE_API_TOKEN`, `COMFYUI_API_KEY` < `OFFSTAGE_*` < flags.
+    /// Layers defaults < file < the providers' own variables (`OPENAI_API_KEY`, …, from the
+    /// registry) < `OFFSTAGE_*` < flags.
     pub(super) fn gather(sources: &ConfigSources) -> Result<RawConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         match &sources.config_file {
@@ -129,33 +129,22 @@ impl RawConfig {
             }
             None => {}
         }
-        // The conventional OpenAI variables, so an existing key just works. Values merged by
-        // hand go to the `Default` profile like every other source: a bare `(key, value)` tuple
-        // lands in `Global`, which outranks `Default` whatever the merge order, and would beat
-        // `OFFSTAGE_*` and the flags.
-        if let Some(key) = env_string("OPENAI_API_KEY") {
-            figment = figment.merge(Serialized::default("providers.openai.api_key", key));
-        }
-        if let Some(base) = env_string("OPENAI_BASE_URL") {
-            let base = base.trim_end_matches('/').trim_end_matches("/v1").to_owned();
-            figment = figment.merge(Serialized::default("providers.openai.base_url", base));
-        }
-        // Google's SDKs read either variable; ours prefers the Gemini-specific one, so that a
-        // `GOOGLE_API_KEY` kept for other Google services does not shadow it.
-        if let Some(key) = env_string("GEMINI_API_KEY").or_else(|| env_string("GOOGLE_API_KEY")) {
-            figment = figment.merge(Serialized::default("providers.gemini.api_key", key));
-        }
-        // The variable Stability's own examples and SDKs read.
-        if let Some(key) = env_string("STABILITY_API_KEY") {
-            figment = figment.merge(Serialized::default("providers.stability.api_key", key));
-        }
-        // The variable Replicate's own clients and examples read.
-        if let Some(key) = env_string("REPLICATE_API_TOKEN") {
-            figment = figment.merge(Serialized::default("providers.replicate.api_key", key));
-        }
-        // ComfyUI has no keys of its own; this one is for an authenticating proxy in front of it.
-        if let Some(key) = env_string("COMFYUI_API_KEY") {
-            figment = figment.merge(Serialized::default("providers.comfyui.api_key", key));
+        // The variables each provider's own SDKs read (its registry entry lists them), so an
+        // existing key just works; for one setting the first variable set wins. Values merged
+        // by hand go to the `Default` profile like every other source: a bare `(key, value)`
+        // tuple lands in `Global`, which outranks `Default` whatever the merge order, and would
+        // beat `OFFSTAGE_*` and the flags.
+        let mut filled = std::collections::BTreeSet::new();
+        for (provider, var) in ProvidersConfig::env() {
+            let setting = format!("providers.{provider}.{}", var.setting);
+            if filled.contains(&setting) {
+                continue;
+            }
+            if let Some(value) = env_string(var.name) {
+                let value = (var.normalize)(value.trim());
+                figment = figment.merge(Serialized::default(&setting, value));
+                filled.insert(setting);
+            }
         }
         // Tokens, the listen address and the config path are read raw: figment would turn a
         // numeric token or a bare port (`OFFSTAGE_LISTEN=9000`) into an integer, which a string
@@ -170,7 +159,9 @@ impl RawConfig {
                 .filter(|key| !key.starts_with("test_")),
         );
         if let Some(fallback) = env_string("OFFSTAGE_FALLBACK") {
-            figment = figment.merge(Serialized::default("fallback", split_list(&fallback)));
+            let fallback: Vec<&str> =
+                fallback.split(',').map(str::trim).filter(|name| !name.is_empty()).collect();
+            figment = figment.merge(Serialized::default("fallback", fallback));
         }
         if let Some(listen) = env_string("OFFSTAGE_LISTEN") {
             figment = figment.merge(Serialized::default("listen", listen));
@@ -190,48 +181,18 @@ impl RawConfig {
 
     pub(super) fn validate(self, _sources: &ConfigSources) -> Result<Config, ConfigError> {
         let listen = parse_listen(&self.listen)?;
-        let provider = match ProviderChoice::parse(&self.provider)? {
-            ProviderChoice::Auto if self.providers.openai.api_key.is_some() => {
-                ProviderChoice::Openai
-            }
-            ProviderChoice::Auto => ProviderChoice::Sketch,
-            chosen => chosen,
-        };
-        require_key(provider, &self.providers)?;
-        let fallback = validate_fallback(provider, &self.fallback, &self.providers)?;
-        validate_routing(&self.routing)?;
-        if parse_http_url(&self.providers.openai.base_url).is_none() {
-            return Err(ConfigError::BadBaseUrl(self.providers.openai.base_url));
-        }
-        validate_partial_images(&self.providers.openai)?;
-        if parse_http_url(&self.providers.gemini.base_url).is_none() {
-            return Err(ConfigError::Invalid {
-                field: "providers.gemini.base_url",
-                message: format!(
-                    "`{}` is not an absolute http(s) URL",
-                    self.providers.gemini.base_url
-                ),
-            });
-        }
-        if parse_http_url(&self.providers.stability.base_url).is_none() {
-            return Err(ConfigError::Invalid {
-                field: "providers.stability.base_url",
-                message: format!(
-                    "`{}` is not an absolute http(s) URL",
-                    self.providers.stability.base_url
-                ),
-            });
-        }
-        validate_replicate(&self.providers.replicate)?;
-        validate_comfyui(&self.providers.comfyui)?;
+        let (provider, fallback) =
+            routing::resolve(&self.provider, &self.fallback, &self.routing, &self.providers)?;
         let public_url = match &self.public_url {
             Some(url) => {
-                Some(parse_http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
+                Some(http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
             }
             None => None,
         };
-        validate_jobs(&self.jobs)?;
-        self.images.validate()?;
+        self.jobs.validate()?;
+        let mut images = self.images;
+        images.aws_environment = aws_variables();
+        images.validate()?;
         self.push.validate(&self.tokens)?;
         self.limits.validate(self.push.keep_alive.max(MCP_STREAM_KEEP_ALIVE))?;
         if self.max_body_bytes < 1024 {
@@ -268,122 +229,11 @@ impl RawConfig {
             fallback,
             routing: self.routing,
             providers: self.providers,
-            images: self.images,
+            images,
             push: self.push,
             tools: validate_tools(self.tools)?,
             log: self.log,
         })
-    }
-}
-
-/// A provider that needs a key must have one. A key set blank in the file is as good as none;
-/// the variables are already filtered that way by `env_string`.
-pub(super) fn require_key(
-    choice: ProviderChoice,
-    providers: &ProvidersConfig,
-) -> Result<(), ConfigError> {
-    let blank = |key: &Option<String>| key.as_deref().is_none_or(|key| key.trim().is_empty());
-    let missing = |provider, variable| Err(ConfigError::MissingApiKey { provider, variable });
-    match choice {
-        ProviderChoice::Openai if blank(&providers.openai.api_key) => {
-            missing("openai", "OPENAI_API_KEY")
-        }
-        ProviderChoice::Gemini if blank(&providers.gemini.api_key) => {
-            missing("gemini", "GEMINI_API_KEY")
-        }
-        ProviderChoice::Stability if blank(&providers.stability.api_key) => {
-            missing("stability", "STABILITY_API_KEY")
-        }
-        ProviderChoice::Replicate if blank(&providers.replicate.api_key) => {
-            missing("replicate", "REPLICATE_API_TOKEN")
-        }
-        _ => Ok(()),
-    }
-}
-
-fn validate_jobs(jobs: &JobsConfig) -> Result<(), ConfigError> {
-    let invalid =
-        |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
-    if jobs.concurrency == 0 || jobs.tools.values().any(|lane| lane.concurrency == Some(0)) {
-        return invalid("jobs.concurrency", "must be at least 1");
-    }
-    if jobs.max_attempts == 0 {
-        return invalid("jobs.max_attempts", "must be at least 1");
-    }
-    if jobs.timeout.is_zero() {
-        return invalid("jobs.timeout", "must be longer than 0s");
-    }
-    if jobs.lease < std::time::Duration::from_secs(1) {
-        return invalid("jobs.lease", "must be at least 1s");
-    }
-    if jobs.retention.is_zero() {
-        return invalid("jobs.retention", "must be longer than 0s");
-    }
-    Ok(())
-}
-
-fn validate_replicate(replicate: &super::ReplicateConfig) -> Result<(), ConfigError> {
-    let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
-    if parse_http_url(&replicate.base_url).is_none() {
-        let message = format!("`{}` is not an absolute http(s) URL", replicate.base_url);
-        return invalid("providers.replicate.base_url", message);
-    }
-    // Every poll is a request against the account's rate limit.
-    if replicate.poll_interval < std::time::Duration::from_millis(100) {
-        return invalid("providers.replicate.poll_interval", "must be at least 100ms".to_owned());
-    }
-    // `Cancel-After` counts whole seconds.
-    if replicate.deadline < std::time::Duration::from_secs(1) {
-        return invalid("providers.replicate.deadline", "must be at least 1s".to_owned());
-    }
-    Ok(())
-}
-
-/// The base URL, and a workflow file the provider can fill in: checked whichever provider is
-/// chosen, like every provider's base URL, so a typo fails at start rather than at a switch.
-fn validate_comfyui(comfyui: &ComfyUiConfig) -> Result<(), ConfigError> {
-    if parse_http_url(&comfyui.base_url).is_none() {
-        return Err(ConfigError::Invalid {
-            field: "providers.comfyui.base_url",
-            message: format!("`{}` is not an absolute http(s) URL", comfyui.base_url),
-        });
-    }
-    if let Some(path) = &comfyui.workflow {
-        read_workflow(path).map_err(|message| ConfigError::Invalid {
-            field: "providers.comfyui.workflow",
-            message,
-        })?;
-    }
-    if comfyui.poll_interval.is_zero() {
-        return Err(ConfigError::Invalid {
-            field: "providers.comfyui.poll_interval",
-            message: "must be longer than 0s".to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// `partial_images` is documented as 0 to 3, and only `gpt-image-*` models stream at all.
-fn validate_partial_images(openai: &OpenAiConfig) -> Result<(), ConfigError> {
-    let field = "providers.openai.partial_images";
-    match openai.partial_images {
-        Some(count) if count > OpenAiConfig::MAX_PARTIAL_IMAGES => Err(ConfigError::Invalid {
-            field,
-            message: format!(
-                "{count} is out of range; use 0 to {}",
-                OpenAiConfig::MAX_PARTIAL_IMAGES
-            ),
-        }),
-        Some(count) if count > 0 && openai.model.starts_with("dall-e") => {
-            Err(ConfigError::Invalid {
-                field,
-                message: format!(
-                    "must be 0 for `{}`, which cannot stream partial images",
-                    openai.model
-                ),
-            })
-        }
-        _ => Ok(()),
     }
 }
 
@@ -444,6 +294,16 @@ fn validate_tools(tools: ToolsConfig) -> Result<ToolsConfig, ConfigError> {
         });
     }
     Ok(tools)
+}
+
+/// The `AWS_*` variables object_store knows, as its `AmazonS3Builder::from_env` reads them.
+fn aws_variables() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(key, value)| key.starts_with("AWS_") && !value.trim().is_empty())
+        .map(|(key, value)| (key.to_ascii_lowercase(), value))
+        .filter(|(key, _)| key.parse::<AmazonS3ConfigKey>().is_ok())
+        .collect()
 }
 
 #[expect(

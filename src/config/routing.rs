@@ -1,74 +1,63 @@
-//! Provider routing settings: the ordered fallback list and each provider's own limits
-//! (`[routing.<provider>]`: per-attempt timeout, concurrency, attempts).
+//! The route: which providers a job tries, in order, and each one's limits
+//! (`[routing.<provider>]`), resolved and checked against the provider registry.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use super::ConfigError;
+use crate::providers::{Context, ProvidersConfig, route::RoutePolicy};
 
-use super::{ConfigError, ProviderChoice, ProvidersConfig};
-
-/// How one provider is used: how long an attempt may take, how many run at once, how many
-/// attempts a job makes on it before falling back to the next provider.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoutePolicy {
-    /// Longest one attempt may take (polling included); unset: the provider's own request
-    /// timeout and the job's timeout bound it.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    /// Requests in flight to this provider across all jobs; unset: only the job lanes bound it.
-    pub concurrency: Option<usize>,
-    /// Attempts per job on this provider, the first included; unset: `jobs.max_attempts`.
-    pub attempts: Option<u32>,
-}
-
-/// One entry of the resolved route: a provider and its limits, attempts filled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteStep {
-    pub provider: ProviderChoice,
-    pub timeout: Option<Duration>,
-    pub concurrency: Option<usize>,
-    pub attempts: u32,
-}
-
-/// Parses `fallback` and checks it against the primary provider and the keys configured.
-pub(super) fn validate_fallback(
-    primary: ProviderChoice,
+/// The first provider and the fallbacks, as registered names: `auto` resolved, every name
+/// known, none twice, and every provider on the route built once (what cannot be built, a
+/// missing key above all, is refused here). Every provider's own checks run, routed or not.
+pub(super) fn resolve(
+    provider: &str,
     fallback: &[String],
+    routing: &BTreeMap<String, RoutePolicy>,
     providers: &ProvidersConfig,
-) -> Result<Vec<ProviderChoice>, ConfigError> {
+) -> Result<(&'static str, Vec<&'static str>), ConfigError> {
+    let known = |field, name: &str| {
+        ProvidersConfig::name(name)
+            .ok_or_else(|| ConfigError::UnknownProvider { field, name: name.to_owned() })
+    };
+    let primary = match provider.trim().to_ascii_lowercase().as_str() {
+        "auto" => providers.auto(),
+        _ => known("provider", provider)?,
+    };
     let mut chosen = vec![primary];
     for name in fallback {
-        let choice = ProviderChoice::parse(name)?;
-        if choice == ProviderChoice::Auto {
+        if name.trim().eq_ignore_ascii_case("auto") {
             return Err(invalid("fallback", "`auto` can only be the provider, not a fallback"));
         }
-        if chosen.contains(&choice) {
+        let name = known("fallback", name)?;
+        if chosen.contains(&name) {
             return Err(invalid(
                 "fallback",
-                &format!("`{}` is listed twice (the provider counts)", choice.as_str()),
+                &format!("`{name}` is listed twice (the provider counts)"),
             ));
         }
-        super::raw::require_key(choice, providers)?;
-        chosen.push(choice);
+        chosen.push(name);
     }
-    Ok(chosen.split_off(1))
+    validate_routing(routing)?;
+    providers.check()?;
+    let context = Context::default();
+    for name in &chosen {
+        providers.build(name, &context)?;
+    }
+    let fallback = chosen.split_off(1);
+    Ok((primary, fallback))
 }
 
 /// `[routing.<name>]` tables must name a provider and hold sane numbers.
-pub(super) fn validate_routing(routing: &BTreeMap<String, RoutePolicy>) -> Result<(), ConfigError> {
+fn validate_routing(routing: &BTreeMap<String, RoutePolicy>) -> Result<(), ConfigError> {
     for (name, policy) in routing {
-        match ProviderChoice::parse(name) {
-            Ok(ProviderChoice::Auto) | Err(_) => {
-                return Err(invalid(
-                    "routing",
-                    &format!(
-                        "`[routing.{name}]` names no provider; expected one of {}",
-                        ProviderChoice::NAMES
-                    ),
-                ));
-            }
-            Ok(_) => {}
+        if ProvidersConfig::name(name).is_none() {
+            return Err(invalid(
+                "routing",
+                &format!(
+                    "`[routing.{name}]` names no provider; expected one of {}",
+                    crate::providers::NAMES.join(", ")
+                ),
+            ));
         }
         if policy.timeout.is_some_and(|timeout| timeout.is_zero()) {
             return Err(invalid("routing", &format!("routing.{name}.timeout must be above 0s")));
@@ -84,11 +73,6 @@ pub(super) fn validate_routing(routing: &BTreeMap<String, RoutePolicy>) -> Resul
         }
     }
     Ok(())
-}
-
-/// Splits `OFFSTAGE_FALLBACK=gemini, sketch` into names.
-pub(super) fn split_list(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect()
 }
 
 fn invalid(field: &'static str, message: &str) -> ConfigError {

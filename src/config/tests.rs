@@ -13,22 +13,18 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use figment::Jail;
 
 use super::*;
+use crate::settings::Secret;
 
-/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, Gemini,
-/// Stability, Replicate or ComfyUI key or `OFFSTAGE_*` would change what these tests see, so such
-/// variables are removed for the jail's lifetime.
+mod images;
+
+/// Jail keeps the surrounding environment; a developer's own `OPENAI_API_KEY`, any provider's
+/// key (every variable the registry reads) or `OFFSTAGE_*` would change what these tests see,
+/// so such variables are removed for the jail's lifetime.
 fn hermetic(jail: &mut Jail) {
     let ours = |key: &str| {
         key.starts_with("OFFSTAGE_")
             || key.starts_with("OPENAI_")
-            || matches!(
-                key,
-                "GEMINI_API_KEY"
-                    | "GOOGLE_API_KEY"
-                    | "STABILITY_API_KEY"
-                    | "REPLICATE_API_TOKEN"
-                    | "COMFYUI_API_KEY"
-            )
+            || ProvidersConfig::env().any(|(_, var)| var.name == key)
     };
     if !std::env::vars_os().any(|(key, _)| key.to_str().is_some_and(ours)) {
         return;
@@ -75,7 +71,7 @@ fn defaults_load_with_the_sketch_provider_and_create_the_data_dir() {
         let config = Config::load(&sources).expect("defaults are valid");
 
         assert_eq!(config.listen, addr("127.0.0.1:8787"));
-        assert_eq!(config.provider, ProviderChoice::Sketch, "no OPENAI_API_KEY means sketch");
+        assert_eq!(config.provider, "sketch", "no OPENAI_API_KEY means sketch");
         assert_eq!(config.data_dir, data_dir);
         assert!(data_dir.is_dir(), "the data directory is created");
         // The write probe cleans up after itself.
@@ -210,8 +206,8 @@ fn an_openai_key_selects_openai_and_is_never_printed() {
         jail.set_env("OPENAI_BASE_URL", "https://proxy.example/v1/");
         let config = load(jail).unwrap();
 
-        assert_eq!(config.provider, ProviderChoice::Openai, "auto picks openai when keyed");
-        assert_eq!(config.providers.openai.api_key.as_deref(), Some(secret));
+        assert_eq!(config.provider, "openai", "auto picks openai when keyed");
+        assert_eq!(config.providers.openai.api_key.as_ref().map(Secret::expose), Some(secret));
         assert_eq!(config.providers.openai.base_url, "https://proxy.example", "`/v1` is ours");
         let printed = format!("{config:?}");
         assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
@@ -220,14 +216,14 @@ fn an_openai_key_selects_openai_and_is_never_printed() {
 
         // An explicit choice beats auto, key or not.
         jail.set_env("OFFSTAGE_PROVIDER", "sketch");
-        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(load(jail).unwrap().provider, "sketch");
         Ok(())
     });
 }
 
 #[test]
 fn openai_variables_sit_between_the_file_and_offstage_variables() {
-    // README: defaults < file < OPENAI_API_KEY / OPENAI_BASE_URL < OFFSTAGE_* < flags.
+    // docs/operations.md, "Configuration": defaults < file < OPENAI_API_KEY / OPENAI_BASE_URL < OFFSTAGE_* < flags.
     Jail::expect_with(|jail| {
         hermetic(jail);
         jail.create_file(
@@ -237,13 +233,13 @@ fn openai_variables_sit_between_the_file_and_offstage_variables() {
         jail.set_env("OPENAI_API_KEY", "sk-openai-var");
         jail.set_env("OPENAI_BASE_URL", "https://openai-var.example");
         let openai = load(jail).unwrap().providers.openai;
-        assert_eq!(openai.api_key.as_deref(), Some("sk-openai-var"), "OPENAI_* over the file");
+        assert_eq!(openai.api_key.as_ref().map(Secret::expose), Some("sk-openai-var"), "OPENAI_* over the file");
         assert_eq!(openai.base_url, "https://openai-var.example");
 
         jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__API_KEY", "sk-offstage-var");
         jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__BASE_URL", "https://offstage-var.example");
         let openai = load(jail).unwrap().providers.openai;
-        assert_eq!(openai.api_key.as_deref(), Some("sk-offstage-var"), "OFFSTAGE_* over OPENAI_*");
+        assert_eq!(openai.api_key.as_ref().map(Secret::expose), Some("sk-offstage-var"), "OFFSTAGE_* over OPENAI_*");
         assert_eq!(openai.base_url, "https://offstage-var.example");
         Ok(())
     });
@@ -268,11 +264,11 @@ fn choosing_openai_without_a_key_is_refused() {
     Jail::expect_with(|jail| {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"openai\"\n")?;
-        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey { .. })));
+        assert!(matches!(load(jail), Err(ConfigError::Provider(SetupError::MissingKey { .. }))));
         // A blank key is no key.
         jail.set_env("OPENAI_API_KEY", "  ");
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::MissingApiKey { provider: "openai", .. }));
+        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "openai", .. })));
         assert!(error.to_string().contains("OPENAI_API_KEY"), "{error}");
         Ok(())
     });
@@ -286,12 +282,12 @@ fn gemini_reads_its_key_from_gemini_then_google_variables() {
         jail.set_env("OFFSTAGE_PROVIDER", "gemini");
         jail.set_env("GOOGLE_API_KEY", "AIza-google-fallback");
         let config = load(jail).unwrap();
-        assert_eq!(config.provider, ProviderChoice::Gemini);
-        assert_eq!(config.providers.gemini.api_key.as_deref(), Some("AIza-google-fallback"));
+        assert_eq!(config.provider, "gemini");
+        assert_eq!(config.providers.gemini.api_key.as_ref().map(Secret::expose), Some("AIza-google-fallback"));
 
         jail.set_env("GEMINI_API_KEY", secret);
         let config = load(jail).unwrap();
-        assert_eq!(config.providers.gemini.api_key.as_deref(), Some(secret), "GEMINI_ first");
+        assert_eq!(config.providers.gemini.api_key.as_ref().map(Secret::expose), Some(secret), "GEMINI_ first");
         assert_eq!(config.providers.gemini.model, "gemini-2.5-flash-image");
         assert_eq!(config.providers.gemini.base_url, "https://generativelanguage.googleapis.com");
         let printed = format!("{config:?}");
@@ -305,7 +301,7 @@ fn auto_never_picks_gemini() {
     Jail::expect_with(|jail| {
         hermetic(jail);
         jail.set_env("GEMINI_API_KEY", "AIza-test-key");
-        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(load(jail).unwrap().provider, "sketch");
         Ok(())
     });
 }
@@ -316,14 +312,14 @@ fn choosing_gemini_without_a_key_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"gemini\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::MissingApiKey { provider: "gemini", .. }));
+        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "gemini", .. })));
         assert!(error.to_string().contains("GEMINI_API_KEY"), "{error}");
         // A blank key in the file is no key either.
         jail.create_file(
             "offstage.toml",
             "provider = \"gemini\"\n[providers.gemini]\napi_key = \" \"\n",
         )?;
-        assert!(matches!(load(jail), Err(ConfigError::MissingApiKey { .. })));
+        assert!(matches!(load(jail), Err(ConfigError::Provider(SetupError::MissingKey { .. }))));
         Ok(())
     });
 }
@@ -336,8 +332,8 @@ fn stability_reads_its_key_from_its_variable_and_hides_it() {
         jail.set_env("OFFSTAGE_PROVIDER", "stability");
         jail.set_env("STABILITY_API_KEY", secret);
         let config = load(jail).unwrap();
-        assert_eq!(config.provider, ProviderChoice::Stability);
-        assert_eq!(config.providers.stability.api_key.as_deref(), Some(secret));
+        assert_eq!(config.provider, "stability");
+        assert_eq!(config.providers.stability.api_key.as_ref().map(Secret::expose), Some(secret));
         assert_eq!(config.providers.stability.model, "core");
         assert_eq!(config.providers.stability.base_url, "https://api.stability.ai");
         let printed = format!("{config:?}");
@@ -352,12 +348,12 @@ fn choosing_stability_without_a_key_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"stability\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::MissingApiKey { provider: "stability", .. }));
+        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "stability", .. })));
         assert!(error.to_string().contains("STABILITY_API_KEY"), "{error}");
         // `auto` never picks it, key or not.
         jail.create_file("offstage.toml", "")?;
         jail.set_env("STABILITY_API_KEY", "sk-test");
-        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(load(jail).unwrap().provider, "sketch");
         Ok(())
     });
 }
@@ -370,9 +366,9 @@ fn replicate_reads_its_token_from_its_variable_and_hides_it() {
         jail.set_env("OFFSTAGE_PROVIDER", "replicate");
         jail.set_env("REPLICATE_API_TOKEN", secret);
         let config = load(jail).unwrap();
-        assert_eq!(config.provider, ProviderChoice::Replicate);
+        assert_eq!(config.provider, "replicate");
         let replicate = &config.providers.replicate;
-        assert_eq!(replicate.api_key.as_deref(), Some(secret));
+        assert_eq!(replicate.api_key.as_ref().map(Secret::expose), Some(secret));
         assert_eq!(replicate.model, "black-forest-labs/flux-schnell");
         assert_eq!(replicate.base_url, "https://api.replicate.com");
         assert_eq!(replicate.poll_interval, Duration::from_millis(500));
@@ -388,12 +384,12 @@ fn choosing_replicate_without_a_token_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"replicate\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::MissingApiKey { provider: "replicate", .. }));
+        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "replicate", .. })));
         assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
         // `auto` never picks it, token or not.
         jail.create_file("offstage.toml", "")?;
         jail.set_env("REPLICATE_API_TOKEN", "r8_test");
-        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(load(jail).unwrap().provider, "sketch");
         Ok(())
     });
 }
@@ -440,7 +436,7 @@ fn an_unknown_provider_is_named_with_the_valid_choices() {
         hermetic(jail);
         jail.set_env("OFFSTAGE_PROVIDER", "dall-e");
         let error = load(jail).unwrap_err();
-        assert!(matches!(&error, ConfigError::UnknownProvider(name) if name == "dall-e"));
+        assert!(matches!(&error, ConfigError::UnknownProvider { name, .. } if name == "dall-e"));
         let message = error.to_string();
         assert!(message.contains("`dall-e`"), "{message}");
         assert!(
@@ -451,7 +447,7 @@ fn an_unknown_provider_is_named_with_the_valid_choices() {
         // Names are case-insensitive, so this is not an error.
         let mut flagged = sources(jail);
         flagged.overrides.provider = Some("SKETCH".to_owned());
-        assert_eq!(Config::load(&flagged).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(Config::load(&flagged).unwrap().provider, "sketch");
         Ok(())
     });
 }
@@ -497,7 +493,7 @@ fn bad_listen_values_are_refused_with_the_reason() {
 
 #[test]
 fn a_bare_port_works_from_every_source() {
-    // README: "a bare port means 127.0.0.1" for the `listen` setting, wherever it is set.
+    // docs/operations.md: "a bare port means 127.0.0.1" for the `listen` setting, wherever it is set.
     Jail::expect_with(|jail| {
         hermetic(jail);
         let mut flagged = sources(jail);
@@ -582,11 +578,6 @@ fn out_of_range_settings_name_their_field() {
             ("[images]\nquality = 101", "images.quality"),
             ("[images]\nmax_pixels = 100", "images.max_pixels"),
             ("[images]\nmax_bytes = 10", "images.max_bytes"),
-            ("[providers.openai]\npartial_images = 4", "providers.openai.partial_images"),
-            (
-                "[providers.openai]\nmodel = \"dall-e-3\"\npartial_images = 1",
-                "providers.openai.partial_images",
-            ),
         ] {
             jail.create_file("offstage.toml", file)?;
             let error = load(jail).unwrap_err();
@@ -630,7 +621,11 @@ fn urls_must_be_absolute_http() {
         );
 
         jail.create_file("offstage.toml", "[providers.openai]\nbase_url = \"api.openai.com\"\n")?;
-        assert!(matches!(load(jail), Err(ConfigError::BadBaseUrl(url)) if url == "api.openai.com"));
+        let error = load(jail).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Provider(SetupError::Invalid { provider: "openai", field: "base_url", message }) if message.contains("`api.openai.com`")),
+            "{error:?}"
+        );
 
         jail.create_file("offstage.toml", "public_url = \"https://offstage.example/base\"\n")?;
         let config = load(jail).unwrap();
@@ -764,14 +759,14 @@ fn fallback_and_routing_resolve_into_an_ordered_route() {
         jail.set_env("OPENAI_API_KEY", "sk-test-key");
         let route = load(jail).unwrap().route();
         let order: Vec<_> = route.iter().map(|step| step.provider).collect();
-        assert_eq!(order, [ProviderChoice::Gemini, ProviderChoice::Openai, ProviderChoice::Sketch]);
+        assert_eq!(order, ["gemini", "openai", "sketch"]);
         assert_eq!(route[0].timeout, Some(Duration::from_secs(45)));
         assert_eq!((route[0].concurrency, route[0].attempts), (Some(2), 1));
         assert_eq!((route[1].timeout, route[1].concurrency, route[1].attempts), (None, None, 4));
 
         jail.set_env("OFFSTAGE_FALLBACK", "sketch");
         let order: Vec<_> = load(jail).unwrap().route().iter().map(|s| s.provider).collect();
-        assert_eq!(order, [ProviderChoice::Gemini, ProviderChoice::Sketch], "env list wins");
+        assert_eq!(order, ["gemini", "sketch"], "env list wins");
         Ok(())
     });
 }
@@ -805,19 +800,19 @@ fn comfyui_needs_no_key_and_hides_the_proxy_key() {
         hermetic(jail);
         jail.set_env("OFFSTAGE_PROVIDER", "comfyui");
         let config = load(jail).unwrap();
-        assert_eq!(config.provider, ProviderChoice::Comfyui);
+        assert_eq!(config.provider, "comfyui");
         assert_eq!(config.providers.comfyui.base_url, "http://127.0.0.1:8188");
         assert_eq!(config.providers.comfyui.workflow, None);
         assert_eq!(config.providers.comfyui.api_key, None);
         let secret = "comfy-proxy-test-7d41e9-very-secret";
         jail.set_env("COMFYUI_API_KEY", secret);
         let config = load(jail).unwrap();
-        assert_eq!(config.providers.comfyui.api_key.as_deref(), Some(secret));
+        assert_eq!(config.providers.comfyui.api_key.as_ref().map(Secret::expose), Some(secret));
         let printed = format!("{config:?}");
         assert!(!printed.contains(secret), "the key leaked into Debug output: {printed}");
         // `auto` never picks it.
         jail.set_env("OFFSTAGE_PROVIDER", "auto");
-        assert_eq!(load(jail).unwrap().provider, ProviderChoice::Sketch);
+        assert_eq!(load(jail).unwrap().provider, "sketch");
         Ok(())
     });
 }
@@ -835,7 +830,14 @@ fn a_comfyui_workflow_must_exist_parse_and_hold_the_prompt_placeholder() {
         let refused = |jail: &Jail| {
             let error = load(jail).unwrap_err();
             assert!(
-                matches!(error, ConfigError::Invalid { field: "providers.comfyui.workflow", .. }),
+                matches!(
+                    error,
+                    ConfigError::Provider(SetupError::Invalid {
+                        provider: "comfyui",
+                        field: "workflow",
+                        ..
+                    })
+                ),
                 "{error:?}"
             );
             error.to_string()
@@ -990,6 +992,34 @@ fn the_database_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
                 }
                 other => panic!("{bad} must be refused: {other:?}"),
             }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn openai_partial_images_are_checked_by_the_provider() {
+    Jail::expect_with(|jail| {
+        hermetic(jail);
+        for file in [
+            "[providers.openai]\npartial_images = 4",
+            "[providers.openai]\nmodel = \"dall-e-3\"\npartial_images = 1",
+        ] {
+            jail.create_file("offstage.toml", file)?;
+            let error = load(jail).unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    ConfigError::Provider(SetupError::Invalid {
+                        provider: "openai",
+                        field: "partial_images",
+                        ..
+                    })
+                ),
+                "{file:?}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.starts_with("providers.openai.partial_images: "), "{message}");
         }
         Ok(())
     });

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PROFILE: &str = "voice";
 
 /// `[tools]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
     /// Directory of `*.toml` tool manifests; a missing directory means no manifest tools.
@@ -29,6 +29,7 @@ pub struct ToolsConfig {
     /// LiveKit's and openai-agents' MCP clients give each request 5 s by default, so the default
     /// leaves room for the network.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub reply_within: Duration,
     /// Let manifest HTTP tools and `edit_image` URLs reach private, loopback and link-local
     /// addresses.
@@ -65,7 +66,7 @@ impl ToolsConfig {
 }
 
 /// Token budgets (o200k tokens of name, description and compact parameters).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budgets {
     pub per_tool: usize,

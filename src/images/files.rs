@@ -23,7 +23,7 @@ use futures::stream::BoxStream;
 
 use self::{directory::Directory, objects::Objects};
 use super::ImageFormat;
-use crate::{config::ImagesConfig, jobs::JobId};
+use crate::{images::settings::ImagesConfig, jobs::JobId};
 
 /// The images of every job, wherever they are kept. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod files;
 pub mod pipeline;
 pub mod placeholder;
+pub mod settings;
 pub mod variant;
 
 pub use variant::{Rendition, Variant, VariantError};

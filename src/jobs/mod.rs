@@ -13,6 +13,7 @@ mod migrations;
 pub mod postgres;
 mod row;
 pub mod runner;
+pub mod settings;
 pub mod sqlite;
 pub mod store;
 #[cfg(test)]

@@ -27,7 +27,7 @@ use sqlx::{
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
-use crate::config::redacted;
+use crate::settings::redacted;
 
 use super::{
     Job, JobId, Micros, Outcome,

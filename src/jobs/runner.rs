@@ -31,7 +31,7 @@ use super::{
     events::{BareEvents, EventComposer, JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
-use crate::config::JobsConfig;
+use super::settings::JobsConfig;
 
 /// Work behind one tool. The runner knows jobs only through this trait.
 #[async_trait]

@@ -11,15 +11,16 @@
 
 mod answers;
 mod cancel;
+mod settings;
 mod workflow;
 
-use std::{fmt, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::{
     RequestBuilder, StatusCode,
-    header::{AUTHORIZATION, HeaderValue},
+    header::AUTHORIZATION,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,13 +31,12 @@ use self::{
     cancel::{CancelOnDrop, Canceller},
     workflow::Fill,
 };
+pub use self::settings::ComfyUiConfig;
+use self::settings::{check_workflow, mentions, read_workflow};
 use super::{
-    GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
-    openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
-};
-use crate::config::{
-    ComfyUiConfig,
-    comfyui::{check_workflow, mentions, read_workflow},
+    GeneratedImage, ImageProvider, ImageRequest, ProviderError,
+    http::{Api, parse_retry_after, read_capped, transport_error, truncate},
+    spec::{self, Context, EnvVar, ProviderSpec, SetupError},
 };
 
 /// The built-in text-to-image workflow (checkpoint, two prompts, empty latent, KSampler, VAE
@@ -56,11 +56,11 @@ const MAX_RANDOM_SEED: u64 = (1 << 53) - 1;
 /// Draws images with whatever a ComfyUI server's workflow does.
 #[derive(Debug)]
 pub struct ComfyUiProvider {
-    http: reqwest::Client,
+    /// The client, the proxy's key if any, the per-request timeout and the image cap.
+    api: Api,
     endpoints: Endpoints,
     /// The base URL without any credentials, for messages that say where we looked.
     shown_url: String,
-    api_key: Option<ApiKey>,
     /// The template every generation copies and fills in.
     workflow: Value,
     checkpoint: String,
@@ -71,11 +71,31 @@ pub struct ComfyUiProvider {
     /// open, and shows it as the prompt's owner.
     client_id: String,
     poll_interval: Duration,
-    request_timeout: Duration,
     typical_latency: Duration,
-    body_limit: usize,
     /// False for loopback, where the GPU is this machine's.
     remote: bool,
+}
+
+/// The registry's entry: `[providers.comfyui]`, and `COMFYUI_API_KEY` for an authenticating
+/// proxy in front of it (ComfyUI has no keys of its own). `auto` never picks it.
+#[derive(Debug)]
+pub struct ComfyUi;
+
+impl ProviderSpec for ComfyUi {
+    const NAME: &'static str = "comfyui";
+    type Settings = ComfyUiConfig;
+    const ENV: &'static [EnvVar] = &[EnvVar::plain("COMFYUI_API_KEY", "api_key")];
+
+    fn check(settings: &ComfyUiConfig) -> Result<(), SetupError> {
+        settings.check()
+    }
+
+    fn build(
+        settings: &ComfyUiConfig,
+        context: &Context,
+    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
+        Ok(Arc::new(ComfyUiProvider::new(settings, context)?))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,26 +108,14 @@ struct Endpoints {
     interrupt: Url,
 }
 
-/// The proxy's key, as the header we send and as text to scrub from messages. Its `Debug` is
-/// redacted so that no `{:?}` of the provider can leak it.
-struct ApiKey {
-    header: HeaderValue,
-    text: String,
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 impl ComfyUiProvider {
     /// Checks the base URL, the key and the workflow once, so that a bad configuration fails
     /// at start.
-    pub fn new(config: &ComfyUiConfig, http: reqwest::Client) -> Result<Self, ProviderBuildError> {
-        let provider = "comfyui";
-        let bad_url = || ProviderBuildError::BadBaseUrl { provider, url: config.base_url.clone() };
-        let endpoint = |path: &str| super::endpoint_url(&config.base_url, path).ok_or_else(bad_url);
+    pub fn new(config: &ComfyUiConfig, context: &Context) -> Result<Self, SetupError> {
+        let provider = ComfyUi::NAME;
+        let bad_url = || SetupError::base_url(provider, &config.base_url);
+        let endpoint =
+            |path: &str| super::http::endpoint_url(&config.base_url, path).ok_or_else(bad_url);
         let endpoints = Endpoints {
             prompt: endpoint("prompt")?,
             history: endpoint("history")?,
@@ -115,16 +123,12 @@ impl ComfyUiProvider {
             queue: endpoint("queue")?,
             interrupt: endpoint("interrupt")?,
         };
-        let api_key = match config.api_key.as_deref().map(str::trim) {
-            Some(text) if !text.is_empty() => {
-                let mut header = HeaderValue::from_str(&format!("Bearer {text}"))
-                    .map_err(|_| ProviderBuildError::BadApiKey { provider })?;
-                header.set_sensitive(true);
-                Some(ApiKey { header, text: text.to_owned() })
-            }
-            _ => None,
+        // ComfyUI has no keys; one is only there for an authenticating proxy in front of it.
+        let credential = match config.api_key.as_ref().filter(|key| !key.is_blank()) {
+            Some(key) => Some(spec::credential_of::<ComfyUi>(key, AUTHORIZATION, Some("Bearer"))?),
+            None => None,
         };
-        let bad_workflow = |message: String| ProviderBuildError::BadWorkflow { provider, message };
+        let bad_workflow = |message: String| SetupError::invalid(provider, "workflow", message);
         let (workflow, source) = match &config.workflow {
             Some(path) => {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -151,26 +155,23 @@ impl ComfyUiProvider {
         };
         let base = Url::parse(config.base_url.trim()).map_err(|_| bad_url())?;
         Ok(Self {
-            http,
+            api: Api::new(context.http.clone(), credential, config.request_timeout),
             endpoints,
             shown_url: shown_url(&base),
-            api_key,
             workflow,
             checkpoint,
             negative_prompt: config.negative_prompt.clone(),
             model,
             client_id: random_uuid(),
             poll_interval: config.poll_interval,
-            request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
-            body_limit: MAX_RESPONSE_BYTES,
             remote: !is_loopback(&base),
         })
     }
 
     /// Replaces the image size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.api.body_limit = limit;
         self
     }
 
@@ -184,7 +185,7 @@ impl ComfyUiProvider {
         let body =
             json!({ "prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id });
         let mut response =
-            self.send(self.http.post(self.endpoints.prompt.clone()).json(&body)).await?;
+            self.send(self.api.http.post(self.endpoints.prompt.clone()).json(&body)).await?;
         if !response.status().is_success() {
             // A rejection is a decision: nothing was queued, so there is nothing to take back.
             guard.disarm();
@@ -214,7 +215,7 @@ impl ComfyUiProvider {
             .push(prompt_id);
         loop {
             tokio::time::sleep(self.poll_interval).await;
-            let mut response = self.send(self.http.get(url.clone())).await?;
+            let mut response = self.send(self.api.http.get(url.clone())).await?;
             if !response.status().is_success() {
                 return Err(self.answer_error(&mut response).await);
             }
@@ -239,7 +240,7 @@ impl ComfyUiProvider {
             .append_pair("filename", &image.filename)
             .append_pair("subfolder", &image.subfolder)
             .append_pair("type", &image.kind);
-        let mut response = self.send(self.http.get(url)).await?;
+        let mut response = self.send(self.api.http.get(url)).await?;
         if !response.status().is_success() {
             return Err(match self.answer_error(&mut response).await {
                 // ComfyUI named the file a moment ago; if it cannot serve it, its answer was wrong.
@@ -250,8 +251,8 @@ impl ComfyUiProvider {
                 other => other,
             });
         }
-        let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
-            let limit = self.body_limit;
+        let limit = self.api.body_limit;
+        let body = read_capped(&mut response, limit).await?.ok_or_else(|| {
             ProviderError::InvalidResponse(format!("the image exceeds {limit} bytes"))
         })?;
         if body.is_empty() {
@@ -262,11 +263,7 @@ impl ComfyUiProvider {
 
     /// Sends with the proxy key and the per-request timeout; a failed connection says where.
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ProviderError> {
-        let mut request = request.timeout(self.request_timeout);
-        if let Some(key) = &self.api_key {
-            request = request.header(AUTHORIZATION, key.header.clone());
-        }
-        request.send().await.map_err(|error| match transport_error(error) {
+        self.api.prepare(request).send().await.map_err(|error| match transport_error(error) {
             ProviderError::Connect(cause) => {
                 ProviderError::Connect(format!("ComfyUI at {}: {cause}", self.shown_url))
             }
@@ -279,9 +276,9 @@ impl ComfyUiProvider {
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
         let body = read_capped(response, MAX_ANSWER_BYTES).await.ok().flatten().unwrap_or_default();
-        let message = answers::rejection_message(&body).map(|message| match &self.api_key {
-            // ComfyUI never sees the key, but the proxy that checks it might echo it.
-            Some(key) => message.replace(key.text.as_str(), "<redacted>"),
+        // ComfyUI never sees the key, but the proxy that checks it might echo it.
+        let message = answers::rejection_message(&body).map(|message| match &self.api.credential {
+            Some(credential) => credential.secret.scrub(&message),
             None => message,
         });
         status_error(status, retry_after, message)
@@ -289,11 +286,9 @@ impl ComfyUiProvider {
 
     fn canceller(&self) -> Canceller {
         Canceller {
-            http: self.http.clone(),
+            api: self.api.clone(),
             queue: self.endpoints.queue.clone(),
             interrupt: self.endpoints.interrupt.clone(),
-            auth: self.api_key.as_ref().map(|key| key.header.clone()),
-            timeout: self.request_timeout,
         }
     }
 }

@@ -15,23 +15,23 @@
 //! `google.rpc.ErrorInfo` (`reason`), `google.rpc.RetryInfo` (`retryDelay`) and
 //! `google.rpc.QuotaFailure` (`violations[].quotaId`).
 
-use std::{fmt, time::Duration};
+mod settings;
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use reqwest::{StatusCode, header::HeaderValue};
+use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+pub use self::settings::GeminiConfig;
 use super::{
-    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
-    openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderError,
+    http::{Api, parse_retry_after, truncate},
+    spec::{self, Context, EnvVar, ProviderSpec, SetupError},
 };
-use crate::config::GeminiConfig;
-
-/// Error bodies are a few hundred bytes; a larger one is read no further and ignored.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The values `imageConfig.aspectRatio` accepts, as `(name, width, height)`. Gemini draws at
 /// its own pixel size for each ratio (1024x1024 for `1:1`, 832x1248 for `2:3`, ...), so we ask
@@ -64,79 +64,65 @@ const REFUSAL_FINISH_REASONS: &[&str] = &[
 /// Draws images with Gemini image models (`gemini-2.5-flash-image` and its successors).
 #[derive(Debug)]
 pub struct GeminiProvider {
-    http: reqwest::Client,
+    api: Api,
     endpoint: Url,
-    api_key: ApiKey,
     model: String,
-    request_timeout: Duration,
     typical_latency: Duration,
-    body_limit: usize,
-    /// Where answers are parsed (off the async workers).
-    parsing: super::Parsing,
 }
 
-/// The API key, kept as the header we send and as text to scrub from messages. Its `Debug` is
-/// redacted so that no `{:?}` of the provider can leak it.
-struct ApiKey {
-    header: HeaderValue,
-    text: String,
-}
+/// The registry's entry: `[providers.gemini]`, `GEMINI_API_KEY` (else `GOOGLE_API_KEY`).
+/// `auto` never picks it.
+#[derive(Debug)]
+pub struct Gemini;
 
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+impl ProviderSpec for Gemini {
+    const NAME: &'static str = "gemini";
+    type Settings = GeminiConfig;
+    // Google's SDKs read either variable; ours prefers the Gemini-specific one, so that a
+    // `GOOGLE_API_KEY` kept for other Google services does not shadow it.
+    const ENV: &'static [EnvVar] =
+        &[EnvVar::plain("GEMINI_API_KEY", "api_key"), EnvVar::plain("GOOGLE_API_KEY", "api_key")];
+
+    fn check(settings: &GeminiConfig) -> Result<(), SetupError> {
+        match crate::settings::http_url(&settings.base_url) {
+            Some(_) => Ok(()),
+            None => Err(SetupError::base_url(Self::NAME, &settings.base_url)),
+        }
+    }
+
+    fn build(
+        settings: &GeminiConfig,
+        context: &Context,
+    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
+        Ok(Arc::new(GeminiProvider::new(settings, context)?))
     }
 }
 
 impl GeminiProvider {
     /// Checks the key, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(config: &GeminiConfig, http: reqwest::Client) -> Result<Self, ProviderBuildError> {
-        let provider = "gemini";
-        let text = match config.api_key.as_deref().map(str::trim) {
-            Some(key) if !key.is_empty() => key.to_owned(),
-            _ => {
-                return Err(ProviderBuildError::MissingApiKey {
-                    provider,
-                    variable: "GEMINI_API_KEY",
-                });
-            }
-        };
-        let mut header =
-            HeaderValue::from_str(&text).map_err(|_| ProviderBuildError::BadApiKey { provider })?;
-        // Keeps the key out of HTTP/2 header compression tables and reqwest's own debug output.
-        header.set_sensitive(true);
+    pub fn new(config: &GeminiConfig, context: &Context) -> Result<Self, SetupError> {
+        Gemini::check(config)?;
+        let header = http::HeaderName::from_static("x-goog-api-key");
+        let credential = spec::credential::<Gemini>(config.api_key.as_ref(), header, None)?;
         // Google's own examples name models both ways (`models/gemini-…` and `gemini-…`).
         let model = config.model.trim();
         let model = model.strip_prefix("models/").unwrap_or(model);
         let model_is_a_name = !model.is_empty()
             && model.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
         if !model_is_a_name {
-            return Err(ProviderBuildError::BadModel { provider, model: config.model.clone() });
+            let message = format!("`{}` is not a model name", config.model);
+            return Err(SetupError::invalid(Gemini::NAME, "model", message));
         }
-        let endpoint = endpoint_url(&config.base_url, model).ok_or_else(|| {
-            ProviderBuildError::BadBaseUrl { provider, url: config.base_url.clone() }
-        })?;
-        Ok(Self {
-            http,
-            endpoint,
-            api_key: ApiKey { header, text },
-            model: model.to_owned(),
-            request_timeout: config.request_timeout,
-            typical_latency: config.typical_latency,
-            body_limit: MAX_RESPONSE_BYTES,
-            parsing: super::Parsing::default(),
-        })
-    }
-
-    /// Parses answers on the server's image pool.
-    pub fn parsing(mut self, parsing: super::Parsing) -> Self {
-        self.parsing = parsing;
-        self
+        let endpoint = endpoint_url(&config.base_url, model)
+            .ok_or_else(|| SetupError::base_url(Gemini::NAME, &config.base_url))?;
+        let mut api = Api::new(context.http.clone(), Some(credential), config.request_timeout);
+        api.parsing = context.parsing.clone();
+        Ok(Self { api, endpoint, model: model.to_owned(), typical_latency: config.typical_latency })
     }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.api.body_limit = limit;
         self
     }
 
@@ -203,29 +189,18 @@ impl GeminiProvider {
         &self,
         body: &GenerateContentBody<'_>,
     ) -> Result<GeneratedImage, ProviderError> {
-        let mut response = self
-            .http
-            .post(self.endpoint.clone())
-            .header("x-goog-api-key", self.api_key.header.clone())
-            .timeout(self.request_timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let mut response = self.api.send(self.api.http.post(self.endpoint.clone()).json(body)).await?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
         tracing::debug!(status = status.as_u16(), model = %self.model, "gemini answered");
 
         if status.is_success() {
-            let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
-                let limit = self.body_limit;
-                ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
-            })?;
+            let body = self.api.read_body(&mut response).await?;
             let model = self.model.clone();
-            return self.parsing.run(move || Self::decode_image(&body, model)).await;
+            return self.api.parsing.run(move || Self::decode_image(&body, model)).await;
         }
-        let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
-        Err(status_error(status, retry_after, &body, &self.api_key))
+        let body = self.api.read_error(&mut response).await?;
+        Err(status_error(status, retry_after, &body, &self.api))
     }
 }
 
@@ -415,7 +390,7 @@ fn status_error(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
-    api_key: &ApiKey,
+    api: &Api,
 ) -> ProviderError {
     // A body that is not the documented JSON still has a meaningful status.
     let error = serde_json::from_slice::<ErrorBody>(body).unwrap_or_default().error;
@@ -426,7 +401,7 @@ fn status_error(
     // Google does not echo keys, but a proxy might; scrub it from anything we pass on.
     let message = || match text.trim() {
         "" => format!("HTTP {}", status.as_u16()),
-        text => truncate(&text.replace(api_key.text.as_str(), "<redacted>")),
+        text => api.scrub(text),
     };
     // The header is the more specific instruction; `RetryInfo` is Google's usual one.
     let retry_after = retry_after.or(details.retry_delay);
@@ -496,7 +471,7 @@ fn aspect_ratio(width: u32, height: u32) -> &'static str {
 }
 
 fn endpoint_url(base_url: &str, model: &str) -> Option<Url> {
-    super::endpoint_url(base_url, &format!("v1beta/models/{model}:generateContent"))
+    super::http::endpoint_url(base_url, &format!("v1beta/models/{model}:generateContent"))
 }
 
 #[cfg(test)]

@@ -1,27 +1,34 @@
-//! Image providers: one trait, one file per backend, chosen by configuration.
+//! Image providers: one trait, one folder per backend, listed once in [`registry`] and chosen
+//! by configuration.
 //!
-//! Providers know nothing about tools, jobs or MCP. They turn an [`ImageRequest`] into
+//! Providers know nothing about tools, jobs, MCP or configuration: each owns its settings. They turn an [`ImageRequest`] into
 //! encoded image bytes or a typed [`ProviderError`] whose variant decides whether the job
 //! runner retries and what the user hears when it gives up.
 
-pub mod comfyui;
-pub mod gemini;
-pub mod openai;
-pub mod replicate;
+pub mod http;
+pub mod registry;
+pub mod route;
 pub mod router;
-pub mod sketch;
-pub mod stability;
+pub mod spec;
 pub mod threads;
+
+// The one list of providers: each line is a provider's module (its folder) and its spec.
+registry::registry! {
+    sketch::Sketch,
+    openai::OpenAi,
+    gemini::Gemini,
+    stability::Stability,
+    replicate::Replicate,
+    comfyui::ComfyUi,
+}
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{
-    config::{ProviderChoice, ProvidersConfig},
-    images::{ImageFormat, pipeline::ImagePool},
-};
+pub use self::spec::{Context, ProviderSpec, SetupError};
+use crate::images::{ImageFormat, pipeline::ImagePool};
 
 /// What to draw, at which pixel size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,50 +339,6 @@ pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// Builds the chosen provider. Configuration validation has already resolved `auto`.
-pub fn from_config(
-    choice: ProviderChoice,
-    config: &ProvidersConfig,
-    http: reqwest::Client,
-    parsing: &Parsing,
-) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
-    match choice {
-        ProviderChoice::Openai => Ok(Arc::new(
-            openai::OpenAiProvider::new(&config.openai, http)?.parsing(parsing.clone()),
-        )),
-        ProviderChoice::Gemini => Ok(Arc::new(
-            gemini::GeminiProvider::new(&config.gemini, http)?.parsing(parsing.clone()),
-        )),
-        ProviderChoice::Stability => {
-            Ok(Arc::new(stability::StabilityProvider::new(&config.stability, http)?))
-        }
-        ProviderChoice::Replicate => {
-            Ok(Arc::new(replicate::ReplicateProvider::new(&config.replicate, http)?))
-        }
-        ProviderChoice::Comfyui => {
-            Ok(Arc::new(comfyui::ComfyUiProvider::new(&config.comfyui, http)?))
-        }
-        ProviderChoice::Sketch | ProviderChoice::Auto => {
-            Ok(Arc::new(sketch::SketchProvider::new(&config.sketch)))
-        }
-    }
-}
-
-/// A provider that cannot be built from its configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderBuildError {
-    #[error("provider `{provider}` needs an API key: set {variable}")]
-    MissingApiKey { provider: &'static str, variable: &'static str },
-    #[error("provider `{provider}`: base_url `{url}` is not an http(s) URL")]
-    BadBaseUrl { provider: &'static str, url: String },
-    #[error("provider `{provider}`: the API key has characters an HTTP header cannot carry")]
-    BadApiKey { provider: &'static str },
-    #[error("provider `{provider}`: model `{model}` is not a model name")]
-    BadModel { provider: &'static str, model: String },
-    #[error("provider `{provider}`: {message}")]
-    BadWorkflow { provider: &'static str, message: String },
-}
-
 /// The entry of `ratios` (name, width, height) nearest `width:height`, compared on a log scale
 /// so that `2:3` and `3:2` are equally far from `1:1`.
 fn nearest_ratio(ratios: &[(&'static str, u32, u32)], width: u32, height: u32) -> &'static str {
@@ -388,18 +351,6 @@ fn nearest_ratio(ratios: &[(&'static str, u32, u32)], width: u32, height: u32) -
         .iter()
         .min_by(|a, b| distance(a).total_cmp(&distance(b)))
         .map_or("1:1", |(name, ..)| name)
-}
-
-/// `path` under a provider's configured base URL, or `None` when the base is not a plain
-/// http(s) URL. Appending to the string keeps a path prefix a proxy lives under.
-fn endpoint_url(base_url: &str, path: &str) -> Option<url::Url> {
-    let base = url::Url::parse(base_url.trim()).ok()?;
-    let usable = matches!(base.scheme(), "http" | "https")
-        && base.has_host()
-        && base.query().is_none()
-        && base.fragment().is_none();
-    let url = format!("{}/{path}", base.as_str().trim_end_matches('/'));
-    usable.then(|| url::Url::parse(&url).ok()).flatten()
 }
 
 #[cfg(test)]

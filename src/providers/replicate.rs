@@ -11,9 +11,10 @@
 //! `urls.cancel`); `POST urls.cancel`; output files on Replicate's delivery host, fetched without
 //! the token. Errors are problem JSON; see `replicate/wire.rs`.
 
+mod settings;
 mod wire;
 
-use std::{fmt, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -21,19 +22,17 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use url::{Origin, Url};
 
+pub use self::settings::ReplicateConfig;
 use self::wire::{Prediction, Status};
 use super::{
-    GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
-    openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error},
+    GeneratedImage, ImageProvider, ImageRequest, ProviderError,
+    http::{Api, Credential, MAX_ERROR_BODY_BYTES, parse_retry_after, read_capped, transport_error},
+    spec::{self, Context, EnvVar, ProviderSpec, SetupError},
 };
-use crate::config::ReplicateConfig;
 
 /// A prediction object is a few KiB (the input echoed, a few log lines); a body far beyond that
 /// is not one.
 const MAX_PREDICTION_BYTES: usize = 4 * 1024 * 1024;
-
-/// Error bodies are a few hundred bytes; a larger one is read no further and ignored.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Failed polls in a row (5xx, timeouts, broken connections) tolerated before giving up: the
 /// prediction keeps running at Replicate meanwhile, and starting over would pay for it twice.
@@ -59,7 +58,9 @@ const ASPECT_RATIOS: [(&str, u32, u32); 11] = [
 /// Draws images with a model hosted on Replicate (`black-forest-labs/flux-schnell` by default).
 #[derive(Debug)]
 pub struct ReplicateProvider {
-    http: reqwest::Client,
+    api: Api,
+    /// The token, as [`Api`] sends it: kept apart for the cancel a dropped call spawns.
+    credential: Credential,
     /// Where predictions are created: the model's own endpoint, or `/v1/predictions` when a
     /// version is pinned.
     create_url: Url,
@@ -68,85 +69,74 @@ pub struct ReplicateProvider {
     /// The API's origin. The token goes nowhere else: a poll or cancel URL a response names on
     /// another origin is never followed.
     origin: Origin,
-    api_key: ApiKey,
     /// The pinned version id, sent as `version`; `None` runs the model's latest version.
     version: Option<String>,
     /// `owner/name`, for the job record.
     model: String,
     poll_interval: Duration,
     deadline: Duration,
-    request_timeout: Duration,
     typical_latency: Duration,
-    body_limit: usize,
 }
 
-/// The API token, kept as the header we send and as text to scrub from messages. Its `Debug` is
-/// redacted so that no `{:?}` of the provider can leak it.
-struct ApiKey {
-    header: HeaderValue,
-    text: String,
-}
+/// The registry's entry: `[providers.replicate]` and `REPLICATE_API_TOKEN`. `auto` never
+/// picks it.
+#[derive(Debug)]
+pub struct Replicate;
 
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+impl ProviderSpec for Replicate {
+    const NAME: &'static str = "replicate";
+    type Settings = ReplicateConfig;
+    /// The variable Replicate's own clients and examples read.
+    const ENV: &'static [EnvVar] = &[EnvVar::plain("REPLICATE_API_TOKEN", "api_key")];
+
+    fn check(settings: &ReplicateConfig) -> Result<(), SetupError> {
+        settings.check()
+    }
+
+    fn build(
+        settings: &ReplicateConfig,
+        context: &Context,
+    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
+        Ok(Arc::new(ReplicateProvider::new(settings, context)?))
     }
 }
 
 impl ReplicateProvider {
     /// Checks the token, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(
-        config: &ReplicateConfig,
-        http: reqwest::Client,
-    ) -> Result<Self, ProviderBuildError> {
-        let provider = "replicate";
-        let text = match config.api_key.as_deref().map(str::trim) {
-            Some(key) if !key.is_empty() => key.to_owned(),
-            _ => {
-                return Err(ProviderBuildError::MissingApiKey {
-                    provider,
-                    variable: "REPLICATE_API_TOKEN",
-                });
-            }
-        };
-        let mut header = HeaderValue::from_str(&format!("Bearer {text}"))
-            .map_err(|_| ProviderBuildError::BadApiKey { provider })?;
-        // Keeps the token out of HTTP/2 header compression tables and reqwest's own debug output.
-        header.set_sensitive(true);
+    pub fn new(config: &ReplicateConfig, context: &Context) -> Result<Self, SetupError> {
+        config.check()?;
+        let credential =
+            spec::credential::<Replicate>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
         let Some((owner, name, version)) = parse_model(&config.model) else {
-            return Err(ProviderBuildError::BadModel { provider, model: config.model.clone() });
+            let message = format!("`{}` is not a model name", config.model);
+            return Err(SetupError::invalid(Replicate::NAME, "model", message));
         };
-        let bad_base_url =
-            || ProviderBuildError::BadBaseUrl { provider, url: config.base_url.clone() };
-        let predictions_url =
-            super::endpoint_url(&config.base_url, "v1/predictions").ok_or_else(bad_base_url)?;
+        let bad_base_url = || SetupError::base_url(Replicate::NAME, &config.base_url);
+        let endpoint = |path: &str| {
+            super::http::endpoint_url(&config.base_url, path).ok_or_else(bad_base_url)
+        };
+        let predictions_url = endpoint("v1/predictions")?;
         let create_url = match version {
             Some(_) => predictions_url.clone(),
-            None => super::endpoint_url(
-                &config.base_url,
-                &format!("v1/models/{owner}/{name}/predictions"),
-            )
-            .ok_or_else(bad_base_url)?,
+            None => endpoint(&format!("v1/models/{owner}/{name}/predictions"))?,
         };
         Ok(Self {
-            http,
+            api: Api::new(context.http.clone(), Some(credential.clone()), config.request_timeout),
+            credential,
             origin: create_url.origin(),
             create_url,
             predictions_url,
-            api_key: ApiKey { header, text },
             version: version.map(str::to_owned),
             model: format!("{owner}/{name}"),
             poll_interval: config.poll_interval,
             deadline: config.deadline,
-            request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
-            body_limit: MAX_RESPONSE_BYTES,
         })
     }
 
     /// Replaces the output size cap; tests use it to reach the cap without 64 MiB files.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.api.body_limit = limit;
         self
     }
 
@@ -157,30 +147,16 @@ impl ReplicateProvider {
             body.insert("version".to_owned(), json!(version));
         }
         body.insert("input".to_owned(), Value::Object(input(request)));
-        let response = self
-            .http
-            .post(self.create_url.clone())
-            .header(AUTHORIZATION, self.api_key.header.clone())
-            // Replicate stops the prediction itself at the deadline, even if we are gone by then.
-            .header("cancel-after", cancel_after(self.deadline))
-            .timeout(self.request_timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let post = self.api.http.post(self.create_url.clone());
+        // Replicate stops the prediction itself at the deadline, even if we are gone by then.
+        let post = post.header("cancel-after", cancel_after(self.deadline)).json(&body);
+        let response = self.api.send(post).await?;
         self.read_prediction(response).await
     }
 
     /// `GET urls.get` once.
     async fn poll(&self, url: &Url) -> Result<Prediction, ProviderError> {
-        let response = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, self.api_key.header.clone())
-            .timeout(self.request_timeout)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let response = self.api.send(self.api.http.get(url.clone())).await?;
         self.read_prediction(response).await
     }
 
@@ -192,7 +168,7 @@ impl ReplicateProvider {
         if !status.is_success() {
             let retry_after = parse_retry_after(response.headers());
             let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
-            return Err(wire::status_error(status, retry_after, &body, &self.api_key.text));
+            return Err(wire::status_error(status, retry_after, &body, self.credential.secret.expose()));
         }
         let body = read_capped(&mut response, MAX_PREDICTION_BYTES).await?.ok_or_else(|| {
             ProviderError::InvalidResponse(format!(
@@ -256,13 +232,9 @@ impl ReplicateProvider {
             .output_url()
             .ok_or_else(|| invalid("a succeeded prediction without an output URL".to_owned()))?;
         let url = output_url(&self.origin, text)?;
-        let mut response = self
-            .http
-            .get(url)
-            .timeout(self.request_timeout)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        // Output files live on Replicate's delivery host: fetched without the token.
+        let get = self.api.http.get(url).timeout(self.api.timeout);
+        let mut response = get.send().await.map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(match status.as_u16() {
@@ -273,9 +245,10 @@ impl ReplicateProvider {
                 other => invalid(format!("the output file answered HTTP {other}")),
             });
         }
-        let bytes = read_capped(&mut response, self.body_limit)
+        let limit = self.api.body_limit;
+        let bytes = read_capped(&mut response, limit)
             .await?
-            .ok_or_else(|| invalid(format!("the output file exceeds {} bytes", self.body_limit)))?;
+            .ok_or_else(|| invalid(format!("the output file exceeds {limit} bytes")))?;
         if bytes.is_empty() {
             return Err(invalid("an empty output file".to_owned()));
         }
@@ -343,10 +316,10 @@ impl ImageProvider for ReplicateProvider {
         );
         // From here on, a dropped future or an error before the end cancels the prediction.
         let mut guard = CancelOnDrop {
-            http: self.http.clone(),
+            http: self.api.http.clone(),
             url: self.cancel_url(&prediction),
-            authorization: self.api_key.header.clone(),
-            timeout: self.request_timeout,
+            authorization: self.credential.value.clone(),
+            timeout: self.api.timeout,
         };
         let prediction = self.wait(prediction, started).await?;
         guard.disarm();

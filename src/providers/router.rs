@@ -20,10 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{
-    EditRequest, GeneratedImage, ImageProvider, ImageRequest, Partials, ProviderBuildError,
-    ProviderError, threads::ProviderThreads,
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, Partials, ProviderError,
+    ProvidersConfig, route::RouteStep, spec::Context, spec::SetupError, threads::ProviderThreads,
 };
-use crate::config::Config;
 
 /// One provider in the route, with its limits.
 #[derive(Debug)]
@@ -164,30 +163,24 @@ impl Router {
         )
     }
 
-    /// Builds every provider of `config.route()` with its limits.
-    pub fn from_config(
-        config: &Config,
-        http: &reqwest::Client,
-        parsing: &super::Parsing,
-    ) -> Result<Router, ProviderBuildError> {
-        let routes = config
-            .route()
-            .into_iter()
+    /// Builds every provider of the route with its limits.
+    pub fn build(
+        route: &[RouteStep],
+        providers: &ProvidersConfig,
+        backoff: Backoff,
+        context: &Context,
+    ) -> Result<Router, SetupError> {
+        let routes = route
+            .iter()
             .map(|step| {
                 Ok(Route {
-                    provider: super::from_config(
-                        step.provider,
-                        &config.providers,
-                        http.clone(),
-                        parsing,
-                    )?,
+                    provider: providers.build(step.provider, context)?,
                     timeout: step.timeout,
                     slots: step.concurrency.map(|slots| Arc::new(Semaphore::new(slots))),
                     attempts: step.attempts,
                 })
             })
-            .collect::<Result<Vec<_>, ProviderBuildError>>()?;
-        let backoff = Backoff { base: config.jobs.retry_base, max: config.jobs.retry_max };
+            .collect::<Result<Vec<_>, SetupError>>()?;
         Ok(Router::new(routes, backoff))
     }
 

@@ -5,19 +5,21 @@
 //! are as deterministic: the source, tinted and captioned with the instruction.
 
 mod edit;
+mod settings;
 
 use std::f32::consts::TAU;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
+pub use self::settings::SketchConfig;
 use super::{
     EditRequest, GeneratedImage, ImageProvider, ImageRequest, PartialImage, Partials, ProviderError,
+    spec::{Context, ProviderSpec, SetupError},
 };
-use crate::config::SketchConfig;
 
 /// Time for drawing and encoding on top of the simulated latency, so `eta_ms` is honest.
 const DRAWING_ALLOWANCE: Duration = Duration::from_millis(200);
@@ -30,6 +32,20 @@ pub struct SketchProvider {
     latency: Duration,
     seed: u64,
     partial_images: bool,
+}
+
+/// The registry's entry: `[providers.sketch]`, needing nothing; what `auto` picks when no
+/// provider with a key is configured.
+#[derive(Debug)]
+pub struct Sketch;
+
+impl ProviderSpec for Sketch {
+    const NAME: &'static str = "sketch";
+    type Settings = SketchConfig;
+
+    fn build(settings: &SketchConfig, _: &Context) -> Result<Arc<dyn ImageProvider>, SetupError> {
+        Ok(Arc::new(SketchProvider::new(settings)))
+    }
 }
 
 impl SketchProvider {

@@ -17,25 +17,25 @@
 //! the source's shape. Core has no image input, so a `core` configuration edits with the
 //! default SD3 model.
 
-use std::{fmt, time::Duration};
+mod settings;
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use reqwest::{
     StatusCode,
-    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue},
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE},
     multipart::{Form, Part},
 };
 use serde::Deserialize;
 use url::Url;
 
+pub use self::settings::StabilityConfig;
 use super::{
-    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
-    openai::{MAX_RESPONSE_BYTES, parse_retry_after, read_capped, transport_error, truncate},
+    EditRequest, GeneratedImage, ImageProvider, ImageRequest, ProviderError,
+    http::{Api, parse_retry_after},
+    spec::{self, Context, EnvVar, ProviderSpec, SetupError},
 };
-use crate::config::StabilityConfig;
-
-/// Error bodies are a few hundred bytes; a larger one is read no further and ignored.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The values `aspect_ratio` accepts, as `(name, width, height)`. Stability draws at its own
 /// pixel size for each (about one megapixel), so we ask for the ratio nearest the requested
@@ -65,53 +65,48 @@ const EDIT_STRENGTH: &str = "0.6";
 /// Draws images with Stable Image Core, Ultra or Stable Diffusion 3.x.
 #[derive(Debug)]
 pub struct StabilityProvider {
-    http: reqwest::Client,
+    api: Api,
     endpoint: Url,
     /// The `sd3` endpoint, where every edit goes (image-to-image).
     edit_endpoint: Url,
-    api_key: ApiKey,
     /// The `model` form field; only the `sd3` endpoint takes one.
     sd3_model: Option<String>,
     /// What the job record names as the model that drew.
     model: String,
-    request_timeout: Duration,
     typical_latency: Duration,
-    body_limit: usize,
 }
 
-/// The API key, kept as the header we send and as text to scrub from messages. Its `Debug` is
-/// redacted so that no `{:?}` of the provider can leak it.
-struct ApiKey {
-    header: HeaderValue,
-    text: String,
-}
+/// The registry's entry: `[providers.stability]` and `STABILITY_API_KEY`. `auto` never picks it.
+#[derive(Debug)]
+pub struct Stability;
 
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+impl ProviderSpec for Stability {
+    const NAME: &'static str = "stability";
+    type Settings = StabilityConfig;
+    /// The variable Stability's own examples and SDKs read.
+    const ENV: &'static [EnvVar] = &[EnvVar::plain("STABILITY_API_KEY", "api_key")];
+
+    fn check(settings: &StabilityConfig) -> Result<(), SetupError> {
+        match crate::settings::http_url(&settings.base_url) {
+            Some(_) => Ok(()),
+            None => Err(SetupError::base_url(Self::NAME, &settings.base_url)),
+        }
+    }
+
+    fn build(
+        settings: &StabilityConfig,
+        context: &Context,
+    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
+        Ok(Arc::new(StabilityProvider::new(settings, context)?))
     }
 }
 
 impl StabilityProvider {
     /// Checks the key, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(
-        config: &StabilityConfig,
-        http: reqwest::Client,
-    ) -> Result<Self, ProviderBuildError> {
-        let provider = "stability";
-        let text = match config.api_key.as_deref().map(str::trim) {
-            Some(key) if !key.is_empty() => key.to_owned(),
-            _ => {
-                return Err(ProviderBuildError::MissingApiKey {
-                    provider,
-                    variable: "STABILITY_API_KEY",
-                });
-            }
-        };
-        let mut header = HeaderValue::from_str(&format!("Bearer {text}"))
-            .map_err(|_| ProviderBuildError::BadApiKey { provider })?;
-        // Keeps the key out of HTTP/2 header compression tables and reqwest's own debug output.
-        header.set_sensitive(true);
+    pub fn new(config: &StabilityConfig, context: &Context) -> Result<Self, SetupError> {
+        Stability::check(config)?;
+        let credential =
+            spec::credential::<Stability>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
         let (endpoint_name, sd3_model, model) = match config.model.trim() {
             "core" | "stable-image-core" => ("core", None, "stable-image-core".to_owned()),
             "ultra" | "stable-image-ultra" => ("ultra", None, "stable-image-ultra".to_owned()),
@@ -124,31 +119,27 @@ impl StabilityProvider {
                 ("sd3", Some(model.to_owned()), model.to_owned())
             }
             _ => {
-                return Err(ProviderBuildError::BadModel { provider, model: config.model.clone() });
+                let message = format!("`{}` is not a model name", config.model);
+                return Err(SetupError::invalid(Stability::NAME, "model", message));
             }
         };
         let endpoint = |name| {
-            endpoint_url(&config.base_url, name).ok_or_else(|| ProviderBuildError::BadBaseUrl {
-                provider,
-                url: config.base_url.clone(),
-            })
+            endpoint_url(&config.base_url, name)
+                .ok_or_else(|| SetupError::base_url(Stability::NAME, &config.base_url))
         };
         Ok(Self {
-            http,
+            api: Api::new(context.http.clone(), Some(credential), config.request_timeout),
             endpoint: endpoint(endpoint_name)?,
             edit_endpoint: endpoint("sd3")?,
-            api_key: ApiKey { header, text },
             sd3_model,
             model,
-            request_timeout: config.request_timeout,
             typical_latency: config.typical_latency,
-            body_limit: MAX_RESPONSE_BYTES,
         })
     }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.api.body_limit = limit;
         self
     }
 
@@ -197,17 +188,9 @@ impl StabilityProvider {
         form: Form,
         model: &str,
     ) -> Result<GeneratedImage, ProviderError> {
-        let mut response = self
-            .http
-            .post(endpoint.clone())
-            .header(AUTHORIZATION, self.api_key.header.clone())
-            // `image/*` asks for the bytes themselves rather than base64 inside JSON.
-            .header(ACCEPT, "image/*")
-            .timeout(self.request_timeout)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        // `image/*` asks for the bytes themselves rather than base64 inside JSON.
+        let post = self.api.http.post(endpoint.clone()).header(ACCEPT, "image/*");
+        let mut response = self.api.send(post.multipart(form)).await?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
         let header = |name| response.headers().get(name).and_then(|value| value.to_str().ok());
@@ -235,17 +218,14 @@ impl StabilityProvider {
                     "JSON where image bytes were asked for".to_owned(),
                 ));
             }
-            let body = read_capped(&mut response, self.body_limit).await?.ok_or_else(|| {
-                let limit = self.body_limit;
-                ProviderError::InvalidResponse(format!("response body exceeds {limit} bytes"))
-            })?;
+            let body = self.api.read_body(&mut response).await?;
             if body.is_empty() {
                 return Err(ProviderError::InvalidResponse("an empty image body".to_owned()));
             }
             return Ok(GeneratedImage { bytes: body.into(), model: model.to_owned() });
         }
-        let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES).await?.unwrap_or_default();
-        Err(status_error(status, retry_after, &body, &self.api_key))
+        let body = self.api.read_error(&mut response).await?;
+        Err(status_error(status, retry_after, &body, &self.api))
     }
 }
 
@@ -295,7 +275,7 @@ fn status_error(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
-    api_key: &ApiKey,
+    api: &Api,
 ) -> ProviderError {
     // A body that is not the documented JSON (a proxy's HTML page) still has a meaningful status.
     let error = serde_json::from_slice::<ErrorBody>(body).unwrap_or_default();
@@ -305,7 +285,7 @@ fn status_error(
     let message = || match joined.trim() {
         "" if name.is_empty() => format!("HTTP {}", status.as_u16()),
         "" => name.to_owned(),
-        text => truncate(&text.replace(api_key.text.as_str(), "<redacted>")),
+        text => api.scrub(text),
     };
     match status.as_u16() {
         401 => ProviderError::Unauthorized,
@@ -332,15 +312,15 @@ fn aspect_ratio(width: u32, height: u32) -> &'static str {
 }
 
 fn endpoint_url(base_url: &str, endpoint: &str) -> Option<Url> {
-    super::endpoint_url(base_url, &format!("v2beta/stable-image/generate/{endpoint}"))
+    super::http::endpoint_url(base_url, &format!("v2beta/stable-image/generate/{endpoint}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> ApiKey {
-        ApiKey { header: HeaderValue::from_static("Bearer sk-x"), text: "sk-secret".to_owned() }
+    fn key() -> Api {
+        crate::providers::http::test_api("sk-secret")
     }
 
     fn error_for(status: u16, body: &str) -> ProviderError {

@@ -35,7 +35,7 @@ pub struct EventBody {
     pub realtime: Option<RealtimePayloads>,
 }
 
-/// Ready-made realtime messages (see README, "Realtime payloads").
+/// Ready-made realtime messages (see docs/realtime.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RealtimePayloads {

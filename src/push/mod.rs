@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{DeliveryHint, PushConfig},
+    settings::Secret,
     jobs::{
         Job, JobStatus,
         events::{EventComposer, JobChange, NewEvent, StoredEvent},
@@ -34,7 +35,7 @@ impl Composer {
         let mut webhooks: HashMap<String, Vec<String>> = HashMap::new();
         for webhook in &push.webhooks {
             let owner =
-                webhook.token.as_deref().map_or_else(Caller::local, Caller::for_token).owner;
+                webhook.token.as_ref().map(Secret::expose).map_or_else(Caller::local, Caller::for_token).owner;
             webhooks.entry(owner).or_default().push(webhook.url.clone());
         }
         Composer { links, webhooks }

@@ -142,7 +142,7 @@ def test_livekit_takes_every_tool_for_openai_and_gemini(offstage, tools):
     from livekit.agents.llm._provider_format import google, openai as lk_openai
 
     # LiveKit picks the SSE transport unless the path ends in /mcp: a profile URL needs
-    # transport_type (the README says so).
+    # transport_type (docs/stacks.md says so).
     assert not mcp.MCPServerHTTP(url=f"{offstage.mcp}/voice")._use_streamable_http
 
     async def function_tools():

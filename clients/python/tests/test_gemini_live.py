@@ -209,7 +209,7 @@ async def test_client_content_waits_for_the_model_to_finish_unless_it_interrupts
     async with fake_live(model_turns=False) as fake, app(offstage.base, delivery) as (
         conversation, live, mcp,
     ):
-        # Tools from the MCP session, as README's snippet declares them: no NON_BLOCKING, so
+        # Tools from the MCP session, as the docs/stacks.md snippet declares them: no NON_BLOCKING, so
         # the immediate answer closes the call and the ending is a user turn.
         async with connected(fake, live, mcp, {"tools": [mcp], "response_modalities": ["AUDIO"]}):
             await fake.speak("Let me draw that for you.")

@@ -8,7 +8,7 @@ use futures::TryStreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt as _, memory::InMemory, path::Path as ObjectPath};
 
 use super::{directory::CHUNK, *};
-use crate::config::ImagesConfig;
+use crate::images::settings::ImagesConfig;
 
 fn in_memory(prefix: &str) -> (Arc<InMemory>, ImageFiles) {
     let store = Arc::new(InMemory::new());

@@ -18,7 +18,7 @@ use super::{
     ImageError, ImageInfo, ImageLimits, Rendition, Variant, VariantError,
     files::{ImageFiles, Stored, Written},
 };
-use crate::{config::ImagesConfig, jobs::JobId};
+use crate::{images::settings::ImagesConfig, jobs::JobId};
 
 /// Why the pipeline could not finish with an image.
 #[derive(Debug, thiserror::Error)]

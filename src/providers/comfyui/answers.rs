@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::{ProviderError, openai::truncate};
+use super::super::{ProviderError, http::truncate};
 
 /// One image an output node saved, as `/view` wants it back.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -5,11 +5,10 @@
 //! guard's `Drop` is the one place that sees every way out. `Drop` cannot wait, so the clean-up
 //! runs in a spawned task, best effort: when ComfyUI cannot be reached it has nothing to stop.
 
-use std::time::Duration;
-
-use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 use url::Url;
+
+use super::super::http::{Api, read_capped};
 
 /// `GET /queue` lists every queued workflow in full; more than this is not worth reading to
 /// decide whether to interrupt.
@@ -18,13 +17,12 @@ const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// What the clean-up needs, cloned out of the provider so the task owns it.
 #[derive(Debug, Clone)]
 pub(super) struct Canceller {
-    pub http: reqwest::Client,
+    /// The provider's client, proxy key and per-request timeout.
+    pub api: Api,
     /// `{base}/queue`: `POST {"delete": [id]}` and `GET` (what runs now).
     pub queue: Url,
     /// `{base}/interrupt`.
     pub interrupt: Url,
-    pub auth: Option<HeaderValue>,
-    pub timeout: Duration,
 }
 
 /// Armed while a prompt of ours may sit in ComfyUI's queue or run on its GPU.
@@ -88,24 +86,18 @@ impl Canceller {
     }
 
     async fn post(&self, url: &Url, body: Value) -> Result<(), reqwest::Error> {
-        let mut request = self.http.post(url.clone()).timeout(self.timeout).json(&body);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
+        let request = self.api.prepare(self.api.http.post(url.clone()).json(&body));
         request.send().await?.error_for_status().map(drop)
     }
 
     /// `queue_running` holds `[number, prompt_id, prompt, extra_data, outputs]` entries.
     async fn is_running(&self, prompt_id: &str) -> Result<bool, String> {
-        let mut request = self.http.get(self.queue.clone()).timeout(self.timeout);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
+        let request = self.api.prepare(self.api.http.get(self.queue.clone()));
         let mut response = request.send().await.map_err(|error| error.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status().as_u16()));
         }
-        let body = super::super::openai::read_capped(&mut response, MAX_QUEUE_BYTES)
+        let body = read_capped(&mut response, MAX_QUEUE_BYTES)
             .await
             .map_err(|error| error.to_string())?
             .ok_or("the queue listing is too large")?;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::config::comfyui::PROMPT_PLACEHOLDER;
+use super::settings::PROMPT_PLACEHOLDER;
 
 /// The values a workflow's placeholders stand for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn the_built_in_workflow_has_every_placeholder() {
         let template: Value = serde_json::from_str(super::super::DEFAULT_WORKFLOW).unwrap();
-        crate::config::comfyui::check_workflow(&template).unwrap();
+        super::super::settings::check_workflow(&template).unwrap();
         let filled = fill(&template, &values("a fox"));
         let text = filled.to_string();
         assert!(!text.contains("{{"), "a placeholder was left: {text}");

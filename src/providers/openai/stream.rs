@@ -19,7 +19,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sse_stream::{Sse, SseStream};
 
-use super::{ApiKey, status_error, transport_error};
+use super::{
+    super::http::{Api, transport_error},
+    status_error,
+};
 use crate::providers::{PartialImage, Partials, ProviderError};
 
 /// What one stream may make us read.
@@ -37,7 +40,7 @@ pub(super) async fn read_image(
     response: reqwest::Response,
     limits: StreamLimits,
     partials: &Partials,
-    api_key: &ApiKey,
+    api: &Api,
 ) -> Result<Bytes, ProviderError> {
     let since_event = Arc::new(AtomicUsize::new(0));
     let chunks = capped_chunks(response, limits, Arc::clone(&since_event));
@@ -46,7 +49,7 @@ pub(super) async fn read_image(
     while let Some(event) = events.next().await {
         since_event.store(0, Ordering::Relaxed);
         let event = event.map_err(sse_error)?;
-        match read_event(&event, api_key)? {
+        match read_event(&event, api)? {
             Event::Partial { index, bytes } => {
                 let index = index.unwrap_or_else(|| last_index.map_or(0, |last| last + 1));
                 // Partials are previews: an out-of-order one would only replace a newer one.
@@ -85,7 +88,7 @@ struct EventData {
     partial_image_index: Option<u32>,
 }
 
-fn read_event(event: &Sse, api_key: &ApiKey) -> Result<Event, ProviderError> {
+fn read_event(event: &Sse, api: &Api) -> Result<Event, ProviderError> {
     let Some(data) = event.data.as_deref().map(str::trim).filter(|data| !data.is_empty()) else {
         return Ok(Event::Other);
     };
@@ -98,7 +101,7 @@ fn read_event(event: &Sse, api_key: &ApiKey) -> Result<Event, ProviderError> {
     let named_error = event.event.as_deref() == Some("error")
         || value.get("type").and_then(Value::as_str) == Some("error");
     if named_error || value.get("error").is_some_and(|error| !error.is_null()) {
-        return Err(stream_error(&value, api_key));
+        return Err(stream_error(&value, api));
     }
     let parsed: EventData = serde_json::from_value(value).map_err(|error| {
         ProviderError::InvalidResponse(format!("an event is not the documented JSON: {error}"))
@@ -132,7 +135,7 @@ fn read_event(event: &Sse, api_key: &ApiKey) -> Result<Event, ProviderError> {
 /// Maps an error inside a stream. The status line already said 200, so the error's code and
 /// type stand in for the status the same failure has as a plain answer; the mapping is then
 /// exactly that of plain answers.
-fn stream_error(data: &Value, api_key: &ApiKey) -> ProviderError {
+fn stream_error(data: &Value, api: &Api) -> ProviderError {
     // `{"error": {...}}` as `_streaming.py` reads it, or the fields at the top level as in the
     // Responses API's `error` event.
     let detail = match data.get("error") {
@@ -150,7 +153,7 @@ fn stream_error(data: &Value, api_key: &ApiKey) -> ProviderError {
     };
     let status = StatusCode::from_u16(status).expect("the statuses above are valid");
     let body = serde_json::to_vec(&json!({ "error": detail })).unwrap_or_default();
-    status_error(status, None, &body, api_key)
+    status_error(status, None, &body, api)
 }
 
 /// Why the bytes under the SSE parser stopped early.
@@ -214,8 +217,8 @@ mod tests {
 
     use super::*;
 
-    fn key() -> ApiKey {
-        ApiKey("sk-secret".to_owned())
+    fn key() -> Api {
+        crate::providers::http::test_api("sk-secret")
     }
 
     fn event(name: Option<&str>, data: &str) -> Sse {

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::{ProviderError, openai::truncate};
+use super::super::{ProviderError, http::truncate};
 
 /// The prediction object (`predictions.create` and `predictions.get` answer with it), every field
 /// possibly absent so that a surprising answer becomes a clear error rather than a parse failure.

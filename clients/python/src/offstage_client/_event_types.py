@@ -138,7 +138,7 @@ class JobView(TypedDict):
 
 
 class RealtimePayloads(TypedDict):
-    """Ready-made realtime messages (see README, "Realtime payloads")."""
+    """Ready-made realtime messages (see docs/realtime.md)."""
 
     gemini: GeminiPayloads
 

@@ -25,7 +25,7 @@ from .events import Event, EventStream
 
 log = logging.getLogger(__name__)
 
-# What the MCP client sends; offstage files the call's job under it (README, "Conversations").
+# What the MCP client sends; offstage files the call's job under it (docs/results.md, "Conversations").
 CONVERSATION_HEADER = "Offstage-Conversation"
 DELIVERY_HEADER = "Offstage-Delivery"
 # Set to `off`: offstage leaves finished jobs out of the conversation's next tool results,

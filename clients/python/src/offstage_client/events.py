@@ -2,7 +2,7 @@
 across dropped connections, restarts and instances, and yields each event once, in id order.
 
 offstage gives every event a durable, increasing id and, asked with `Last-Event-ID`, replays
-exactly the events after it (README, "Event stream for host apps"). So the whole job of this
+exactly the events after it (docs/results.md, "Event stream for host apps"). So the whole job of this
 module is to always reconnect with the id of the last event it yielded, and to drop anything at
 or below that id should a server or a switch of instance ever send it again.
 """

@@ -6,8 +6,11 @@ use std::{
     time::Duration,
 };
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::{providers::spec::SetupError, settings::Secret};
 
 /// The placeholder every workflow must contain somewhere, so the user's words reach the model.
 pub const PROMPT_PLACEHOLDER: &str = "{{prompt}}";
@@ -16,7 +19,7 @@ pub const PROMPT_PLACEHOLDER: &str = "{{prompt}}";
 const MAX_WORKFLOW_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A ComfyUI server (usually on this machine or the LAN) running an API-format workflow.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComfyUiConfig {
     /// Where ComfyUI listens; a path prefix (a reverse proxy's) is kept.
@@ -30,17 +33,20 @@ pub struct ComfyUiConfig {
     pub negative_prompt: String,
     /// How often `/history` is asked whether the image is done.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub poll_interval: Duration,
     /// One HTTP request's limit; the job's own timeout bounds the whole generation.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub request_timeout: Duration,
     /// Typical generation time, reported to callers as `eta_ms`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "crate::settings::HumanDuration")]
     pub typical_latency: Duration,
     /// From `COMFYUI_API_KEY`: a bearer token for a ComfyUI behind an authenticating proxy.
     /// ComfyUI itself has no keys. Never logged.
     #[serde(skip_serializing)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 impl Default for ComfyUiConfig {
@@ -58,18 +64,21 @@ impl Default for ComfyUiConfig {
     }
 }
 
-impl std::fmt::Debug for ComfyUiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComfyUiConfig")
-            .field("base_url", &self.base_url)
-            .field("workflow", &self.workflow)
-            .field("checkpoint", &self.checkpoint)
-            .field("negative_prompt", &self.negative_prompt)
-            .field("poll_interval", &self.poll_interval)
-            .field("request_timeout", &self.request_timeout)
-            .field("typical_latency", &self.typical_latency)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
+impl ComfyUiConfig {
+    /// The base URL, and a workflow file the provider can fill in: checked whichever provider
+    /// is chosen, like every provider's base URL, so a typo fails at start rather than at a
+    /// switch.
+    pub(crate) fn check(&self) -> Result<(), SetupError> {
+        if crate::settings::http_url(&self.base_url).is_none() {
+            return Err(SetupError::base_url("comfyui", &self.base_url));
+        }
+        if let Some(path) = &self.workflow {
+            read_workflow(path).map_err(|message| SetupError::invalid("comfyui", "workflow", message))?;
+        }
+        if self.poll_interval.is_zero() {
+            return Err(SetupError::invalid("comfyui", "poll_interval", "must be longer than 0s"));
+        }
+        Ok(())
     }
 }
 

@@ -13,10 +13,12 @@ use object_store::{
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use super::ConfigError;
+use schemars::JsonSchema;
+
+use crate::settings::Invalid;
 
 /// `[images]`
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagesConfig {
     /// Threads decoding, resizing and encoding images, at the lowest CPU priority so requests
@@ -48,8 +50,9 @@ pub struct ImagesConfig {
     pub s3: BTreeMap<String, String>,
     /// The AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL` or `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...) as they were when the
-    /// configuration was loaded, lower-cased; empty in a configuration built in code.
-    #[serde(skip, default = "aws_variables")]
+    /// configuration was loaded, lower-cased (configuration reads them, as it reads every
+    /// variable); empty in a configuration built in code.
+    #[serde(skip)]
     pub aws_environment: BTreeMap<String, String>,
 }
 
@@ -94,13 +97,13 @@ impl ImagesConfig {
     /// An `s3://` store as configured: a builder holding the bucket, the AWS variables and then
     /// `[images.s3]` (which win), and the prefix every key goes under. `None` when images are
     /// kept in a directory ([`ImagesConfig::store_directory`]).
-    pub fn s3_store(&self) -> Result<Option<(AmazonS3Builder, ObjectPath)>, ConfigError> {
+    pub fn s3_store(&self) -> Result<Option<(AmazonS3Builder, ObjectPath)>, Invalid> {
         let Location::S3 { bucket, prefix } = self.location()? else { return Ok(None) };
         let mut builder = AmazonS3Builder::new();
         // Variables first, settings second: for a key spelt two ways (`AWS_ENDPOINT_URL`,
         // `endpoint`) the setting wins because it is applied last.
         for (key, value) in self.aws_environment.iter().chain(&self.s3) {
-            let parsed = key.parse::<AmazonS3ConfigKey>().map_err(|_| ConfigError::Invalid {
+            let parsed = key.parse::<AmazonS3ConfigKey>().map_err(|_| Invalid {
                 field: "images.s3",
                 message: format!(
                     "unknown option `{key}`; use object_store's names such as endpoint, region, \
@@ -114,19 +117,19 @@ impl ImagesConfig {
 
     /// The directory images are kept in when [`ImagesConfig::s3_store`] is `None`:
     /// `<data_dir>/images` when `store` is unset, else the `file://` directory.
-    pub fn store_directory(&self, data_dir: &Path) -> Result<PathBuf, ConfigError> {
+    pub fn store_directory(&self, data_dir: &Path) -> Result<PathBuf, Invalid> {
         match self.location()? {
             Location::Directory(dir) => Ok(dir),
             Location::DataDir | Location::S3 { .. } => Ok(data_dir.join("images")),
         }
     }
 
-    fn location(&self) -> Result<Location, ConfigError> {
+    fn location(&self) -> Result<Location, Invalid> {
         let Some(store) = self.store.as_deref().map(str::trim).filter(|store| !store.is_empty())
         else {
             return Ok(Location::DataDir);
         };
-        let invalid = |message: String| ConfigError::Invalid { field: "images.store", message };
+        let invalid = |message: String| Invalid { field: "images.store", message };
         let url = Url::parse(store).map_err(|error| {
             invalid(format!(
                 "`{store}` is not a URL ({error}); use file:///a/directory or s3://bucket/prefix"
@@ -174,8 +177,8 @@ impl ImagesConfig {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |field, message: String| Err(Invalid { field, message });
         if self.queue == 0 {
             return invalid("images.queue", "must be at least 1".to_owned());
         }
@@ -191,7 +194,7 @@ impl ImagesConfig {
         // Building makes no request; it checks the values (a flag that is not a bool, an
         // access key without its secret) so that a typo fails at start, not at the first image.
         if let Some((builder, _prefix)) = self.s3_store()? {
-            builder.build().map_err(|error| ConfigError::Invalid {
+            builder.build().map_err(|error| Invalid {
                 field: "images.s3",
                 message: error.to_string(),
             })?;
@@ -236,16 +239,6 @@ impl std::fmt::Debug for Shown<'_> {
         }
         map.finish()
     }
-}
-
-/// The `AWS_*` variables object_store knows, as its `AmazonS3Builder::from_env` reads them.
-fn aws_variables() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(key, value)| key.starts_with("AWS_") && !value.trim().is_empty())
-        .map(|(key, value)| (key.to_ascii_lowercase(), value))
-        .filter(|(key, _)| key.parse::<AmazonS3ConfigKey>().is_ok())
-        .collect()
 }
 
 /// `[images.s3]` values as strings, whether written as strings, flags or numbers (TOML's

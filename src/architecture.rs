@@ -105,7 +105,8 @@ fn named_rooms(code: &str) -> BTreeSet<String> {
                 rooms.insert(item);
             }
         } else {
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String =
+                rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             rooms.insert(name);
         }
     }
@@ -139,9 +140,13 @@ fn imports() -> BTreeMap<(String, String), BTreeSet<String>> {
             }
         }
         for (krate, allowed) in CRATES {
-            let uses = code.contains(&format!("{krate}::")) || code.contains(&format!("use {krate}"));
+            let uses =
+                code.contains(&format!("{krate}::")) || code.contains(&format!("use {krate}"));
             if uses && !allowed.contains(&from.as_str()) && layer(&from).is_some() {
-                found.entry((from.clone(), format!("crate {krate}"))).or_default().insert(shown.clone());
+                found
+                    .entry((from.clone(), format!("crate {krate}")))
+                    .or_default()
+                    .insert(shown.clone());
             }
         }
     }
@@ -165,12 +170,19 @@ fn imports_follow_the_dependency_rule() {
                 }
                 // A room the rule does not list yet, or a name that is no room (a macro).
                 (None, _) => false,
-                (_, None) => !Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(&to).exists()
-                    && !Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/{to}.rs")).exists(),
+                (_, None) => {
+                    !Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(&to).exists()
+                        && !Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join(format!("src/{to}.rs"))
+                            .exists()
+                }
             }
         };
         if !allowed {
-            broken.push(format!("{from} → {to} ({})", files.into_iter().collect::<Vec<_>>().join(", ")));
+            broken.push(format!(
+                "{from} → {to} ({})",
+                files.into_iter().collect::<Vec<_>>().join(", ")
+            ));
         }
     }
     assert!(broken.is_empty(), "imports ARCHITECTURE.md's rule forbids:\n{}", broken.join("\n"));
@@ -178,7 +190,8 @@ fn imports_follow_the_dependency_rule() {
 
 #[test]
 fn the_reader_sees_groups_and_paths() {
-    let code = "use crate::{config::Config, jobs::{Job, JobId}};\nlet x = crate::images::decode(y);";
+    let code =
+        "use crate::{config::Config, jobs::{Job, JobId}};\nlet x = crate::images::decode(y);";
     let rooms: Vec<_> = named_rooms(code).into_iter().collect();
     assert_eq!(rooms, ["config", "images", "jobs"]);
     // The rule itself fails where it should.

@@ -16,6 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use crate::providers::{
+    ProvidersConfig,
+    route::{RoutePolicy, RouteStep},
+};
 pub use crate::{
     images::settings::ImagesConfig,
     jobs::settings::{JobsConfig, LaneConfig},
@@ -25,10 +29,6 @@ pub use limits::LimitsConfig;
 pub use oauth::{OAuthConfig, RawOAuthConfig};
 pub use push::{PushConfig, WebhookConfig};
 pub use raw::{ConfigSources, DEFAULT_LOG, MCP_STREAM_KEEP_ALIVE, Overrides, RawConfig};
-pub use crate::providers::{
-    ProvidersConfig,
-    route::{RoutePolicy, RouteStep},
-};
 use serde::{Deserialize, Serialize};
 
 use crate::providers::SetupError;
@@ -265,7 +265,10 @@ fn ensure_writable_dir(path: &Path) -> Result<(), ConfigError> {
 
 /// `auto, sketch, openai, …`: what `provider` and `fallback` accept.
 fn provider_names() -> String {
-    std::iter::once("auto").chain(crate::providers::NAMES.iter().copied()).collect::<Vec<_>>().join(", ")
+    std::iter::once("auto")
+        .chain(crate::providers::NAMES.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, DeliveryHint};
 use crate::settings::{Secret, http_url as parse_http_url};
 
-/// `[push]`
+/// `[push]`: how finished jobs reach the conversation (event stream, webhooks, tool results).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
@@ -80,6 +80,8 @@ impl Default for PushConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Where the events are POSTed; a private or loopback address needs
+    /// `push.allow_private_webhooks`.
     pub url: String,
     /// `whsec_` followed by base64, as Standard Webhooks defines it; never logged.
     #[serde(skip_serializing)]

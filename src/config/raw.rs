@@ -67,19 +67,33 @@ pub struct Overrides {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    /// The address to serve on, `host:port`. Beyond loopback, set `public_url`, `allowed_hosts`
+    /// and `tokens` too (docs/operations.md).
     pub listen: String,
+    /// Where the SQLite store and the image files live; unset: `offstage` in the user's local
+    /// data directory.
     pub data_dir: Option<PathBuf>,
     /// `postgres://…`: the store shared by every instance; unset: SQLite in the data dir.
     pub database_url: Option<String>,
+    /// The origin clients reach this server at, used in the image URLs it hands out; unset:
+    /// the bound address.
     pub public_url: Option<String>,
+    /// The image provider: a registered name (docs/providers.md), or `auto` for the first whose
+    /// key is set, else `sketch`.
     pub provider: String,
     /// Providers tried in order after `provider` gives up.
     pub fallback: Vec<String>,
     pub routing: BTreeMap<String, RoutePolicy>,
+    /// Bearer tokens that may call; each sees only its own jobs. Empty (and no `[oauth]`): no
+    /// token is asked for.
     pub tokens: Vec<String>,
+    /// `Host` headers accepted (DNS-rebinding guard); the `public_url` host must be listed.
     pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s accepted, `*` as a port wildcard; requests without one pass.
     pub allowed_origins: Vec<String>,
+    /// Largest request body, in bytes; a larger one is answered `413`.
     pub max_body_bytes: usize,
+    /// A `tracing` filter for the logs on stderr, as in `RUST_LOG`.
     pub log: String,
     pub oauth: RawOAuthConfig,
     pub limits: LimitsConfig,
@@ -184,9 +198,7 @@ impl RawConfig {
         let (provider, fallback) =
             routing::resolve(&self.provider, &self.fallback, &self.routing, &self.providers)?;
         let public_url = match &self.public_url {
-            Some(url) => {
-                Some(http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?)
-            }
+            Some(url) => Some(http_url(url).ok_or_else(|| ConfigError::BadPublicUrl(url.clone()))?),
             None => None,
         };
         self.jobs.validate()?;

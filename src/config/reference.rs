@@ -62,15 +62,22 @@ impl Page {
     }
 
     /// A table of settings (a struct): its own settings as rows, its sub-tables after it.
-    fn table(&mut self, schema: &Value, defaults: &Value, path: &[String], title: &str, intro: &str) {
+    fn table(
+        &mut self,
+        schema: &Value,
+        defaults: &Value,
+        path: &[String],
+        title: &str,
+        intro: &str,
+    ) {
         let schema = self.resolve(schema).clone();
         let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
             return;
         };
         let mut rows = String::new();
         let mut nested = Vec::new();
-        for (name, property) in properties {
-            let property = self.merged(property);
+        for (name, written) in properties {
+            let property = self.merged(written);
             let mut key = path.to_vec();
             key.push(name.clone());
             let default = defaults.get(name).cloned().unwrap_or(Value::Null);
@@ -78,7 +85,10 @@ impl Page {
                 let (suffix, child_defaults) = child;
                 let mut child_path = key.clone();
                 child_path.extend(suffix.clone());
-                nested.push((child_path, property.clone(), child_defaults.unwrap_or(default)));
+                // The table's own doc is its struct's, which the field's doc overrides in
+                // `property`.
+                let own = self.resolve(written).get("description").cloned();
+                nested.push((child_path, property.clone(), own, child_defaults.unwrap_or(default)));
                 continue;
             }
             let _ = writeln!(
@@ -100,12 +110,21 @@ impl Page {
                 "| Setting | Default | Environment | What it does |\n|---|---|---|---|\n{rows}"
             );
         }
-        for (child_path, property, child_defaults) in nested {
+        for (child_path, property, own, child_defaults) in nested {
             let title = table_title(&child_path);
-            let intro = one_paragraph(
-                property.get("description").and_then(Value::as_str).unwrap_or_default(),
-            );
             let inner = self.element(&property).clone();
+            // The struct's doc first, else the field's; a doc that only repeats the heading
+            // says nothing.
+            let doc = |schema: &Value| {
+                one_paragraph(schema.get("description").and_then(Value::as_str).unwrap_or_default())
+            };
+            let intro = [
+                one_paragraph(own.as_ref().and_then(Value::as_str).unwrap_or_default()),
+                doc(&property),
+            ]
+            .into_iter()
+            .find(|doc| !doc.is_empty() && doc.as_str() != title)
+            .unwrap_or_default();
             self.table(&inner, &child_defaults, &child_path, &title, &intro);
         }
     }
@@ -186,7 +205,9 @@ fn toml_string(text: &str) -> String {
 fn inline(value: &Value) -> String {
     match value {
         Value::String(text) => toml_string(text),
-        Value::Array(items) => format!("[{}]", items.iter().map(inline).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(inline).collect::<Vec<_>>().join(", "))
+        }
         Value::Object(map) => format!(
             "{{ {} }}",
             map.iter().map(|(k, v)| format!("{k} = {}", inline(v))).collect::<Vec<_>>().join(", ")
@@ -221,7 +242,11 @@ fn kind(schema: &Value) -> Option<String> {
         (None, Some(variants)) => variants
             .iter()
             .filter_map(|variant| {
-                variant.get("const").or_else(|| variant.pointer("/enum/0"))?.as_str().map(str::to_owned)
+                variant
+                    .get("const")
+                    .or_else(|| variant.pointer("/enum/0"))?
+                    .as_str()
+                    .map(str::to_owned)
             })
             .collect(),
         _ => Vec::new(),
@@ -234,8 +259,8 @@ fn kind(schema: &Value) -> Option<String> {
         schema.get("format").and_then(Value::as_str) == Some("duration")
             || schema.get("$ref").and_then(Value::as_str).is_some_and(|r| r.ends_with("/Duration"))
     };
-    let any_duration = is_duration(schema)
-        || variants.is_some_and(|variants| variants.iter().any(is_duration));
+    let any_duration =
+        is_duration(schema) || variants.is_some_and(|variants| variants.iter().any(is_duration));
     any_duration.then(|| "a duration".to_owned())
 }
 
@@ -270,15 +295,27 @@ mod tests {
     fn every_setting_has_a_row_with_its_default_and_variable() {
         let page = markdown();
         let rows = rows(&page);
-        let row = |key: &str| rows.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("no row for {key}"));
+        let row = |key: &str| {
+            rows.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("no row for {key}"))
+        };
         assert!(row("listen").contains("`\"127.0.0.1:8787\"`"), "{}", row("listen"));
         assert!(row("listen").contains("`OFFSTAGE_LISTEN`"));
-        assert!(row("jobs.timeout").contains("`\"5m\"`") && row("jobs.timeout").contains("a duration"));
+        assert!(
+            row("jobs.timeout").contains("`\"5m\"`") && row("jobs.timeout").contains("a duration")
+        );
         assert!(row("providers.openai.api_key").contains("`OPENAI_API_KEY`"));
         assert!(row("providers.gemini.api_key").contains("`GEMINI_API_KEY`, `GOOGLE_API_KEY`"));
         assert!(row("push.delivery").contains("one of `interrupt`, `when_idle`, `silent`"));
         assert!(row("routing.<name>.attempts").contains("`OFFSTAGE_ROUTING__<NAME>__ATTEMPTS`"));
         assert!(row("push.webhooks[].url").contains('—'));
+        // Every setting says what it does.
+        for (key, rest) in &rows {
+            let cells: Vec<&str> = rest.as_str().unwrap().split(" | ").collect();
+            assert!(
+                cells.last().is_some_and(|doc| !doc.trim_matches([' ', '|']).is_empty()),
+                "{key} has no doc"
+            );
+        }
         // Every provider has its table.
         for name in crate::providers::NAMES {
             assert!(page.contains(&format!("## `[providers.{name}]`")), "{name}");

@@ -233,13 +233,21 @@ fn openai_variables_sit_between_the_file_and_offstage_variables() {
         jail.set_env("OPENAI_API_KEY", "sk-openai-var");
         jail.set_env("OPENAI_BASE_URL", "https://openai-var.example");
         let openai = load(jail).unwrap().providers.openai;
-        assert_eq!(openai.api_key.as_ref().map(Secret::expose), Some("sk-openai-var"), "OPENAI_* over the file");
+        assert_eq!(
+            openai.api_key.as_ref().map(Secret::expose),
+            Some("sk-openai-var"),
+            "OPENAI_* over the file"
+        );
         assert_eq!(openai.base_url, "https://openai-var.example");
 
         jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__API_KEY", "sk-offstage-var");
         jail.set_env("OFFSTAGE_PROVIDERS__OPENAI__BASE_URL", "https://offstage-var.example");
         let openai = load(jail).unwrap().providers.openai;
-        assert_eq!(openai.api_key.as_ref().map(Secret::expose), Some("sk-offstage-var"), "OFFSTAGE_* over OPENAI_*");
+        assert_eq!(
+            openai.api_key.as_ref().map(Secret::expose),
+            Some("sk-offstage-var"),
+            "OFFSTAGE_* over OPENAI_*"
+        );
         assert_eq!(openai.base_url, "https://offstage-var.example");
         Ok(())
     });
@@ -268,7 +276,10 @@ fn choosing_openai_without_a_key_is_refused() {
         // A blank key is no key.
         jail.set_env("OPENAI_API_KEY", "  ");
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "openai", .. })));
+        assert!(matches!(
+            error,
+            ConfigError::Provider(SetupError::MissingKey { provider: "openai", .. })
+        ));
         assert!(error.to_string().contains("OPENAI_API_KEY"), "{error}");
         Ok(())
     });
@@ -283,11 +294,18 @@ fn gemini_reads_its_key_from_gemini_then_google_variables() {
         jail.set_env("GOOGLE_API_KEY", "AIza-google-fallback");
         let config = load(jail).unwrap();
         assert_eq!(config.provider, "gemini");
-        assert_eq!(config.providers.gemini.api_key.as_ref().map(Secret::expose), Some("AIza-google-fallback"));
+        assert_eq!(
+            config.providers.gemini.api_key.as_ref().map(Secret::expose),
+            Some("AIza-google-fallback")
+        );
 
         jail.set_env("GEMINI_API_KEY", secret);
         let config = load(jail).unwrap();
-        assert_eq!(config.providers.gemini.api_key.as_ref().map(Secret::expose), Some(secret), "GEMINI_ first");
+        assert_eq!(
+            config.providers.gemini.api_key.as_ref().map(Secret::expose),
+            Some(secret),
+            "GEMINI_ first"
+        );
         assert_eq!(config.providers.gemini.model, "gemini-2.5-flash-image");
         assert_eq!(config.providers.gemini.base_url, "https://generativelanguage.googleapis.com");
         let printed = format!("{config:?}");
@@ -312,7 +330,10 @@ fn choosing_gemini_without_a_key_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"gemini\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "gemini", .. })));
+        assert!(matches!(
+            error,
+            ConfigError::Provider(SetupError::MissingKey { provider: "gemini", .. })
+        ));
         assert!(error.to_string().contains("GEMINI_API_KEY"), "{error}");
         // A blank key in the file is no key either.
         jail.create_file(
@@ -348,7 +369,10 @@ fn choosing_stability_without_a_key_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"stability\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "stability", .. })));
+        assert!(matches!(
+            error,
+            ConfigError::Provider(SetupError::MissingKey { provider: "stability", .. })
+        ));
         assert!(error.to_string().contains("STABILITY_API_KEY"), "{error}");
         // `auto` never picks it, key or not.
         jail.create_file("offstage.toml", "")?;
@@ -384,7 +408,10 @@ fn choosing_replicate_without_a_token_names_the_variable() {
         hermetic(jail);
         jail.create_file("offstage.toml", "provider = \"replicate\"\n")?;
         let error = load(jail).unwrap_err();
-        assert!(matches!(error, ConfigError::Provider(SetupError::MissingKey { provider: "replicate", .. })));
+        assert!(matches!(
+            error,
+            ConfigError::Provider(SetupError::MissingKey { provider: "replicate", .. })
+        ));
         assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
         // `auto` never picks it, token or not.
         jail.create_file("offstage.toml", "")?;

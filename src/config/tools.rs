@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The profile served at `/mcp` when neither the path nor the header names one.
 pub const DEFAULT_PROFILE: &str = "voice";
 
-/// `[tools]`
+/// `[tools]`: manifest tools, the profiles that serve them and their token budgets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
@@ -69,7 +69,9 @@ impl ToolsConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budgets {
+    /// Tokens one tool's definition may take.
     pub per_tool: usize,
+    /// Tokens all of one profile's definitions may take together.
     pub per_profile: usize,
     /// Tools in one profile: models pick worse from long lists.
     pub tools_per_profile: usize,

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 
 use crate::settings::Invalid;
 
-/// `[images]`
+/// `[images]`: the limits images are checked against, the variants made and where they are kept.
 #[derive(Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagesConfig {
@@ -194,10 +194,9 @@ impl ImagesConfig {
         // Building makes no request; it checks the values (a flag that is not a bool, an
         // access key without its secret) so that a typo fails at start, not at the first image.
         if let Some((builder, _prefix)) = self.s3_store()? {
-            builder.build().map_err(|error| Invalid {
-                field: "images.s3",
-                message: error.to_string(),
-            })?;
+            builder
+                .build()
+                .map_err(|error| Invalid { field: "images.s3", message: error.to_string() })?;
         }
         Ok(())
     }

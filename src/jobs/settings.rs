@@ -74,8 +74,7 @@ impl JobsConfig {
     /// Limits that would stall or refuse every job.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let jobs = self;
-        let invalid =
-            |field, message: &str| Err(Invalid { field, message: message.to_owned() });
+        let invalid = |field, message: &str| Err(Invalid { field, message: message.to_owned() });
         if jobs.concurrency == 0 || jobs.tools.values().any(|lane| lane.concurrency == Some(0)) {
             return invalid("jobs.concurrency", "must be at least 1");
         }
@@ -104,4 +103,3 @@ impl JobsConfig {
         )
     }
 }
-

@@ -82,7 +82,10 @@ impl Api {
         response: &mut reqwest::Response,
     ) -> Result<Vec<u8>, ProviderError> {
         read_capped(response, self.body_limit).await?.ok_or_else(|| {
-            ProviderError::InvalidResponse(format!("response body exceeds {} bytes", self.body_limit))
+            ProviderError::InvalidResponse(format!(
+                "response body exceeds {} bytes",
+                self.body_limit
+            ))
         })
     }
 

@@ -86,7 +86,11 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub fn invalid(provider: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        provider: &'static str,
+        field: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         SetupError::Invalid { provider, field, message: message.into() }
     }
 

@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{DeliveryHint, PushConfig},
-    settings::Secret,
     jobs::{
         Job, JobStatus,
         events::{EventComposer, JobChange, NewEvent, StoredEvent},
     },
+    settings::Secret,
     tools::{Caller, JobView, Links, view::announcement},
 };
 
@@ -34,8 +34,12 @@ impl Composer {
     pub fn new(links: Links, push: &PushConfig) -> Composer {
         let mut webhooks: HashMap<String, Vec<String>> = HashMap::new();
         for webhook in &push.webhooks {
-            let owner =
-                webhook.token.as_ref().map(Secret::expose).map_or_else(Caller::local, Caller::for_token).owner;
+            let owner = webhook
+                .token
+                .as_ref()
+                .map(Secret::expose)
+                .map_or_else(Caller::local, Caller::for_token)
+                .owner;
             webhooks.entry(owner).or_default().push(webhook.url.clone());
         }
         Composer { links, webhooks }

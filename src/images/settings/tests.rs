@@ -94,4 +94,3 @@ fn s3_options_are_checked_when_the_store_is_s3() {
     config.store = None;
     config.validate().unwrap();
 }
-

@@ -16,6 +16,7 @@ pub struct OpenAiConfig {
     pub api_key: Option<Secret>,
     /// Override for compatible servers (also `OPENAI_BASE_URL`). Without `/v1`.
     pub base_url: String,
+    /// `gpt-image-1`, another `gpt-image-*` model, or `dall-e-3` / `dall-e-2`.
     pub model: String,
     /// `low`, `medium`, `high` or `auto`.
     pub quality: String,

@@ -15,7 +15,7 @@ use crate::{
 };
 
 fn use_comfyui(config: &mut Config, base_url: String) {
-    config.provider = offstage::config::ProviderChoice::Comfyui;
+    config.provider = "comfyui";
     config.providers.comfyui.base_url = base_url;
     config.providers.comfyui.poll_interval = Duration::from_millis(10);
     config.providers.comfyui.request_timeout = Duration::from_millis(500);

@@ -5,9 +5,8 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use offstage::{
-    config::{ComfyUiConfig, ProviderChoice, ProvidersConfig},
     providers::{
-        self, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
+        Context, ProvidersConfig, comfyui::ComfyUiConfig, ImageProvider, ImageRequest, SetupError, ProviderError,
         comfyui::ComfyUiProvider,
     },
 };
@@ -31,14 +30,9 @@ fn config(base_url: &str) -> ComfyUiConfig {
 }
 
 /// The provider exactly as the server builds it.
-fn build(config: ComfyUiConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
+fn build(config: ComfyUiConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
     let providers = ProvidersConfig { comfyui: config, ..ProvidersConfig::default() };
-    providers::from_config(
-        ProviderChoice::Comfyui,
-        &providers,
-        reqwest::Client::new(),
-        &Default::default(),
-    )
+    providers.build("comfyui", &Context::default())
 }
 
 fn provider(config: ComfyUiConfig) -> Arc<dyn ImageProvider> {
@@ -289,7 +283,7 @@ async fn server_and_proxy_statuses_map_onto_error_classes() {
 #[tokio::test]
 async fn the_proxy_key_is_sent_as_a_bearer_token_and_never_shown() {
     let stand_in = comfyui_standin::spawn_behind_proxy(vec![Reply::image()], KEY).await;
-    let with_key = ComfyUiConfig { api_key: Some(KEY.to_owned()), ..config(&stand_in.base_url) };
+    let with_key = ComfyUiConfig { api_key: Some(KEY.into()), ..config(&stand_in.base_url) };
     let provider = provider(with_key);
     provider.generate(&request("a fox", 1024, 1024, 1)).await.expect("an image");
     let bearer = format!("Bearer {KEY}");
@@ -327,7 +321,7 @@ async fn a_hanging_comfyui_times_out() {
 #[tokio::test]
 async fn an_image_over_the_size_cap_is_refused() {
     let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
-    let provider = ComfyUiProvider::new(&config(&stand_in.base_url), reqwest::Client::new())
+    let provider = ComfyUiProvider::new(&config(&stand_in.base_url), &Context::default())
         .unwrap()
         .with_body_limit(1024);
     let error = provider.generate(&request("a fox", 1024, 1024, 1)).await.unwrap_err();
@@ -404,16 +398,16 @@ async fn loopback_is_local_and_anything_else_remote() {
 fn bad_configurations_fail_to_build() {
     for base_url in ["ftp://gpu.lan", "127.0.0.1:8188", "http://gpu.lan/?x=1"] {
         let result = build(config(base_url));
-        assert!(matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })), "{base_url}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
-    let key_with_newline = ComfyUiConfig { api_key: Some("k\ny".to_owned()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(ProviderBuildError::BadApiKey { .. })));
+    let key_with_newline = ComfyUiConfig { api_key: Some("k\ny".into()), ..config("http://x") };
+    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
     let missing =
         ComfyUiConfig { workflow: Some("/nonexistent/flow.json".into()), ..config("http://x") };
     let Err(error) = build(missing) else { panic!("built with a missing workflow") };
     assert!(error.to_string().contains("/nonexistent/flow.json"), "{error}");
     let no_checkpoint = ComfyUiConfig { checkpoint: " ".to_owned(), ..config("http://x") };
-    assert!(matches!(build(no_checkpoint), Err(ProviderBuildError::BadWorkflow { .. })));
+    assert!(matches!(build(no_checkpoint), Err(SetupError::Invalid { field: "workflow", .. })));
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use crate::{
 async fn server_for(stand_in: &StandIn) -> TestServer {
     let base_url = stand_in.base_url.clone();
     TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Gemini;
-        config.providers.gemini.api_key = Some("AIza-test-secret".to_owned());
+        config.provider = "gemini";
+        config.providers.gemini.api_key = Some("AIza-test-secret".into());
         config.providers.gemini.base_url = base_url;
         config.providers.gemini.request_timeout = Duration::from_millis(500);
         config.providers.gemini.typical_latency = Duration::from_millis(100);

@@ -9,8 +9,7 @@ use std::{
 };
 
 use offstage::{
-    config::{GeminiConfig, ProviderChoice, ProvidersConfig},
-    providers::{self, ImageProvider, ImageRequest, ProviderBuildError, ProviderError},
+    providers::{Context, ProvidersConfig, gemini::GeminiConfig, ImageProvider, ImageRequest, SetupError, ProviderError},
 };
 
 use crate::gemini_standin::{self, Reply, StandIn};
@@ -20,7 +19,7 @@ const KEY: &str = "AIzaTest-offstage-9b41c7d2e05f";
 
 fn config(base_url: &str) -> GeminiConfig {
     GeminiConfig {
-        api_key: Some(KEY.to_owned()),
+        api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
         request_timeout: Duration::from_secs(10),
         ..GeminiConfig::default()
@@ -28,14 +27,9 @@ fn config(base_url: &str) -> GeminiConfig {
 }
 
 /// The provider exactly as the server builds it.
-fn build(config: GeminiConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
+fn build(config: GeminiConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
     let providers = ProvidersConfig { gemini: config, ..ProvidersConfig::default() };
-    providers::from_config(
-        ProviderChoice::Gemini,
-        &providers,
-        reqwest::Client::new(),
-        &Default::default(),
-    )
+    providers.build("gemini", &Context::default())
 }
 
 fn provider(config: GeminiConfig) -> Arc<dyn ImageProvider> {
@@ -301,22 +295,22 @@ async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
 
 #[test]
 fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".to_owned())] {
+    for api_key in [None, Some("  ".into())] {
         let result = build(GeminiConfig { api_key, ..GeminiConfig::default() });
         let Err(error) = result else { panic!("built without a key") };
-        assert!(matches!(error, ProviderBuildError::MissingApiKey { .. }), "{error:?}");
+        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
         assert!(error.to_string().contains("GEMINI_API_KEY"), "{error}");
     }
     let key_with_newline =
-        GeminiConfig { api_key: Some("AIza\nx".to_owned()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(ProviderBuildError::BadApiKey { .. })));
+        GeminiConfig { api_key: Some("AIza\nx".into()), ..config("http://x") };
+    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
     for model in ["", "gemini/../files", "gemini 2.5"] {
         let result = build(GeminiConfig { model: model.to_owned(), ..config("http://x") });
-        assert!(matches!(result, Err(ProviderBuildError::BadModel { .. })), "{model}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
     }
     for base_url in ["ftp://example.com", "generativelanguage.googleapis.com"] {
         let result = build(config(base_url));
-        assert!(matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })), "{base_url}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 

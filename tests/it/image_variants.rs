@@ -179,8 +179,8 @@ async fn bombs_and_broken_images_from_a_provider_fail_the_job_and_store_nothing(
     let stand_in = openai_standin::spawn(vec![Reply::Bytes(Arc::new(bomb)), Reply::Garbage]).await;
     let base_url = stand_in.base_url.clone();
     let server = TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Openai;
-        config.providers.openai.api_key = Some("sk-test".to_owned());
+        config.provider = "openai";
+        config.providers.openai.api_key = Some("sk-test".into());
         config.providers.openai.base_url = base_url;
     })
     .await;

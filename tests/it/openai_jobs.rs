@@ -13,8 +13,8 @@ use crate::{
 async fn server_for(stand_in: &StandIn) -> TestServer {
     let base_url = stand_in.base_url.clone();
     TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Openai;
-        config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+        config.provider = "openai";
+        config.providers.openai.api_key = Some("sk-test-secret".into());
         config.providers.openai.base_url = base_url;
         config.providers.openai.request_timeout = Duration::from_millis(500);
         config.providers.openai.typical_latency = Duration::from_millis(100);

@@ -11,9 +11,9 @@ use std::{
 };
 
 use offstage::{
-    config::OpenAiConfig,
     providers::{
-        ImageProvider, ImageRequest, ProviderBuildError, ProviderError, openai::OpenAiProvider,
+        Context, ImageProvider, ImageRequest, ProviderError, SetupError,
+        openai::{OpenAiConfig, OpenAiProvider},
     },
 };
 
@@ -24,7 +24,7 @@ const KEY: &str = "sk-test-offstage-5f3c9a7e21d84b06";
 
 fn config(base_url: &str) -> OpenAiConfig {
     OpenAiConfig {
-        api_key: Some(KEY.to_owned()),
+        api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
         request_timeout: Duration::from_secs(10),
         ..OpenAiConfig::default()
@@ -32,7 +32,7 @@ fn config(base_url: &str) -> OpenAiConfig {
 }
 
 fn provider(config: &OpenAiConfig) -> OpenAiProvider {
-    OpenAiProvider::new(config, reqwest::Client::new()).expect("a valid provider configuration")
+    OpenAiProvider::new(config, &Context::default()).expect("a valid provider configuration")
 }
 
 fn request(width: u32, height: u32) -> ImageRequest {
@@ -293,19 +293,19 @@ async fn debug_output_never_shows_the_key() {
 
 #[test]
 fn missing_or_blank_key_fails_to_build() {
-    for api_key in [None, Some("  ".to_owned())] {
+    for api_key in [None, Some("  ".into())] {
         let config = OpenAiConfig { api_key, ..OpenAiConfig::default() };
-        let result = OpenAiProvider::new(&config, reqwest::Client::new());
-        assert!(matches!(result, Err(ProviderBuildError::MissingApiKey { .. })), "{result:?}");
+        let result = OpenAiProvider::new(&config, &Context::default());
+        assert!(matches!(result, Err(SetupError::MissingKey { .. })), "{result:?}");
     }
 }
 
 #[test]
 fn non_http_base_url_fails_to_build() {
     for base_url in ["ftp://api.openai.com", "api.openai.com", "http://"] {
-        let result = OpenAiProvider::new(&config(base_url), reqwest::Client::new());
+        let result = OpenAiProvider::new(&config(base_url), &Context::default());
         assert!(
-            matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })),
+            matches!(result, Err(SetupError::Invalid { field: "base_url", .. })),
             "{base_url}: {result:?}"
         );
     }

@@ -18,9 +18,9 @@ const TOKEN: &str = "r8_test-secret";
 async fn server_for(stand_in: &StandIn, job_timeout: Duration) -> TestServer {
     let base_url = stand_in.base_url.clone();
     TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Replicate;
+        config.provider = "replicate";
         let replicate = &mut config.providers.replicate;
-        replicate.api_key = Some(TOKEN.to_owned());
+        replicate.api_key = Some(TOKEN.into());
         replicate.base_url = base_url;
         replicate.poll_interval = Duration::from_millis(20);
         replicate.request_timeout = Duration::from_millis(500);

@@ -6,9 +6,8 @@
 use std::{sync::Arc, time::Duration};
 
 use offstage::{
-    config::{ProviderChoice, ProvidersConfig, ReplicateConfig},
     providers::{
-        self, ImageProvider, ImageRequest, ProviderBuildError, ProviderError,
+        Context, ProvidersConfig, replicate::ReplicateConfig, ImageProvider, ImageRequest, SetupError, ProviderError,
         replicate::ReplicateProvider,
     },
 };
@@ -21,7 +20,7 @@ const KEY: &str = "r8_offstage-test-1f6b3d8e2a9c4075";
 
 fn config(base_url: &str) -> ReplicateConfig {
     ReplicateConfig {
-        api_key: Some(KEY.to_owned()),
+        api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
         poll_interval: Duration::from_millis(20),
         request_timeout: Duration::from_secs(10),
@@ -30,14 +29,9 @@ fn config(base_url: &str) -> ReplicateConfig {
 }
 
 /// The provider exactly as the server builds it.
-fn build(config: ReplicateConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
+fn build(config: ReplicateConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
     let providers = ProvidersConfig { replicate: config, ..ProvidersConfig::default() };
-    providers::from_config(
-        ProviderChoice::Replicate,
-        &providers,
-        reqwest::Client::new(),
-        &Default::default(),
-    )
+    providers.build("replicate", &Context::default())
 }
 
 fn provider(config: ReplicateConfig) -> Arc<dyn ImageProvider> {
@@ -284,7 +278,7 @@ async fn a_poll_url_on_another_origin_is_never_followed() {
 async fn an_oversized_output_file_is_refused() {
     let plan = Plan { file_bytes: Some(64 * 1024), ..Plan::default() };
     let stand_in = replicate_standin::spawn(vec![Reply::Prediction(plan)]).await;
-    let provider = ReplicateProvider::new(&config(&stand_in.base_url), reqwest::Client::new())
+    let provider = ReplicateProvider::new(&config(&stand_in.base_url), &Context::default())
         .expect("a valid configuration")
         .with_body_limit(16 * 1024);
     let error = provider.generate(&request(1024, 1024)).await.expect_err("over the cap");
@@ -366,22 +360,22 @@ async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
 
 #[test]
 fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".to_owned())] {
+    for api_key in [None, Some("  ".into())] {
         let result = build(ReplicateConfig { api_key, ..ReplicateConfig::default() });
         let Err(error) = result else { panic!("built without a token") };
-        assert!(matches!(error, ProviderBuildError::MissingApiKey { .. }), "{error:?}");
+        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
         assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
     }
     let token_with_newline =
-        ReplicateConfig { api_key: Some("r8\nx".to_owned()), ..config("http://x") };
-    assert!(matches!(build(token_with_newline), Err(ProviderBuildError::BadApiKey { .. })));
+        ReplicateConfig { api_key: Some("r8\nx".into()), ..config("http://x") };
+    assert!(matches!(build(token_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
     for model in ["", "flux-schnell", "a/b/c", "owner/name:", "owner/../x"] {
         let result = build(ReplicateConfig { model: model.to_owned(), ..config("http://x") });
-        assert!(matches!(result, Err(ProviderBuildError::BadModel { .. })), "{model}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
     }
     for base_url in ["ftp://example.com", "api.replicate.com"] {
         let result = build(config(base_url));
-        assert!(matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })), "{base_url}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 

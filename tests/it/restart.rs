@@ -157,8 +157,8 @@ async fn a_job_whose_image_was_stored_before_the_crash_is_not_drawn_again() {
     let stand_in = openai_standin::spawn(vec![openai_standin::Reply::image(1024, 1024)]).await;
     let base_url = stand_in.base_url.clone();
     let TestServer { server, dir, mut config } = TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Openai;
-        config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+        config.provider = "openai";
+        config.providers.openai.api_key = Some("sk-test-secret".into());
         config.providers.openai.base_url = base_url;
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use offstage::config::{ProviderChoice, RoutePolicy};
+use offstage::config::RoutePolicy;
 use serde_json::{Value, json};
 
 use crate::{
@@ -14,19 +14,19 @@ use crate::{
 /// OpenAI first (against its stand-in), then whatever `fallback` says.
 async fn server(
     openai: &openai_standin::StandIn,
-    fallback: Vec<ProviderChoice>,
+    fallback: Vec<&'static str>,
     openai_attempts: u32,
     gemini_base: Option<String>,
 ) -> TestServer {
     let base_url = openai.base_url.clone();
     TestServer::start_with(move |config| {
-        config.provider = ProviderChoice::Openai;
+        config.provider = "openai";
         config.fallback = fallback;
-        config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+        config.providers.openai.api_key = Some("sk-test-secret".into());
         config.providers.openai.base_url = base_url;
         config.providers.openai.request_timeout = Duration::from_millis(500);
         if let Some(base) = gemini_base {
-            config.providers.gemini.api_key = Some("AIza-test-secret".to_owned());
+            config.providers.gemini.api_key = Some("AIza-test-secret".into());
             config.providers.gemini.base_url = base;
         }
         config.routing.insert(
@@ -66,7 +66,7 @@ fn pair(provider: &str, outcome: &str) -> (String, String) {
 #[tokio::test]
 async fn a_rejected_key_falls_back_to_the_next_provider() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::unauthorized()]).await;
-    let server = server(&openai, vec![ProviderChoice::Sketch], 3, None).await;
+    let server = server(&openai, vec!["sketch"], 3, None).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(openai.hits(), 1, "a rejected key is not retried");
@@ -82,7 +82,7 @@ async fn server_errors_use_the_providers_attempts_then_fall_back() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::server_error(503)]).await;
     let gemini = gemini_standin::spawn(vec![gemini_standin::Reply::Image]).await;
     let server =
-        server(&openai, vec![ProviderChoice::Gemini], 2, Some(gemini.base_url.clone())).await;
+        server(&openai, vec!["gemini"], 2, Some(gemini.base_url.clone())).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(openai.hits(), 2, "routing.openai.attempts = 2");
@@ -110,7 +110,7 @@ async fn server_errors_use_the_providers_attempts_then_fall_back() {
 #[tokio::test]
 async fn a_refused_prompt_fails_speakably_without_trying_other_providers() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::moderation_blocked()]).await;
-    let server = server(&openai, vec![ProviderChoice::Sketch], 3, None).await;
+    let server = server(&openai, vec!["sketch"], 3, None).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(openai.hits(), 1);
@@ -126,7 +126,7 @@ async fn when_every_provider_fails_the_job_records_each_attempt() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::insufficient_quota()]).await;
     let gemini = gemini_standin::spawn(vec![gemini_standin::Reply::server_error(500)]).await;
     let server =
-        server(&openai, vec![ProviderChoice::Gemini], 1, Some(gemini.base_url.clone())).await;
+        server(&openai, vec!["gemini"], 1, Some(gemini.base_url.clone())).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "failed", "{view}");
     let recorded = attempts(&view);
@@ -185,9 +185,9 @@ async fn a_broken_image_is_that_providers_failure_and_falls_back() {
             openai_standin::spawn(vec![openai_standin::Reply::Bytes(Arc::new(bytes))]).await;
         let base_url = openai.base_url.clone();
         let server = TestServer::start_with(move |config| {
-            config.provider = ProviderChoice::Openai;
-            config.fallback = vec![ProviderChoice::Sketch];
-            config.providers.openai.api_key = Some("sk-test-secret".to_owned());
+            config.provider = "openai";
+            config.fallback = vec!["sketch"];
+            config.providers.openai.api_key = Some("sk-test-secret".into());
             config.providers.openai.base_url = base_url;
             config.images.max_bytes = 2 * 1024 * 1024;
             config.providers.sketch.latency = Duration::ZERO;

@@ -14,8 +14,8 @@ use crate::{
 async fn server_for(stand_in: &StandIn) -> TestServer {
     let base_url = stand_in.base_url.clone();
     TestServer::start_with(move |config| {
-        config.provider = offstage::config::ProviderChoice::Stability;
-        config.providers.stability.api_key = Some("sk-test-secret".to_owned());
+        config.provider = "stability";
+        config.providers.stability.api_key = Some("sk-test-secret".into());
         config.providers.stability.base_url = base_url;
         config.providers.stability.request_timeout = Duration::from_millis(500);
         config.providers.stability.typical_latency = Duration::from_millis(100);

@@ -10,8 +10,7 @@ use std::{
 };
 
 use offstage::{
-    config::{ProviderChoice, ProvidersConfig, StabilityConfig},
-    providers::{self, ImageProvider, ImageRequest, ProviderBuildError, ProviderError},
+    providers::{Context, ProvidersConfig, stability::StabilityConfig, ImageProvider, ImageRequest, SetupError, ProviderError},
 };
 
 use crate::stability_standin::{self, Reply};
@@ -21,7 +20,7 @@ const KEY: &str = "sk-offstage-test-5a8e2c91d7f04b36";
 
 fn config(base_url: &str) -> StabilityConfig {
     StabilityConfig {
-        api_key: Some(KEY.to_owned()),
+        api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
         request_timeout: Duration::from_secs(10),
         ..StabilityConfig::default()
@@ -29,14 +28,9 @@ fn config(base_url: &str) -> StabilityConfig {
 }
 
 /// The provider exactly as the server builds it.
-fn build(config: StabilityConfig) -> Result<Arc<dyn ImageProvider>, ProviderBuildError> {
+fn build(config: StabilityConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
     let providers = ProvidersConfig { stability: config, ..ProvidersConfig::default() };
-    providers::from_config(
-        ProviderChoice::Stability,
-        &providers,
-        reqwest::Client::new(),
-        &Default::default(),
-    )
+    providers.build("stability", &Context::default())
 }
 
 fn provider(config: StabilityConfig) -> Arc<dyn ImageProvider> {
@@ -242,22 +236,22 @@ async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
 
 #[test]
 fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".to_owned())] {
+    for api_key in [None, Some("  ".into())] {
         let result = build(StabilityConfig { api_key, ..StabilityConfig::default() });
         let Err(error) = result else { panic!("built without a key") };
-        assert!(matches!(error, ProviderBuildError::MissingApiKey { .. }), "{error:?}");
+        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
         assert!(error.to_string().contains("STABILITY_API_KEY"), "{error}");
     }
     let key_with_newline =
-        StabilityConfig { api_key: Some("sk\nx".to_owned()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(ProviderBuildError::BadApiKey { .. })));
+        StabilityConfig { api_key: Some("sk\nx".into()), ..config("http://x") };
+    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
     for model in ["", "dall-e-3", "sd3/../x"] {
         let result = build(StabilityConfig { model: model.to_owned(), ..config("http://x") });
-        assert!(matches!(result, Err(ProviderBuildError::BadModel { .. })), "{model}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
     }
     for base_url in ["ftp://example.com", "api.stability.ai"] {
         let result = build(config(base_url));
-        assert!(matches!(result, Err(ProviderBuildError::BadBaseUrl { .. })), "{base_url}");
+        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 

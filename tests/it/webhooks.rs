@@ -107,8 +107,8 @@ impl Receiver {
     pub fn config(&self, token: Option<&str>) -> WebhookConfig {
         WebhookConfig {
             url: self.url.clone(),
-            secret: SECRET.to_owned(),
-            token: token.map(str::to_owned),
+            secret: SECRET.into(),
+            token: token.map(Into::into),
         }
     }
 }

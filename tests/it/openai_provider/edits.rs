@@ -2,7 +2,7 @@
 //! part, the nearest size) and the same error mapping as generations.
 
 use offstage::{
-    config::OpenAiConfig,
+    providers::openai::OpenAiConfig,
     images::ImageFormat,
     providers::{EditRequest, ImageProvider, ProviderError},
 };

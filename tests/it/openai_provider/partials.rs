@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use offstage::{
-    config::OpenAiConfig,
+    providers::openai::OpenAiConfig,
     providers::{ImageProvider, Partials, ProviderError},
 };
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use offstage::{
-    config::StabilityConfig,
+    providers::stability::StabilityConfig,
     images::ImageFormat,
     providers::{EditRequest, ProviderError},
 };

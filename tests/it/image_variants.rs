@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::{
-    openai_standin::{self, Reply},
+    providers::openai::standin::{self as openai_standin, Reply},
     support::{TestServer, call, job_id, modern_client, wait_until_ended},
 };
 

@@ -153,7 +153,7 @@ async fn a_job_whose_image_was_stored_before_the_crash_is_not_drawn_again() {
     // What a kill -9 between storing the image and committing the job leaves: a working job
     // of a dead process, one attempt made, and its image already in the store. The next
     // process (or another instance) finishes it from that image and never calls the provider.
-    use crate::{openai_standin, support::TestServer};
+    use crate::{providers::openai::standin as openai_standin, support::TestServer};
     let stand_in = openai_standin::spawn(vec![openai_standin::Reply::image(1024, 1024)]).await;
     let base_url = stand_in.base_url.clone();
     let TestServer { server, dir, mut config } = TestServer::start_with(move |config| {
@@ -166,7 +166,7 @@ async fn a_job_whose_image_was_stored_before_the_crash_is_not_drawn_again() {
     server.stop().await;
 
     let id = "7mzt0xk4c2q9w8ra";
-    let drawn = crate::openai_standin::png(1024, 1024);
+    let drawn = crate::providers::openai::standin::png(1024, 1024);
     std::fs::write(dir.path().join("images").join(format!("{id}.png")), &drawn).unwrap();
     let mut connection = SqliteConnectOptions::new()
         .filename(dir.path().join("offstage.db"))

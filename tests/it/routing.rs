@@ -7,7 +7,7 @@ use offstage::config::RoutePolicy;
 use serde_json::{Value, json};
 
 use crate::{
-    gemini_standin, openai_standin,
+    providers::{gemini::standin as gemini_standin, openai::standin as openai_standin},
     support::{TestServer, call, fetch_image, job_id, modern_client, wait_until_ended},
 };
 

@@ -9,14 +9,7 @@
 //! source image as an `inlineData` part; the stand-in checks every such part is a real image of
 //! its declared type.
 
-// Each test binary uses a different part of this shared module; unused helpers are expected.
-#![allow(dead_code)]
-
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -27,7 +20,8 @@ use axum::{
 };
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::providers::standin::{self, NOT_AN_IMAGE, Recorded, Scripted, png};
 
 /// The image models the stand-in serves; any other model is 404 as on the real API.
 pub const MODELS: &[&str] =
@@ -65,7 +59,7 @@ pub enum Reply {
     Blocked { reason: &'static str },
     /// 200 with one candidate that has no image, only this `finishReason` and optional text.
     NoImage { finish_reason: &'static str, text: Option<&'static str> },
-    /// 200 whose `inlineData.data` is valid base64 of bytes that are not an image.
+    /// 200 whose `inlineData.data` is valid base64 of [`NOT_AN_IMAGE`].
     Garbage,
     /// Never answers (sleeps for an hour, or until the stand-in is dropped).
     Hang,
@@ -234,99 +228,34 @@ fn bad_request(field: &str, description: &str) -> Value {
     })
 }
 
-/// One request as the stand-in received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    /// The parsed JSON body; `Value::Null` when the body was not JSON.
-    pub body: Value,
+/// The `inlineData` parts of the first turn of a request, as (MIME type, decoded bytes).
+pub fn inline_images(request: &Recorded) -> Vec<(String, Vec<u8>)> {
+    let parts = request.body.pointer("/contents/0/parts").and_then(Value::as_array);
+    parts
+        .into_iter()
+        .flatten()
+        .filter_map(|part| part.get("inlineData").or_else(|| part.get("inline_data")))
+        .map(|blob| {
+            let text = |names: [&str; 2]| {
+                names.iter().find_map(|name| blob.get(*name).and_then(Value::as_str))
+            };
+            let mime = text(["mimeType", "mime_type"]).unwrap_or_default().to_owned();
+            let data = blob.get("data").and_then(Value::as_str).unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data);
+            (mime, bytes.expect("the stand-in accepted only base64"))
+        })
+        .collect()
 }
 
-impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    /// The `inlineData` parts of the first turn, as (MIME type, decoded bytes).
-    pub fn inline_images(&self) -> Vec<(String, Vec<u8>)> {
-        let parts = self.body.pointer("/contents/0/parts").and_then(Value::as_array);
-        parts
-            .into_iter()
-            .flatten()
-            .filter_map(|part| part.get("inlineData").or_else(|| part.get("inline_data")))
-            .map(|blob| {
-                let text = |names: [&str; 2]| {
-                    names.iter().find_map(|name| blob.get(*name).and_then(Value::as_str))
-                };
-                let mime = text(["mimeType", "mime_type"]).unwrap_or_default().to_owned();
-                let data = blob.get("data").and_then(Value::as_str).unwrap_or_default();
-                let bytes = base64::engine::general_purpose::STANDARD.decode(data);
-                (mime, bytes.expect("the stand-in accepted only base64"))
-            })
-            .collect()
-    }
-}
-
-/// A running stand-in. Dropping it stops the server and wakes hanging replies.
-#[derive(Debug)]
-pub struct StandIn {
-    /// Without `/v1beta`, like `GeminiConfig::base_url`.
-    pub base_url: String,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl StandIn {
-    /// Every request received so far, rejected ones included.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn hits(&self) -> usize {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-        self.server.abort();
-    }
-}
+/// A running Gemini stand-in; its state is the script and the log of requests.
+pub type StandIn = standin::StandIn<Scripted<Reply>>;
+type Shared = standin::Shared<Scripted<Reply>>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
 pub async fn spawn(script: Vec<Reply>) -> StandIn {
-    assert!(!script.is_empty(), "the stand-in needs at least one reply");
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        script: Mutex::new(script.into()),
-        requests: Mutex::new(Vec::new()),
-        shutdown: shutdown_rx.clone(),
-    });
     // `{model}:generateContent` is one path segment, so one handler reads every path itself.
-    let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
-    let address = listener.local_addr().expect("stand-in address");
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-    });
-    StandIn { base_url: format!("http://{address}"), shared, shutdown, server }
+    standin::spawn(|_| Scripted::new(script), Router::new().fallback(handle)).await
 }
 
 async fn handle(
@@ -336,7 +265,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let json = shared.record(method.clone(), &uri, &headers, &body);
+    let request = Recorded::new(&method, &uri, &headers, &body);
+    let json = request.body.clone();
+    shared.log.push(request);
     let checked = check_route(&method, uri.path())
         .and_then(|()| check_key(&headers))
         .and_then(|()| validate(&body, &json));
@@ -344,12 +275,8 @@ async fn handle(
         Ok(aspect_ratio) => aspect_ratio,
         Err(rejection) => return rejection.into_response(),
     };
-    let reply = {
-        let mut script = shared.script.lock().unwrap_or_else(PoisonError::into_inner);
-        if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
-    };
     let (width, height) = size_for(&aspect_ratio).expect("validated aspect ratio");
-    match reply.expect("the script is never empty") {
+    match shared.script.next() {
         Reply::Image => ok_json(json!({
             "candidates": [{
                 "content": {
@@ -378,7 +305,7 @@ async fn handle(
         Reply::Garbage => ok_json(json!({
             "candidates": [{
                 "content": {
-                    "parts": [{ "inlineData": { "mimeType": "image/png", "data": base64(b"certainly not a PNG") } }],
+                    "parts": [{ "inlineData": { "mimeType": "image/png", "data": base64(NOT_AN_IMAGE) } }],
                     "role": "model",
                 },
                 "finishReason": "STOP",
@@ -411,31 +338,12 @@ async fn handle(
             response
         }
         Reply::Hang => {
-            let mut shutdown = shared.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {}
-            }
+            shared.hang().await;
             let Reply::Error { status, body, .. } = Reply::server_error(504) else {
                 unreachable!()
             };
             (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
         }
-    }
-}
-
-impl Shared {
-    fn record(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
-        let json = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let request = RecordedRequest {
-            method,
-            path: uri.path().to_owned(),
-            query: uri.query().map(str::to_owned),
-            headers: headers.clone(),
-            body: json.clone(),
-        };
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
-        json
     }
 }
 
@@ -624,16 +532,4 @@ fn ok_json(body: Value) -> Response {
 
 fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A real PNG: a smooth gradient, cheap to encode at Gemini's sizes.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        let red = (x * 255 / width.max(1)) as u8;
-        let blue = (y * 255 / height.max(1)) as u8;
-        image::Rgb([red, 96, blue])
-    });
-    let mut encoded = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut encoded, image::ImageFormat::Png).expect("encode the stand-in PNG");
-    encoded.into_inner()
 }

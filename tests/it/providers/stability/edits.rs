@@ -10,7 +10,7 @@ use offstage::{
 };
 
 use super::{KEY, assert_no_key, config, png_size, provider};
-use crate::stability_standin::{self, Reply};
+use super::standin::{self, Reply};
 
 fn source_png() -> Vec<u8> {
     let image = image::RgbImage::from_fn(96, 128, |x, y| image::Rgb([x as u8, y as u8, 60]));
@@ -32,7 +32,7 @@ fn edit_request() -> EditRequest {
 
 #[tokio::test]
 async fn edit_sends_image_to_image_to_sd3_and_returns_the_png() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let provider = provider(config(&stand_in.base_url));
     assert!(provider.can_edit());
     let image = provider.edit(&edit_request()).await.expect("an edited image");
@@ -61,7 +61,7 @@ async fn edit_sends_image_to_image_to_sd3_and_returns_the_png() {
 
 #[tokio::test]
 async fn edits_use_the_configured_sd3_model() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let config = StabilityConfig { model: "sd3.5-medium".to_owned(), ..config(&stand_in.base_url) };
     let image = provider(config).edit(&edit_request()).await.expect("an edited image");
     assert_eq!(image.model, "sd3.5-medium");
@@ -71,7 +71,7 @@ async fn edits_use_the_configured_sd3_model() {
 #[tokio::test]
 async fn a_moderated_or_filtered_edit_is_a_refusal() {
     let script = vec![Reply::content_moderation(), Reply::Filtered];
-    let stand_in = stability_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let provider = provider(config(&stand_in.base_url));
     for expected in ["content moderation", "CONTENT_FILTERED"] {
         let error = provider.edit(&edit_request()).await.expect_err("refused");
@@ -84,7 +84,7 @@ async fn a_moderated_or_filtered_edit_is_a_refusal() {
 
 #[tokio::test]
 async fn a_rate_limited_edit_is_retryable_after_the_wait() {
-    let stand_in = stability_standin::spawn(vec![Reply::rate_limited(Some("5"))]).await;
+    let stand_in = standin::spawn(vec![Reply::rate_limited(Some("5"))]).await;
     let error =
         provider(config(&stand_in.base_url)).edit(&edit_request()).await.expect_err("rate limited");
     assert_no_key(&error);
@@ -94,7 +94,7 @@ async fn a_rate_limited_edit_is_retryable_after_the_wait() {
 
 #[tokio::test]
 async fn the_stand_in_rejects_an_image_that_is_not_what_it_claims() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let mut request = edit_request();
     request.format = ImageFormat::Webp;
     let error = provider(config(&stand_in.base_url)).edit(&request).await.expect_err("rejected");

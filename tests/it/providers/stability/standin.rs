@@ -11,14 +11,7 @@
     clippy::result_large_err,
     reason = "a rejection is the HTTP response the stand-in sends; boxing it would only add noise"
 )]
-// Each test binary uses a different part of this shared module; unused helpers are expected.
-#![allow(dead_code)]
-
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -27,7 +20,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::providers::standin::{self, Recorded, Scripted, png, read_parts};
 
 /// `aspect_ratio` values and the pixel size Stable Image Core draws for each.
 pub const ASPECT_SIZES: [(&str, u32, u32); 9] = [
@@ -123,93 +117,14 @@ fn error(status: u16, name: &str, errors: &[&str]) -> Reply {
     Reply::Error { status, body, retry_after: None }
 }
 
-/// One request as the stand-in received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: Method,
-    pub path: String,
-    pub headers: HeaderMap,
-    /// Multipart text fields in order; empty when the body was not multipart.
-    pub fields: Vec<(String, String)>,
-    /// Multipart file parts in order.
-    pub files: Vec<RecordedFile>,
-}
-
-/// A multipart file part as received.
-#[derive(Debug, Clone)]
-pub struct RecordedFile {
-    pub name: String,
-    pub file_name: Option<String>,
-    pub content_type: Option<String>,
-    pub bytes: Vec<u8>,
-}
-
-impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
-    }
-}
-
-/// A running stand-in. Dropping it stops the server and wakes hanging replies.
-#[derive(Debug)]
-pub struct StandIn {
-    /// Without `/v2beta`, like `StabilityConfig::base_url`.
-    pub base_url: String,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl StandIn {
-    /// Every request received so far, rejected ones included.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn hits(&self) -> usize {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-        self.server.abort();
-    }
-}
+/// A running Stability stand-in; its state is the script and the log of requests.
+pub type StandIn = standin::StandIn<Scripted<Reply>>;
+type Shared = standin::Shared<Scripted<Reply>>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
 pub async fn spawn(script: Vec<Reply>) -> StandIn {
-    assert!(!script.is_empty(), "the stand-in needs at least one reply");
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        script: Mutex::new(script.into()),
-        requests: Mutex::new(Vec::new()),
-        shutdown: shutdown_rx.clone(),
-    });
-    let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
-    let address = listener.local_addr().expect("stand-in address");
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-    });
-    StandIn { base_url: format!("http://{address}"), shared, shutdown, server }
+    standin::spawn(|_| Scripted::new(script), Router::new().fallback(handle)).await
 }
 
 async fn handle(
@@ -224,15 +139,9 @@ async fn handle(
         Ok(multipart) => read_parts(multipart).await,
         Err(_) => Err("content-type: must be multipart/form-data".to_owned()),
     };
-    let (fields, files) = parts.clone().unwrap_or_default();
-    let request = RecordedRequest {
-        method: method.clone(),
-        path: uri.path().to_owned(),
-        headers: headers.clone(),
-        fields,
-        files,
-    };
-    shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
+    let mut request = Recorded::new(&method, &uri, &headers, &[]);
+    (request.fields, request.files) = parts.clone().unwrap_or_default();
+    shared.log.push(request.clone());
     let checked = check_route(&method, uri.path())
         .and_then(|endpoint| check_headers(&headers).map(|()| endpoint))
         .and_then(|endpoint| {
@@ -243,11 +152,7 @@ async fn handle(
         Ok(found) => found,
         Err(rejection) => return rejection,
     };
-    let reply = {
-        let mut script = shared.script.lock().unwrap_or_else(PoisonError::into_inner);
-        if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
-    };
-    match reply.expect("the script is never empty") {
+    match shared.script.next() {
         Reply::Image => image_response(png(width, height), "SUCCESS", seed),
         Reply::Filtered => image_response(png(width / 8, height / 8), "CONTENT_FILTERED", seed),
         Reply::Error { status, body, retry_after } => {
@@ -259,35 +164,13 @@ async fn handle(
             response
         }
         Reply::Hang => {
-            let mut shutdown = shared.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {}
-            }
+            shared.hang().await;
             let Reply::Error { status, body, .. } = Reply::server_error(500) else {
                 unreachable!()
             };
             (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
         }
     }
-}
-
-type Parts = (Vec<(String, String)>, Vec<RecordedFile>);
-
-async fn read_parts(mut multipart: Multipart) -> Result<Parts, String> {
-    let (mut fields, mut files) = (Vec::new(), Vec::new());
-    while let Some(field) = multipart.next_field().await.map_err(|error| error.to_string())? {
-        let name = field.name().unwrap_or_default().to_owned();
-        let file_name = field.file_name().map(str::to_owned);
-        let content_type = field.content_type().map(str::to_owned);
-        if file_name.is_some() {
-            let bytes = field.bytes().await.map_err(|error| error.to_string())?.to_vec();
-            files.push(RecordedFile { name, file_name, content_type, bytes });
-        } else {
-            fields.push((name, field.text().await.map_err(|error| error.to_string())?));
-        }
-    }
-    Ok((fields, files))
 }
 
 fn rejection(status: u16, name: &str, message: &str) -> Response {
@@ -326,7 +209,7 @@ fn check_headers(headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// The checks Stability makes on the fields we send. Returns the size to draw and the seed.
-fn validate(endpoint: &str, request: &RecordedRequest) -> Result<((u32, u32), u64), Response> {
+fn validate(endpoint: &str, request: &Recorded) -> Result<((u32, u32), u64), Response> {
     let invalid = |message: String| rejection(400, "bad_request", &message);
     for (name, _) in &request.fields {
         let known = [
@@ -391,7 +274,7 @@ fn validate(endpoint: &str, request: &RecordedRequest) -> Result<((u32, u32), u6
 /// `mode` and its fields on the `sd3` endpoint. Returns the source's size for image-to-image.
 fn image_to_image(
     endpoint: &str,
-    request: &RecordedRequest,
+    request: &Recorded,
 ) -> Result<Option<(u32, u32)>, Response> {
     let invalid = |message: &str| rejection(400, "bad_request", message);
     let image = request.files.iter().find(|file| file.name == "image");
@@ -445,16 +328,4 @@ fn image_response(bytes: Vec<u8>, finish_reason: &'static str, seed: u64) -> Res
     headers.insert("finish-reason", HeaderValue::from_static(finish_reason));
     headers.insert("seed", HeaderValue::from(seed));
     response
-}
-
-/// A real PNG: a smooth gradient, cheap to encode at Stability's sizes.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        let green = (x * 255 / width.max(1)) as u8;
-        let blue = (y * 255 / height.max(1)) as u8;
-        image::Rgb([64, green, blue])
-    });
-    let mut encoded = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut encoded, image::ImageFormat::Png).expect("encode the stand-in PNG");
-    encoded.into_inner()
 }

@@ -16,11 +16,10 @@
     clippy::result_large_err,
     reason = "a rejection is the HTTP response the stand-in sends; boxing it would only add noise"
 )]
-#![allow(dead_code)] // Each test module uses a different part of this shared module.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -32,9 +31,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-
-use crate::support::SOON;
+use crate::{
+    providers::standin::{self, Log, Script, encode, lock},
+    support::SOON,
+};
 
 /// The one model this stand-in hosts.
 pub const MODEL: &str = "black-forest-labs/flux-schnell";
@@ -224,23 +224,15 @@ impl RecordedRequest {
     }
 }
 
-/// A running stand-in. Dropping it stops the server and wakes hanging replies.
-#[derive(Debug)]
-pub struct StandIn {
-    /// Without `/v1`, like `ReplicateConfig::base_url`.
-    pub base_url: String,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
+/// A running Replicate stand-in.
+pub type StandIn = standin::StandIn<Replicate>;
+type Shared = standin::Shared<Replicate>;
 
-#[derive(Debug)]
-struct Shared {
-    base_url: String,
-    script: Mutex<VecDeque<Reply>>,
+/// The stand-in's state: its script, its log and the predictions it created.
+pub struct Replicate {
+    script: Script<Reply>,
+    requests: Log<RecordedRequest>,
     predictions: Mutex<HashMap<String, Prediction>>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    shutdown: watch::Receiver<bool>,
 }
 
 /// A prediction the stand-in created.
@@ -257,10 +249,14 @@ struct Prediction {
     canceled: bool,
 }
 
-impl StandIn {
+impl Replicate {
     /// Every request received so far, rejected ones included.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        self.requests.all()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.requests.len()
     }
 
     /// The requests of one kind, in order.
@@ -274,7 +270,7 @@ impl StandIn {
 
     /// The status the stand-in would report now for a prediction, without advancing it.
     pub fn status_of(&self, id: &str) -> Option<String> {
-        lock(&self.shared.predictions).get(id).map(|p| status(p).to_owned())
+        lock(&self.predictions).get(id).map(|p| status(p).to_owned())
     }
 
     /// Waits until `kind` was requested `times` times; fails the test after [`SOON`].
@@ -291,40 +287,15 @@ impl StandIn {
     }
 }
 
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-        self.server.abort();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Starts a stand-in on an ephemeral loopback port. Each valid create takes the next reply;
 /// once the script is down to one reply, that reply repeats.
 pub async fn spawn(script: Vec<Reply>) -> StandIn {
-    assert!(!script.is_empty(), "the stand-in needs at least one reply");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
-    let base_url = format!("http://{}", listener.local_addr().expect("stand-in address"));
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        base_url: base_url.clone(),
-        script: Mutex::new(script.into()),
+    let state = |_: &str| Replicate {
+        script: Script::new(script),
+        requests: Log::default(),
         predictions: Mutex::new(HashMap::new()),
-        requests: Mutex::new(Vec::new()),
-        shutdown: shutdown_rx.clone(),
-    });
-    let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-    });
-    StandIn { base_url, shared, shutdown, server }
+    };
+    standin::spawn(state, Router::new().fallback(handle)).await
 }
 
 async fn handle(
@@ -346,7 +317,7 @@ async fn handle(
         _ => Kind::Other,
     };
     let json_body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lock(&shared.requests).push(RecordedRequest {
+    shared.requests.push(RecordedRequest {
         kind,
         method: method.clone(),
         path: path.clone(),
@@ -406,21 +377,13 @@ async fn create(
         Ok(input) => input,
         Err(rejection) => return rejection,
     };
-    let reply = {
-        let mut script = lock(&shared.script);
-        if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
-    };
-    let plan = match reply.expect("the script is never empty") {
+    let plan = match shared.script.next() {
         Reply::Prediction(plan) => plan,
         Reply::Error { status, body, retry_after } => {
             return error_response(status, body, retry_after);
         }
         Reply::Hang => {
-            let mut shutdown = shared.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {}
-            }
+            shared.hang().await;
             return problem_response(500, "Internal Server Error", "shutting down");
         }
     };
@@ -684,19 +647,12 @@ fn error_response(status: u16, body: Value, retry_after: Option<&'static str>) -
     response
 }
 
-/// A real image in the requested format: a smooth gradient, cheap to encode at FLUX's sizes.
+/// A real image in the requested format.
 fn image(width: u32, height: u32, format: &str) -> (Vec<u8>, &'static str) {
-    let pixels = image::RgbImage::from_fn(width, height, |x, y| {
-        let green = (x * 255 / width.max(1)) as u8;
-        let blue = (y * 255 / height.max(1)) as u8;
-        image::Rgb([96, green, blue])
-    });
     let (format, content_type) = match format {
         "png" => (image::ImageFormat::Png, "image/png"),
         "jpg" => (image::ImageFormat::Jpeg, "image/jpeg"),
         _ => (image::ImageFormat::WebP, "image/webp"),
     };
-    let mut encoded = std::io::Cursor::new(Vec::new());
-    pixels.write_to(&mut encoded, format).expect("encode the stand-in image");
-    (encoded.into_inner(), content_type)
+    (encode(width, height, format), content_type)
 }

@@ -8,12 +8,9 @@
 //! {id: {"errors": [...], "dependent_outputs", "class_type"}}}`; history entries with
 //! `outputs` and `status: {status_str, completed, messages}`.
 
-// Each test module uses a different part of this shared module; unused helpers are expected.
-#![allow(dead_code)]
-
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -25,7 +22,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::providers::standin::{self, Recorded, png};
 
 /// The checkpoints this ComfyUI has installed.
 pub const CHECKPOINTS: &[&str] = &["sd_xl_base_1.0.safetensors", "flux1-schnell.safetensors"];
@@ -63,49 +61,21 @@ impl Reply {
     }
 }
 
-/// One request as the stand-in received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: Method,
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    pub headers: HeaderMap,
-    /// The JSON body, `Null` when there was none or it was not JSON.
-    pub body: Value,
-}
+/// A running ComfyUI stand-in.
+pub type StandIn = standin::StandIn<ComfyUi>;
+type Shared = standin::Shared<ComfyUi>;
 
-impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    pub fn is(&self, method: &str, path: &str) -> bool {
-        self.method == method && self.path == path
-    }
-}
-
-/// A running stand-in. Dropping it stops the server and wakes hanging replies.
-#[derive(Debug)]
-pub struct StandIn {
-    /// Like `ComfyUiConfig::base_url`.
-    pub base_url: String,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
-
-#[derive(Debug)]
-struct Shared {
+/// The stand-in's state: the server's own, behind one lock, and the proxy's key.
+pub struct ComfyUi {
     state: Mutex<Comfy>,
     /// A proxy in front: requests without `Authorization: Bearer {key}` get 401.
     key: Option<String>,
-    shutdown: watch::Receiver<bool>,
 }
 
 #[derive(Debug, Default)]
 struct Comfy {
     script: VecDeque<Reply>,
-    requests: Vec<RecordedRequest>,
+    requests: Vec<Recorded>,
     prompts: Vec<Prompt>,
     /// Saved files by (subfolder, filename, type), with their pixel size.
     files: HashMap<(String, String, String), (u32, u32)>,
@@ -132,14 +102,14 @@ enum Run {
     Done(Value),
 }
 
-impl StandIn {
+impl ComfyUi {
     /// Every request received so far, rejected ones included.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
 
     /// Requests with this method and path.
-    pub fn requests_to(&self, method: &str, path: &str) -> Vec<RecordedRequest> {
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
         self.requests().into_iter().filter(|request| request.is(method, path)).collect()
     }
 
@@ -159,7 +129,7 @@ impl StandIn {
     }
 
     /// Waits until a request matches, for at most `within`; true when one did.
-    pub async fn saw(&self, within: Duration, matches: impl Fn(&RecordedRequest) -> bool) -> bool {
+    pub async fn saw(&self, within: Duration, matches: impl Fn(&Recorded) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if self.state().requests.iter().any(&matches) {
@@ -173,14 +143,11 @@ impl StandIn {
     }
 
     fn state(&self) -> MutexGuard<'_, Comfy> {
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        standin::lock(&self.state)
     }
-}
 
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-        self.server.abort();
+    pub fn hits(&self) -> usize {
+        self.state().requests.len()
     }
 }
 
@@ -197,20 +164,9 @@ pub async fn spawn_behind_proxy(script: Vec<Reply>, key: &str) -> StandIn {
 
 async fn spawn_with(script: Vec<Reply>, key: Option<String>) -> StandIn {
     assert!(!script.is_empty(), "the stand-in needs at least one reply");
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let state = Comfy { script: script.into(), ..Comfy::default() };
-    let shared = Arc::new(Shared { state: Mutex::new(state), key, shutdown: shutdown_rx.clone() });
-    let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
-    let address = listener.local_addr().expect("stand-in address");
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-    });
-    StandIn { base_url: format!("http://{address}"), shared, shutdown, server }
+    let state = |_: &str| ComfyUi { state: Mutex::new(state), key };
+    standin::spawn(state, Router::new().fallback(handle)).await
 }
 
 async fn handle(
@@ -220,18 +176,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query: BTreeMap<String, String> = uri
-        .query()
-        .map(|query| url::form_urlencoded::parse(query.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let request = Recorded::new(&method, &uri, &headers, &body);
+    let query = request.params.clone();
     let json: Option<Value> = serde_json::from_slice(&body).ok();
-    let request = RecordedRequest {
-        method: method.clone(),
-        path: uri.path().to_owned(),
-        query: query.clone(),
-        headers: headers.clone(),
-        body: json.clone().unwrap_or(Value::Null),
-    };
     lock(&shared).requests.push(request);
     if let Some(key) = &shared.key {
         let sent = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
@@ -252,7 +199,7 @@ async fn handle(
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Comfy> {
-    shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+    standin::lock(&shared.state.state)
 }
 
 async fn post_prompt(shared: &Shared, body: Option<Value>) -> Response {
@@ -279,11 +226,7 @@ async fn post_prompt(shared: &Shared, body: Option<Value>) -> Response {
             return (status, axum::Json(body)).into_response();
         }
         Reply::Hang => {
-            let mut shutdown = shared.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {}
-            }
+            shared.hang().await;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         _ => {}
@@ -649,16 +592,4 @@ fn latent_size(workflow: &Value) -> (u32, u32) {
             Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
         })
         .unwrap_or((512, 512))
-}
-
-/// A real PNG: a smooth gradient, cheap to encode.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        let green = (x * 255 / width.max(1)) as u8;
-        let blue = (y * 255 / height.max(1)) as u8;
-        image::Rgb([200, green, blue])
-    });
-    let mut encoded = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut encoded, image::ImageFormat::Png).expect("encode the stand-in PNG");
-    encoded.into_inner()
 }

@@ -3,20 +3,89 @@
 //! `ProviderError`. Edits have a file of their own.
 
 mod edits;
+pub mod standin;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use std::{sync::Arc, time::Duration};
+
+use offstage::providers::{
+    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
+    stability::{StabilityConfig, StabilityProvider},
 };
 
-use offstage::{
-    providers::{Context, ProvidersConfig, stability::StabilityConfig, ImageProvider, ImageRequest, SetupError, ProviderError},
+use self::standin::Reply;
+use super::{
+    contract::{Answer, Row, Setup, Spawned, Spawning},
+    jobs,
+    openai::leak,
+    standin::{Scripted, png_size},
 };
-
-use crate::stability_standin::{self, Reply};
 
 /// Distinctive, so that a leak into any error text is easy to spot.
 const KEY: &str = "sk-offstage-test-5a8e2c91d7f04b36";
+
+/// Stability in the provider contract.
+pub const ROW: Row = Row {
+    name: "stability",
+    key: KEY,
+    key_variable: Some("STABILITY_API_KEY"),
+    configure,
+    capped,
+    spawn,
+    attempts,
+    typical_latency: Duration::from_secs(10),
+    remote_url: "https://api.stability.ai",
+    can_edit: true,
+    // A 200 that is not an image is refused before its body is read.
+    caps_first_answer: false,
+    connect_names: None,
+    refusal_says: "content moderation",
+    landscape: (1216, 832),
+    landscape_request,
+};
+
+fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
+    let stability = &mut providers.stability;
+    stability.base_url.clone_from(&setup.base_url);
+    stability.api_key = setup.key.map(Into::into);
+    stability.request_timeout = setup.request_timeout;
+    if let Some(latency) = setup.typical_latency {
+        stability.typical_latency = latency;
+    }
+}
+
+fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
+    let provider = StabilityProvider::new(&providers.stability, &Context::default());
+    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
+}
+
+fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
+    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
+    Some(Box::pin(async move { Spawned::new(standin::spawn(script).await) }))
+}
+
+fn reply(answer: Answer) -> Option<Reply> {
+    Some(match answer {
+        Answer::Image => Reply::Image,
+        Answer::ServerError(status) => Reply::server_error(status),
+        Answer::Hang => Reply::Hang,
+        Answer::RateLimited(seconds) => Reply::rate_limited(Some(leak(seconds))),
+        Answer::Unauthorized => Reply::unauthorized(),
+        Answer::QuotaExhausted => Reply::payment_required(),
+        Answer::Refused => Reply::content_moderation(),
+        Answer::Garbage => return None,
+    })
+}
+
+fn attempts(stand_in: &Spawned) -> usize {
+    stand_in.get::<Scripted<Reply>>().hits()
+}
+
+fn landscape_request(stand_in: &Spawned, row: &Row) {
+    let request = &stand_in.get::<Scripted<Reply>>().requests()[0];
+    assert_eq!(request.field("aspect_ratio"), Some("3:2"));
+    assert_eq!(request.field("prompt"), Some("a red fox"));
+    assert_eq!(request.header("authorization"), Some(format!("Bearer {}", row.key).as_str()));
+}
 
 fn config(base_url: &str) -> StabilityConfig {
     StabilityConfig {
@@ -43,7 +112,7 @@ fn request(width: u32, height: u32) -> ImageRequest {
 
 /// Runs one generation that must fail, and checks the failure does not reveal the key.
 async fn error_for(script: Vec<Reply>) -> ProviderError {
-    let stand_in = stability_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let result = provider(config(&stand_in.base_url)).generate(&request(1024, 1024)).await;
     let error = result.expect_err("the provider should fail");
     assert_no_key(&error);
@@ -51,19 +120,12 @@ async fn error_for(script: Vec<Reply>) -> ProviderError {
 }
 
 fn assert_no_key(error: &ProviderError) {
-    assert!(!error.to_string().contains(KEY), "Display leaks the key: {error}");
-    assert!(!format!("{error:?}").contains(KEY), "Debug leaks the key: {error:?}");
-}
-
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .expect("the bytes are a PNG");
-    (decoded.width(), decoded.height())
+    ROW.assert_no_key(error);
 }
 
 #[tokio::test]
 async fn returns_the_png_and_sends_the_documented_request() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let image = provider(config(&stand_in.base_url))
         .generate(&request(1024, 1536))
         .await
@@ -91,7 +153,7 @@ async fn returns_the_png_and_sends_the_documented_request() {
 
 #[tokio::test]
 async fn sd3_models_go_to_the_sd3_endpoint_with_a_model_field_and_the_seed() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let config = StabilityConfig {
         model: "sd3.5-large-turbo".to_owned(),
         ..config(&format!("{}/", stand_in.base_url))
@@ -109,7 +171,7 @@ async fn sd3_models_go_to_the_sd3_endpoint_with_a_model_field_and_the_seed() {
 
 #[tokio::test]
 async fn ultra_goes_to_the_ultra_endpoint() {
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let config = StabilityConfig { model: "ultra".to_owned(), ..config(&stand_in.base_url) };
     let image = provider(config).generate(&request(1024, 1024)).await.expect("an image");
     assert_eq!(image.model, "stable-image-ultra");
@@ -133,32 +195,6 @@ async fn payload_too_large_is_a_bad_request() {
 }
 
 #[tokio::test]
-async fn unauthorized_is_unauthorized() {
-    let error = error_for(vec![Reply::unauthorized()]).await;
-    assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");
-    assert!(!error.is_retryable());
-    assert!(error.speakable().contains("credentials"), "{}", error.speakable());
-}
-
-#[tokio::test]
-async fn insufficient_credits_is_exhausted_quota() {
-    let error = error_for(vec![Reply::payment_required()]).await;
-    assert!(matches!(error, ProviderError::QuotaExhausted), "{error:?}");
-    assert!(!error.is_retryable());
-}
-
-#[tokio::test]
-async fn content_moderation_is_a_refusal() {
-    let error = error_for(vec![Reply::content_moderation()]).await;
-    assert!(
-        matches!(&error, ProviderError::Refused { reason } if reason.contains("content moderation")),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
-    assert_eq!(error.code(), "content_refused");
-}
-
-#[tokio::test]
 async fn a_filtered_image_is_a_refusal_and_never_delivered() {
     let error = error_for(vec![Reply::Filtered]).await;
     assert!(
@@ -168,90 +204,16 @@ async fn a_filtered_image_is_a_refusal_and_never_delivered() {
 }
 
 #[tokio::test]
-async fn rate_limits_are_retryable_after_retry_after() {
-    let error = error_for(vec![Reply::rate_limited(Some("7"))]).await;
-    assert!(matches!(error, ProviderError::RateLimited { .. }), "{error:?}");
-    assert!(error.is_retryable());
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+async fn a_rate_limit_without_retry_after_asks_no_wait() {
     let error = error_for(vec![Reply::rate_limited(None)]).await;
     assert_eq!(error.retry_after(), None);
 }
 
-#[tokio::test]
-async fn server_errors_are_retryable_unavailability() {
-    let stand_in =
-        stability_standin::spawn(vec![Reply::server_error(500), Reply::server_error(503)]).await;
-    let provider = provider(config(&stand_in.base_url));
-    for expected in [500, 503] {
-        let error = provider.generate(&request(1024, 1024)).await.expect_err("a server error");
-        assert_no_key(&error);
-        assert!(
-            matches!(error, ProviderError::Unavailable { status, .. } if status == expected),
-            "{error:?}"
-        );
-        assert!(error.is_retryable());
-    }
-}
-
-#[tokio::test]
-async fn a_hanging_server_times_out() {
-    let stand_in = stability_standin::spawn(vec![Reply::Hang]).await;
-    let config = StabilityConfig {
-        request_timeout: Duration::from_millis(300),
-        ..config(&stand_in.base_url)
-    };
-    let started = Instant::now();
-    let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
-    assert!(matches!(error, ProviderError::Timeout), "{error:?}");
-    assert!(error.is_retryable());
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-}
-
-#[tokio::test]
-async fn a_refused_connection_is_a_connect_error() {
-    // Take a free port and release it, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let error = provider(config(&format!("http://127.0.0.1:{port}")))
-        .generate(&request(1024, 1024))
-        .await
-        .expect_err("nothing listens");
-    assert_no_key(&error);
-    assert!(matches!(error, ProviderError::Connect(_)), "{error:?}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
-    let provider = provider(config("https://api.stability.ai"));
-    assert_eq!(provider.name(), "stability");
-    assert_eq!(provider.typical_latency(), Duration::from_secs(10));
-    assert!(provider.is_remote());
-    let shown = format!("{provider:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains("<redacted>"), "{shown}");
-}
-
 #[test]
-fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".into())] {
-        let result = build(StabilityConfig { api_key, ..StabilityConfig::default() });
-        let Err(error) = result else { panic!("built without a key") };
-        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
-        assert!(error.to_string().contains("STABILITY_API_KEY"), "{error}");
-    }
-    let key_with_newline =
-        StabilityConfig { api_key: Some("sk\nx".into()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
+fn bad_models_fail_to_build() {
     for model in ["", "dall-e-3", "sd3/../x"] {
         let result = build(StabilityConfig { model: model.to_owned(), ..config("http://x") });
         assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
-    }
-    for base_url in ["ftp://example.com", "api.stability.ai"] {
-        let result = build(config(base_url));
-        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 
@@ -259,7 +221,7 @@ fn bad_configurations_fail_to_build() {
 async fn stand_in_rejects_what_the_real_api_rejects() {
     use reqwest::multipart::Form;
 
-    let stand_in = stability_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let url = format!("{}/v2beta/stable-image/generate/core", stand_in.base_url);
     let http = reqwest::Client::new();
     let form = |fields: &[(&'static str, &'static str)]| {
@@ -295,4 +257,14 @@ async fn stand_in_rejects_what_the_real_api_rejects() {
     assert_eq!(answer.headers()["finish-reason"], "SUCCESS");
     assert_eq!(png_size(&answer.bytes().await.unwrap()), (1024, 1024));
     assert_eq!(stand_in.hits(), 6);
+}
+
+#[tokio::test]
+async fn a_filtered_image_fails_the_job_at_once_with_the_spoken_refusal() {
+    let stand_in = standin::spawn(vec![Reply::Filtered]).await;
+    let (view, _) = jobs::run_at(&ROW, &stand_in.base_url, "square", |_| {}).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(stand_in.hits(), 1, "a refusal is not retried: {view}");
+    let error = view["error"].as_str().unwrap();
+    assert!(error.contains("describing it differently"), "{error}");
 }

@@ -8,10 +8,10 @@ use offstage::{
 };
 
 use super::{KEY, assert_no_key, config, provider};
-use crate::openai_standin::{self, Reply};
+use super::standin::{self, Reply};
 
 fn source_png() -> Vec<u8> {
-    openai_standin::partial_png(96, 64, 0)
+    standin::partial_png(96, 64, 0)
 }
 
 fn edit_request(image: Vec<u8>, format: ImageFormat, width: u32, height: u32) -> EditRequest {
@@ -21,7 +21,7 @@ fn edit_request(image: Vec<u8>, format: ImageFormat, width: u32, height: u32) ->
 
 #[tokio::test]
 async fn edit_sends_the_source_as_a_file_part_and_returns_the_image() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1536, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1536, 1024)]).await;
     let provider = provider(&config(&stand_in.base_url));
     assert!(provider.can_edit());
     let source = source_png();
@@ -31,7 +31,7 @@ async fn edit_sends_the_source_as_a_file_part_and_returns_the_image() {
         .expect("an edited image");
 
     assert_eq!(image.model, "gpt-image-1");
-    assert_eq!(&image.bytes[..], openai_standin::png(1536, 1024));
+    assert_eq!(&image.bytes[..], standin::png(1536, 1024));
     let requests = stand_in.requests();
     assert_eq!(requests.len(), 1);
     let sent = &requests[0];
@@ -54,7 +54,7 @@ async fn edit_sends_the_source_as_a_file_part_and_returns_the_image() {
 
 #[tokio::test]
 async fn a_jpeg_source_is_named_and_typed_as_one() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let mut jpeg = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_pixel(80, 80, image::Rgb([200, 40, 40]))
         .write_to(&mut jpeg, image::ImageFormat::Jpeg)
@@ -69,7 +69,7 @@ async fn a_jpeg_source_is_named_and_typed_as_one() {
 
 #[tokio::test]
 async fn dall_e_2_edits_ask_for_b64_json_at_its_square_size() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let config = OpenAiConfig { model: "dall-e-2".to_owned(), ..config(&stand_in.base_url) };
     let request = edit_request(source_png(), ImageFormat::Png, 1536, 1024);
     provider(&config).edit(&request).await.expect("an edited image");
@@ -83,7 +83,7 @@ async fn dall_e_2_edits_ask_for_b64_json_at_its_square_size() {
 
 #[tokio::test]
 async fn dall_e_3_cannot_edit_and_sends_nothing() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let config = OpenAiConfig { model: "dall-e-3".to_owned(), ..config(&stand_in.base_url) };
     let provider = provider(&config);
     assert!(!provider.can_edit());
@@ -97,7 +97,7 @@ async fn dall_e_3_cannot_edit_and_sends_nothing() {
 
 #[tokio::test]
 async fn an_edit_the_safety_system_blocks_is_a_refusal() {
-    let stand_in = openai_standin::spawn(vec![Reply::moderation_blocked()]).await;
+    let stand_in = standin::spawn(vec![Reply::moderation_blocked()]).await;
     let error = provider(&config(&stand_in.base_url))
         .edit(&edit_request(source_png(), ImageFormat::Png, 1024, 1024))
         .await
@@ -110,7 +110,7 @@ async fn an_edit_the_safety_system_blocks_is_a_refusal() {
 
 #[tokio::test]
 async fn a_rate_limited_edit_is_retryable_after_the_wait() {
-    let stand_in = openai_standin::spawn(vec![Reply::rate_limited(Some("3"))]).await;
+    let stand_in = standin::spawn(vec![Reply::rate_limited(Some("3"))]).await;
     let error = provider(&config(&stand_in.base_url))
         .edit(&edit_request(source_png(), ImageFormat::Png, 1024, 1024))
         .await
@@ -122,7 +122,7 @@ async fn a_rate_limited_edit_is_retryable_after_the_wait() {
 
 #[tokio::test]
 async fn the_stand_in_rejects_an_edit_whose_image_is_not_what_it_claims() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let request = edit_request(b"not an image at all".to_vec(), ImageFormat::Png, 1024, 1024);
     let error = provider(&config(&stand_in.base_url)).edit(&request).await.expect_err("rejected");
     let ProviderError::BadRequest(message) = &error else { panic!("a bad request: {error:?}") };

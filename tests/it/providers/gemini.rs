@@ -2,20 +2,87 @@
 //! sends, and how it maps each documented answer (or non-answer) onto a `ProviderError`. Edits have a file of their own.
 
 mod edits;
+pub mod standin;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use std::{sync::Arc, time::Duration};
+
+use offstage::providers::{
+    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
+    gemini::{GeminiConfig, GeminiProvider},
 };
 
-use offstage::{
-    providers::{Context, ProvidersConfig, gemini::GeminiConfig, ImageProvider, ImageRequest, SetupError, ProviderError},
+use self::standin::{Reply, StandIn};
+use super::{
+    contract::{Answer, Row, Setup, Spawned, Spawning},
+    jobs,
+    standin::{Scripted, png_size},
 };
-
-use crate::gemini_standin::{self, Reply, StandIn};
 
 /// Distinctive, so that a leak into any error text is easy to spot.
 const KEY: &str = "AIzaTest-offstage-9b41c7d2e05f";
+
+/// Gemini in the provider contract.
+pub const ROW: Row = Row {
+    name: "gemini",
+    key: KEY,
+    key_variable: Some("GEMINI_API_KEY"),
+    configure,
+    capped,
+    spawn,
+    attempts,
+    typical_latency: Duration::from_secs(15),
+    remote_url: "https://generativelanguage.googleapis.com",
+    can_edit: true,
+    caps_first_answer: true,
+    connect_names: None,
+    refusal_says: "PROHIBITED_CONTENT",
+    landscape: (1248, 832),
+    landscape_request,
+};
+
+fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
+    let gemini = &mut providers.gemini;
+    gemini.base_url.clone_from(&setup.base_url);
+    gemini.api_key = setup.key.map(Into::into);
+    gemini.request_timeout = setup.request_timeout;
+    if let Some(latency) = setup.typical_latency {
+        gemini.typical_latency = latency;
+    }
+}
+
+fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
+    let provider = GeminiProvider::new(&providers.gemini, &Context::default());
+    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
+}
+
+fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
+    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
+    Some(Box::pin(async move { Spawned::new(standin::spawn(script).await) }))
+}
+
+fn reply(answer: Answer) -> Option<Reply> {
+    Some(match answer {
+        Answer::Image => Reply::Image,
+        Answer::ServerError(status) => Reply::server_error(status),
+        Answer::Hang => Reply::Hang,
+        Answer::RateLimited(seconds) => Reply::resource_exhausted(&format!("{seconds}s")),
+        Answer::Unauthorized => Reply::api_key_invalid(),
+        Answer::QuotaExhausted => Reply::daily_quota_exhausted(),
+        Answer::Refused => Reply::Blocked { reason: "PROHIBITED_CONTENT" },
+        Answer::Garbage => Reply::Garbage,
+    })
+}
+
+fn attempts(stand_in: &Spawned) -> usize {
+    stand_in.get::<Scripted<Reply>>().hits()
+}
+
+fn landscape_request(stand_in: &Spawned, row: &Row) {
+    let request = &stand_in.get::<Scripted<Reply>>().requests()[0];
+    assert_eq!(request.body["generationConfig"]["imageConfig"]["aspectRatio"], "3:2");
+    assert_eq!(request.body["contents"][0]["parts"][0]["text"], "a red fox");
+    assert_eq!(request.header("x-goog-api-key"), Some(row.key));
+}
 
 fn config(base_url: &str) -> GeminiConfig {
     GeminiConfig {
@@ -42,7 +109,7 @@ fn request(width: u32, height: u32) -> ImageRequest {
 
 /// Runs one square generation against a stand-in playing `script`.
 async fn generate_with(script: Vec<Reply>) -> (StandIn, Result<Vec<u8>, ProviderError>) {
-    let stand_in = gemini_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let result = provider(config(&stand_in.base_url)).generate(&request(1024, 1024)).await;
     (stand_in, result.map(|image| image.bytes.to_vec()))
 }
@@ -56,19 +123,12 @@ async fn error_for(script: Vec<Reply>) -> ProviderError {
 }
 
 fn assert_no_key(error: &ProviderError) {
-    assert!(!error.to_string().contains(KEY), "Display leaks the key: {error}");
-    assert!(!format!("{error:?}").contains(KEY), "Debug leaks the key: {error:?}");
-}
-
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .expect("the bytes are a PNG");
-    (decoded.width(), decoded.height())
+    ROW.assert_no_key(error);
 }
 
 #[tokio::test]
 async fn returns_the_png_and_sends_the_documented_request() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let image = provider(config(&stand_in.base_url))
         .generate(&request(1024, 1536))
         .await
@@ -106,7 +166,7 @@ async fn accepts_text_beside_the_image_and_snake_case_fields() {
 
 #[tokio::test]
 async fn a_models_prefix_and_a_trailing_slash_are_tolerated() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let config = GeminiConfig {
         model: "models/gemini-3-pro-image-preview".to_owned(),
         ..config(&format!("{}/", stand_in.base_url))
@@ -137,7 +197,7 @@ async fn failed_precondition_is_a_bad_request() {
 
 #[tokio::test]
 async fn an_unknown_model_is_a_bad_request_naming_it() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let config = GeminiConfig { model: "gemini-9-paint".to_owned(), ..config(&stand_in.base_url) };
     let error = provider(config).generate(&request(1024, 1024)).await.expect_err("404");
     assert!(
@@ -147,58 +207,15 @@ async fn an_unknown_model_is_a_bad_request_naming_it() {
 }
 
 #[tokio::test]
-async fn an_invalid_api_key_is_unauthorized_though_google_says_400() {
-    let error = error_for(vec![Reply::api_key_invalid()]).await;
-    assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");
-    assert!(!error.is_retryable());
-    assert!(error.speakable().contains("credentials"), "{}", error.speakable());
-}
-
-#[tokio::test]
 async fn permission_denied_is_unauthorized() {
     let error = error_for(vec![Reply::permission_denied()]).await;
     assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");
 }
 
 #[tokio::test]
-async fn resource_exhausted_is_retryable_after_the_retry_info_delay() {
-    let error = error_for(vec![Reply::resource_exhausted("37s")]).await;
-    assert!(matches!(error, ProviderError::RateLimited { .. }), "{error:?}");
-    assert!(error.is_retryable());
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(37)));
-}
-
-#[tokio::test]
 async fn a_retry_after_header_wins_over_retry_info() {
     let error = error_for(vec![Reply::resource_exhausted("37s").with_retry_after("2")]).await;
     assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
-}
-
-#[tokio::test]
-async fn an_exhausted_daily_quota_is_not_retryable() {
-    let error = error_for(vec![Reply::daily_quota_exhausted()]).await;
-    assert!(matches!(error, ProviderError::QuotaExhausted), "{error:?}");
-    assert!(!error.is_retryable());
-}
-
-#[tokio::test]
-async fn server_errors_are_retryable_unavailability() {
-    let stand_in = gemini_standin::spawn(vec![
-        Reply::server_error(500),
-        Reply::server_error(503),
-        Reply::server_error(504),
-    ])
-    .await;
-    let provider = provider(config(&stand_in.base_url));
-    for expected in [500, 503, 504] {
-        let error = provider.generate(&request(1024, 1024)).await.expect_err("a server error");
-        assert_no_key(&error);
-        assert!(
-            matches!(error, ProviderError::Unavailable { status, .. } if status == expected),
-            "{error:?}"
-        );
-        assert!(error.is_retryable());
-    }
 }
 
 #[tokio::test]
@@ -247,76 +264,17 @@ async fn a_text_only_answer_is_an_invalid_response_with_the_text() {
     assert!(!error.is_retryable());
 }
 
-#[tokio::test]
-async fn undecodable_image_bytes_are_passed_on_for_the_runner_to_judge() {
-    let (_stand_in, result) = generate_with(vec![Reply::Garbage]).await;
-    assert_eq!(result.expect("the provider does not validate images"), b"certainly not a PNG");
-}
-
-#[tokio::test]
-async fn a_hanging_server_times_out() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Hang]).await;
-    let config =
-        GeminiConfig { request_timeout: Duration::from_millis(300), ..config(&stand_in.base_url) };
-    let started = Instant::now();
-    let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
-    assert!(matches!(error, ProviderError::Timeout), "{error:?}");
-    assert!(error.is_retryable());
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-}
-
-#[tokio::test]
-async fn a_refused_connection_is_a_connect_error() {
-    // Take a free port and release it, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let error = provider(config(&format!("http://127.0.0.1:{port}")))
-        .generate(&request(1024, 1024))
-        .await
-        .expect_err("nothing listens");
-    assert_no_key(&error);
-    assert!(matches!(error, ProviderError::Connect(_)), "{error:?}");
-    assert!(error.is_retryable());
-    assert!(!error.to_string().contains("127.0.0.1"), "no URL in the message: {error}");
-}
-
-#[tokio::test]
-async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
-    let provider = provider(config("https://generativelanguage.googleapis.com"));
-    assert_eq!(provider.name(), "gemini");
-    assert_eq!(provider.typical_latency(), Duration::from_secs(15));
-    assert!(provider.is_remote());
-    let shown = format!("{provider:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains("<redacted>"), "{shown}");
-}
-
 #[test]
-fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".into())] {
-        let result = build(GeminiConfig { api_key, ..GeminiConfig::default() });
-        let Err(error) = result else { panic!("built without a key") };
-        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
-        assert!(error.to_string().contains("GEMINI_API_KEY"), "{error}");
-    }
-    let key_with_newline =
-        GeminiConfig { api_key: Some("AIza\nx".into()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
+fn bad_models_fail_to_build() {
     for model in ["", "gemini/../files", "gemini 2.5"] {
         let result = build(GeminiConfig { model: model.to_owned(), ..config("http://x") });
         assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
-    }
-    for base_url in ["ftp://example.com", "generativelanguage.googleapis.com"] {
-        let result = build(config(base_url));
-        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 
 #[tokio::test]
 async fn stand_in_rejects_what_the_real_api_rejects() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let url = format!("{}/v1beta/models/gemini-2.5-flash-image:generateContent", stand_in.base_url);
     let http = reqwest::Client::new();
     let valid = serde_json::json!({
@@ -342,4 +300,22 @@ async fn stand_in_rejects_what_the_real_api_rejects() {
     assert_eq!(status_of(wrong_path.send().await.unwrap()), 404);
     assert_eq!(status_of(post(valid, KEY).await.unwrap()), 200);
     assert_eq!(stand_in.hits(), 5);
+}
+
+#[tokio::test]
+async fn portrait_images_come_back_at_two_by_three() {
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
+    let (view, pixels) = jobs::run_at(&ROW, &stand_in.base_url, "portrait", |_| {}).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(pixels, Some((832, 1248)));
+}
+
+#[tokio::test]
+async fn an_image_safety_stop_fails_the_job_at_once_with_the_spoken_refusal() {
+    let stand_in = standin::spawn(vec![Reply::image_safety()]).await;
+    let (view, _) = jobs::run_at(&ROW, &stand_in.base_url, "square", |_| {}).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(stand_in.hits(), 1, "a refusal is not retried: {view}");
+    let error = view["error"].as_str().unwrap();
+    assert!(error.contains("describing it differently"), "{error}");
 }

@@ -2,16 +2,17 @@
 //! checks the image part (present, named, typed, and really an image of that type) and the
 //! fields our provider sends, records everything, and answers from the shared script.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use axum::{
     extract::{Multipart, State, multipart::MultipartRejection},
     http::{HeaderMap, Method, StatusCode, Uri},
     response::Response,
 };
-use serde_json::Value;
+use serde_json::json;
 
-use super::{RecordedFile, RecordedRequest, Rejection, Reply, Shared, check_auth, error};
+use super::{Rejection, Reply, Shared, answer, check_auth, error};
+use crate::providers::standin::{Recorded, RecordedFile, read_parts};
 
 pub(super) async fn handle(
     State(shared): State<Arc<Shared>>,
@@ -24,16 +25,9 @@ pub(super) async fn handle(
         Ok(multipart) => read_parts(multipart).await,
         Err(rejection) => Err(rejection.body_text()),
     };
-    let (fields, files) = parts.clone().unwrap_or_default();
-    let request = RecordedRequest {
-        method,
-        path: uri.path().to_owned(),
-        headers: headers.clone(),
-        body: Value::Null,
-        fields,
-        files,
-    };
-    shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
+    let mut request = Recorded::new(&method, &uri, &headers, &[]);
+    (request.fields, request.files) = parts.clone().unwrap_or_default();
+    shared.log.push(request.clone());
     let checked = check_auth(&headers).and_then(|()| {
         parts.map_err(|message| Rejection {
             status: StatusCode::BAD_REQUEST,
@@ -46,38 +40,20 @@ pub(super) async fn handle(
     if let Err(rejection) = checked {
         return rejection.into_response();
     }
-    match shared.next_reply() {
+    match shared.script.next() {
         Reply::Stream(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "The stand-in was scripted to stream, but edits are not streamed here.",
             None,
             None,
         ),
-        reply => shared.answer(reply).await,
+        reply => answer(&shared, reply, &json!({ "size": request.field("size") })).await,
     }
-}
-
-type Parts = (Vec<(String, String)>, Vec<RecordedFile>);
-
-async fn read_parts(mut multipart: Multipart) -> Result<Parts, String> {
-    let (mut fields, mut files) = (Vec::new(), Vec::new());
-    while let Some(field) = multipart.next_field().await.map_err(|error| error.body_text())? {
-        let name = field.name().unwrap_or_default().to_owned();
-        let file_name = field.file_name().map(str::to_owned);
-        let content_type = field.content_type().map(str::to_owned);
-        if file_name.is_some() {
-            let bytes = field.bytes().await.map_err(|error| error.body_text())?.to_vec();
-            files.push(RecordedFile { name, file_name, content_type, bytes });
-        } else {
-            fields.push((name, field.text().await.map_err(|error| error.body_text())?));
-        }
-    }
-    Ok((fields, files))
 }
 
 /// The checks the real endpoint makes on what our provider sends, with its wording. Stricter
 /// in one way: `model` and `size` are required, because our provider always sends them.
-fn validate(request: &RecordedRequest) -> Result<(), Rejection> {
+fn validate(request: &Recorded) -> Result<(), Rejection> {
     let known = [
         "model",
         "prompt",
@@ -136,7 +112,7 @@ fn validate(request: &RecordedRequest) -> Result<(), Rejection> {
 }
 
 /// One `image` file part whose declared type is a supported one and matches its bytes.
-fn check_image(request: &RecordedRequest, gpt_image: bool) -> Result<(), Rejection> {
+fn check_image(request: &Recorded, gpt_image: bool) -> Result<(), Rejection> {
     let images: Vec<&RecordedFile> = request
         .files
         .iter()

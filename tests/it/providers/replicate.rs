@@ -3,26 +3,103 @@
 //! `ProviderError`, which URLs it refuses to follow, and that a dropped call cancels its
 //! prediction.
 
+pub mod standin;
+
 use std::{sync::Arc, time::Duration};
 
-use offstage::{
-    providers::{
-        Context, ProvidersConfig, replicate::ReplicateConfig, ImageProvider, ImageRequest, SetupError, ProviderError,
-        replicate::ReplicateProvider,
-    },
+use offstage::providers::{
+    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
+    replicate::{ReplicateConfig, ReplicateProvider},
 };
 use serde_json::json;
 
-use crate::replicate_standin::{self, Kind, MODEL, Plan, Reply, StandIn, VERSION, prediction_id};
+use self::standin::{Kind, MODEL, Plan, Reply, StandIn, VERSION, prediction_id};
+use super::{
+    contract::{Answer, Row, Setup, Spawned, Spawning},
+    jobs,
+    openai::leak,
+    standin::png_size,
+};
+use crate::support::{call, modern_client, structured, wait_until_ended};
 
 /// Distinctive, so that a leak into any error text is easy to spot.
 const KEY: &str = "r8_offstage-test-1f6b3d8e2a9c4075";
+
+/// Replicate in the provider contract.
+pub const ROW: Row = Row {
+    name: "replicate",
+    key: KEY,
+    key_variable: Some("REPLICATE_API_TOKEN"),
+    configure,
+    capped,
+    spawn,
+    attempts,
+    typical_latency: Duration::from_secs(4),
+    remote_url: "https://api.replicate.com",
+    can_edit: false,
+    caps_first_answer: false,
+    connect_names: None,
+    refusal_says: "NSFW content",
+    landscape: (1216, 832),
+    landscape_request,
+};
+
+fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
+    let replicate = &mut providers.replicate;
+    replicate.base_url.clone_from(&setup.base_url);
+    replicate.api_key = setup.key.map(Into::into);
+    replicate.request_timeout = setup.request_timeout;
+    replicate.poll_interval = Duration::from_millis(100);
+    if let Some(latency) = setup.typical_latency {
+        replicate.typical_latency = latency;
+    }
+}
+
+fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
+    let provider = ReplicateProvider::new(&providers.replicate, &Context::default());
+    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
+}
+
+fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
+    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
+    Some(Box::pin(async move { Spawned::new(standin::spawn(script).await) }))
+}
+
+fn reply(answer: Answer) -> Option<Reply> {
+    Some(match answer {
+        Answer::Image => Reply::image(),
+        Answer::ServerError(status) => Reply::server_error(status),
+        Answer::Hang => Reply::Hang,
+        Answer::RateLimited(seconds) => Reply::throttled(Some(leak(seconds))),
+        Answer::Unauthorized => Reply::unauthorized(),
+        Answer::QuotaExhausted => Reply::payment_required(),
+        Answer::Refused => Reply::nsfw(),
+        Answer::Garbage => return None,
+    })
+}
+
+/// One attempt is one prediction created (or refused at creation).
+fn attempts(stand_in: &Spawned) -> usize {
+    stand_in.get::<standin::Replicate>().count(Kind::Create)
+}
+
+fn landscape_request(stand_in: &Spawned, row: &Row) {
+    let stand_in = stand_in.get::<standin::Replicate>();
+    let create = &stand_in.of(Kind::Create)[0];
+    assert_eq!(create.path, format!("/v1/models/{MODEL}/predictions"));
+    assert_eq!(create.body["input"]["aspect_ratio"], "3:2");
+    assert_eq!(create.body["input"]["prompt"], "a red fox");
+    assert_eq!(create.header("authorization"), Some(format!("Bearer {}", row.key).as_str()));
+    assert_eq!(stand_in.count(Kind::Poll), 2, "starting → processing → succeeded");
+    assert_eq!(stand_in.of(Kind::Download)[0].header("authorization"), None);
+    assert_eq!(stand_in.count(Kind::Cancel), 0);
+}
 
 fn config(base_url: &str) -> ReplicateConfig {
     ReplicateConfig {
         api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
-        poll_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(10),
         ..ReplicateConfig::default()
     }
@@ -44,7 +121,7 @@ fn request(width: u32, height: u32) -> ImageRequest {
 
 /// Runs one generation against a fresh stand-in; the stand-in is returned to inspect.
 async fn run(script: Vec<Reply>) -> (Result<Vec<u8>, ProviderError>, StandIn) {
-    let stand_in = replicate_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let result = provider(config(&stand_in.base_url)).generate(&request(1024, 1024)).await;
     (result.map(|image| image.bytes.to_vec()), stand_in)
 }
@@ -53,19 +130,8 @@ async fn run(script: Vec<Reply>) -> (Result<Vec<u8>, ProviderError>, StandIn) {
 async fn error_for(script: Vec<Reply>) -> (ProviderError, StandIn) {
     let (result, stand_in) = run(script).await;
     let error = result.expect_err("the provider should fail");
-    assert_no_key(&error);
+    ROW.assert_no_key(&error);
     (error, stand_in)
-}
-
-fn assert_no_key(error: &ProviderError) {
-    assert!(!error.to_string().contains(KEY), "Display leaks the key: {error}");
-    assert!(!format!("{error:?}").contains(KEY), "Debug leaks the key: {error:?}");
-}
-
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .expect("the bytes are a PNG");
-    (decoded.width(), decoded.height())
 }
 
 fn bearer() -> String {
@@ -74,7 +140,7 @@ fn bearer() -> String {
 
 #[tokio::test]
 async fn polls_through_starting_and_processing_and_returns_the_png() {
-    let stand_in = replicate_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let image = provider(config(&stand_in.base_url))
         .generate(&request(1536, 1024))
         .await
@@ -115,7 +181,7 @@ async fn polls_through_starting_and_processing_and_returns_the_png() {
 #[tokio::test]
 async fn a_pinned_version_is_created_through_predictions_with_the_seed() {
     let plan = Plan { single_output: true, starting: 0, processing: 3, ..Plan::default() };
-    let stand_in = replicate_standin::spawn(vec![Reply::Prediction(plan)]).await;
+    let stand_in = standin::spawn(vec![Reply::Prediction(plan)]).await;
     let config = ReplicateConfig {
         model: format!("{MODEL}:{VERSION}"),
         deadline: Duration::from_millis(90_500),
@@ -145,23 +211,8 @@ async fn a_prediction_that_ended_at_creation_is_not_polled() {
 }
 
 #[tokio::test]
-async fn a_rejected_token_is_unauthorized() {
-    let (error, _) = error_for(vec![Reply::unauthorized()]).await;
-    assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");
-    assert!(!error.is_retryable());
-    assert!(error.speakable().contains("credentials"), "{}", error.speakable());
-}
-
-#[tokio::test]
-async fn insufficient_credit_is_exhausted_quota() {
-    let (error, _) = error_for(vec![Reply::payment_required()]).await;
-    assert!(matches!(error, ProviderError::QuotaExhausted), "{error:?}");
-    assert!(!error.is_retryable());
-}
-
-#[tokio::test]
 async fn an_unknown_model_is_a_bad_request() {
-    let stand_in = replicate_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let config =
         ReplicateConfig { model: "someone/no-such-model".to_owned(), ..config(&stand_in.base_url) };
     let error = provider(config).generate(&request(1024, 1024)).await.expect_err("no such model");
@@ -182,29 +233,9 @@ async fn rejected_input_is_a_bad_request_naming_the_field() {
 }
 
 #[tokio::test]
-async fn throttled_creates_are_retryable_after_retry_after() {
-    let (error, _) = error_for(vec![Reply::throttled(Some("7"))]).await;
-    assert!(matches!(error, ProviderError::RateLimited { .. }), "{error:?}");
-    assert!(error.is_retryable());
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
-}
-
-#[tokio::test]
-async fn server_errors_are_retryable_unavailability() {
-    let (error, _) = error_for(vec![Reply::server_error(503)]).await;
-    assert!(matches!(error, ProviderError::Unavailable { status: 503, .. }), "{error:?}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn an_nsfw_failure_is_a_refusal() {
+async fn an_nsfw_failure_is_neither_cancelled_nor_downloaded() {
     let (error, stand_in) = error_for(vec![Reply::nsfw()]).await;
-    assert!(
-        matches!(&error, ProviderError::Refused { reason } if reason.contains("NSFW content")),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
-    assert_eq!(error.code(), "content_refused");
+    assert!(matches!(&error, ProviderError::Refused { .. }), "{error:?}");
     assert_eq!(stand_in.count(Kind::Cancel), 0, "an ended prediction is not cancelled");
     assert_eq!(stand_in.count(Kind::Download), 0);
 }
@@ -277,7 +308,7 @@ async fn a_poll_url_on_another_origin_is_never_followed() {
 #[tokio::test]
 async fn an_oversized_output_file_is_refused() {
     let plan = Plan { file_bytes: Some(64 * 1024), ..Plan::default() };
-    let stand_in = replicate_standin::spawn(vec![Reply::Prediction(plan)]).await;
+    let stand_in = standin::spawn(vec![Reply::Prediction(plan)]).await;
     let provider = ReplicateProvider::new(&config(&stand_in.base_url), &Context::default())
         .expect("a valid configuration")
         .with_body_limit(16 * 1024);
@@ -290,22 +321,10 @@ async fn an_oversized_output_file_is_refused() {
 }
 
 #[tokio::test]
-async fn a_hanging_create_times_out() {
-    let stand_in = replicate_standin::spawn(vec![Reply::Hang]).await;
-    let config = ReplicateConfig {
-        request_timeout: Duration::from_millis(200),
-        ..config(&stand_in.base_url)
-    };
-    let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
-    assert!(matches!(error, ProviderError::Timeout), "{error:?}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
 async fn a_prediction_past_its_deadline_times_out_and_is_cancelled() {
-    let stand_in = replicate_standin::spawn(vec![Reply::stalled()]).await;
+    let stand_in = standin::spawn(vec![Reply::stalled()]).await;
     let config =
-        ReplicateConfig { deadline: Duration::from_millis(300), ..config(&stand_in.base_url) };
+        ReplicateConfig { deadline: Duration::from_secs(1), ..config(&stand_in.base_url) };
     let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
     assert!(matches!(error, ProviderError::Timeout), "{error:?}");
     assert!(stand_in.count(Kind::Poll) >= 1, "it polled before giving up");
@@ -316,7 +335,7 @@ async fn a_prediction_past_its_deadline_times_out_and_is_cancelled() {
 
 #[tokio::test]
 async fn dropping_the_call_cancels_the_prediction() {
-    let stand_in = replicate_standin::spawn(vec![Reply::stalled()]).await;
+    let stand_in = standin::spawn(vec![Reply::stalled()]).await;
     let provider = provider(config(&stand_in.base_url));
     let call = tokio::spawn(async move { provider.generate(&request(1024, 1024)).await });
     stand_in.wait_for(Kind::Poll, 2).await;
@@ -330,58 +349,17 @@ async fn dropping_the_call_cancels_the_prediction() {
     assert_eq!(stand_in.status_of(&prediction_id(1)).as_deref(), Some("canceled"));
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_a_connect_error() {
-    // Take a free port and release it, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let error = provider(config(&format!("http://127.0.0.1:{port}")))
-        .generate(&request(1024, 1024))
-        .await
-        .expect_err("nothing listens");
-    assert_no_key(&error);
-    assert!(matches!(error, ProviderError::Connect(_)), "{error:?}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn reports_its_name_latency_and_remoteness_and_hides_the_key() {
-    let provider = provider(config("https://api.replicate.com"));
-    assert_eq!(provider.name(), "replicate");
-    assert_eq!(provider.typical_latency(), Duration::from_secs(4));
-    assert!(provider.is_remote());
-    assert!(!provider.can_edit());
-    let shown = format!("{provider:?}");
-    assert!(!shown.contains(KEY), "{shown}");
-    assert!(shown.contains("<redacted>"), "{shown}");
-}
-
 #[test]
-fn bad_configurations_fail_to_build() {
-    for api_key in [None, Some("  ".into())] {
-        let result = build(ReplicateConfig { api_key, ..ReplicateConfig::default() });
-        let Err(error) = result else { panic!("built without a token") };
-        assert!(matches!(error, SetupError::MissingKey { .. }), "{error:?}");
-        assert!(error.to_string().contains("REPLICATE_API_TOKEN"), "{error}");
-    }
-    let token_with_newline =
-        ReplicateConfig { api_key: Some("r8\nx".into()), ..config("http://x") };
-    assert!(matches!(build(token_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
+fn bad_models_fail_to_build() {
     for model in ["", "flux-schnell", "a/b/c", "owner/name:", "owner/../x"] {
         let result = build(ReplicateConfig { model: model.to_owned(), ..config("http://x") });
         assert!(matches!(result, Err(SetupError::Invalid { field: "model", .. })), "{model}");
-    }
-    for base_url in ["ftp://example.com", "api.replicate.com"] {
-        let result = build(config(base_url));
-        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
     }
 }
 
 #[tokio::test]
 async fn stand_in_rejects_what_the_real_api_rejects() {
-    let stand_in = replicate_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let http = reqwest::Client::new();
     let create = format!("{}/v1/models/{MODEL}/predictions", stand_in.base_url);
     let post = |url: &str, token: &str, body: serde_json::Value| {
@@ -446,4 +424,54 @@ async fn stand_in_rejects_what_the_real_api_rejects() {
     let after: serde_json::Value =
         post(cancel, KEY, json!(null)).await.unwrap().json().await.unwrap();
     assert_eq!(after["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn an_interrupted_prediction_is_retried_with_a_new_one() {
+    let script =
+        vec![Reply::failed("Prediction interrupted; please retry (code: PA)"), Reply::image()];
+    let stand_in = standin::spawn(script).await;
+    let (view, pixels) = jobs::run_at(&ROW, &stand_in.base_url, "square", |_| {}).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(pixels, Some((1024, 1024)));
+    assert_eq!(stand_in.count(Kind::Create), 2);
+    assert_eq!(stand_in.status_of(&prediction_id(1)).as_deref(), Some("failed"));
+    assert_eq!(stand_in.status_of(&prediction_id(2)).as_deref(), Some("succeeded"));
+}
+
+#[tokio::test]
+async fn cancelling_the_job_cancels_the_prediction() {
+    let stand_in = standin::spawn(vec![Reply::stalled()]).await;
+    let server = jobs::server(&ROW, &stand_in.base_url, |_| {}).await;
+    let (client, _) = modern_client(&server.url(), None).await;
+    let job = jobs::start(&client, "square").await;
+    stand_in.wait_for(Kind::Poll, 1).await;
+
+    let cancelled = call(&client, "cancel_job", json!({"job_id": job})).await;
+    assert_eq!(structured(&cancelled)["status"], "cancelled", "{cancelled:?}");
+    stand_in.wait_for(Kind::Cancel, 1).await;
+    let cancel = &stand_in.of(Kind::Cancel)[0];
+    assert_eq!(cancel.path, format!("/v1/predictions/{}/cancel", prediction_id(1)));
+    assert_eq!(cancel.header("authorization"), Some(bearer().as_str()));
+    assert_eq!(stand_in.status_of(&prediction_id(1)).as_deref(), Some("canceled"));
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_out_of_time_fails_and_cancels_the_prediction() {
+    let stand_in = standin::spawn(vec![Reply::stalled()]).await;
+    let server = jobs::server(&ROW, &stand_in.base_url, |config| {
+        config.jobs.timeout = Duration::from_millis(600);
+    })
+    .await;
+    let (client, _) = modern_client(&server.url(), None).await;
+    let view = wait_until_ended(&client, &jobs::start(&client, "square").await).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    let error = view["error"].as_str().unwrap();
+    assert!(error.contains("took longer"), "{error}");
+    stand_in.wait_for(Kind::Cancel, 1).await;
+    assert_eq!(stand_in.status_of(&prediction_id(1)).as_deref(), Some("canceled"));
+    client.cancel().await.unwrap();
+    server.stop().await;
 }

@@ -7,18 +7,14 @@
 //! `{"error": {"message", "type", "param", "code"}}` with the types and codes OpenAI sends.
 //! Streams are in [`stream`], edits in [`edits`].
 
-// Each test binary uses a different part of this shared module; unused helpers are expected.
-#![allow(dead_code)]
-
 mod edits;
 mod stream;
 
 pub use stream::{Streamed, partial_png};
 
 use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -31,12 +27,15 @@ use axum::{
 };
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+pub use crate::providers::standin::png;
+use crate::providers::standin::{self, NOT_AN_IMAGE, Recorded, Scripted};
 
 /// What the stand-in answers to one request that passed validation.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// 200 with a real PNG of this size in `data[0].b64_json`, plus `created` and `usage`.
+    /// 200 with a real PNG of this size (0x0: the size asked for) in `data[0].b64_json`, plus
+    /// `created` and `usage`.
     Image { width: u32, height: u32 },
     /// An OpenAI error body. An empty `code` is sent as `null`, as OpenAI does for 5xx.
     Error {
@@ -48,7 +47,7 @@ pub enum Reply {
     },
     /// Never answers (sleeps for an hour, or until the stand-in is dropped).
     Hang,
-    /// 200 whose `data[0].b64_json` is valid base64 of bytes that are not an image.
+    /// 200 whose `data[0].b64_json` is valid base64 of [`NOT_AN_IMAGE`].
     Garbage,
     /// 200 with `data: []`.
     NoData,
@@ -61,6 +60,9 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// An image at the size the request asked for.
+    pub const ASKED: Reply = Reply::Image { width: 0, height: 0 };
+
     pub fn image(width: u32, height: u32) -> Self {
         Self::Image { width, height }
     }
@@ -134,99 +136,19 @@ impl Reply {
     }
 }
 
-/// One request as the stand-in received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: Method,
-    pub path: String,
-    pub headers: HeaderMap,
-    /// The parsed JSON body; `Value::Null` when the body was not JSON.
-    pub body: Value,
-    /// Multipart text fields in order; empty when the body was not multipart.
-    pub fields: Vec<(String, String)>,
-    /// Multipart file parts in order.
-    pub files: Vec<RecordedFile>,
-}
-
-impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
-    }
-}
-
-/// A multipart file part as received.
-#[derive(Debug, Clone)]
-pub struct RecordedFile {
-    pub name: String,
-    pub file_name: Option<String>,
-    pub content_type: Option<String>,
-    pub bytes: Vec<u8>,
-}
-
-/// A running stand-in. Dropping it stops the server and wakes hanging replies.
-#[derive(Debug)]
-pub struct StandIn {
-    /// Without `/v1`, like `OpenAiConfig::base_url`.
-    pub base_url: String,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl StandIn {
-    /// Every request received so far, rejected ones and unknown paths included.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn hits(&self) -> usize {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-        self.server.abort();
-    }
-}
+/// A running OpenAI stand-in; its state is the script and the log of requests.
+pub type StandIn = standin::StandIn<Data>;
+pub type Data = Scripted<Reply>;
+type Shared = standin::Shared<Data>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
 pub async fn spawn(script: Vec<Reply>) -> StandIn {
-    assert!(!script.is_empty(), "the stand-in needs at least one reply");
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        script: Mutex::new(script.into()),
-        requests: Mutex::new(Vec::new()),
-        shutdown: shutdown_rx.clone(),
-    });
     let app = Router::new()
         .route("/v1/images/generations", post(generations))
         .route("/v1/images/edits", post(edits::handle))
-        .fallback(unknown_route)
-        .with_state(Arc::clone(&shared));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
-    let address = listener.local_addr().expect("stand-in address");
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-    });
-    StandIn { base_url: format!("http://{address}"), shared, shutdown, server }
+        .fallback(unknown_route);
+    standin::spawn(|_| Scripted::new(script), app).await
 }
 
 async fn generations(
@@ -236,15 +158,18 @@ async fn generations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let json = shared.record(method, &uri, &headers, &body);
+    let request = Recorded::new(&method, &uri, &headers, &body);
+    let json = request.body.clone();
+    shared.log.push(request);
     let checked =
         check_auth(&headers).and_then(|()| validate(&json)).and_then(|()| stream::validate(&json));
     let streaming = match checked {
         Ok(streaming) => streaming,
         Err(rejection) => return rejection.into_response(),
     };
-    match (shared.next_reply(), streaming) {
+    match (shared.script.next(), streaming) {
         (Reply::Image { width, height }, Some(partials)) => {
+            let (width, height) = drawn_size(width, height, &json);
             stream::image_events(partials, width, height)
         }
         (Reply::Stream(events), Some(_)) => stream::scripted(&events, &json),
@@ -254,46 +179,46 @@ async fn generations(
             None,
             None,
         ),
-        (reply, _) => shared.answer(reply).await,
+        (reply, _) => answer(&shared, reply, &json).await,
     }
 }
 
-impl Shared {
-    /// Takes the next scripted reply; the last one repeats.
-    fn next_reply(&self) -> Reply {
-        let mut script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
-        let reply = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
-        reply.expect("the script is never empty")
+/// The size a scripted image is drawn at: as scripted, or the size asked for when scripted
+/// as 0x0 ([`Reply::ASKED`]).
+fn drawn_size(width: u32, height: u32, body: &Value) -> (u32, u32) {
+    let asked = body.get("size").and_then(Value::as_str);
+    let asked = asked.and_then(|size| size.split_once('x'));
+    match asked.map(|(w, h)| (w.parse(), h.parse())) {
+        Some((Ok(w), Ok(h))) if (width, height) == (0, 0) => (w, h),
+        _ if (width, height) == (0, 0) => (1024, 1024),
+        _ => (width, height),
     }
+}
 
-    /// The plain (not streamed) answer a reply stands for.
-    async fn answer(&self, reply: Reply) -> Response {
-        match reply {
-            Reply::Image { width, height } => {
-                image_response(&png(width, height), &format!("{width}x{height}"))
+/// The plain (not streamed) answer a reply stands for; `asked` is the JSON body, if any.
+async fn answer(shared: &Shared, reply: Reply, asked: &Value) -> Response {
+    match reply {
+        Reply::Image { width, height } => {
+            let (width, height) = drawn_size(width, height, asked);
+            image_response(&png(width, height), &format!("{width}x{height}"))
+        }
+        Reply::Garbage => image_response(NOT_AN_IMAGE, "1024x1024"),
+        Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
+        Reply::Bytes(bytes) => image_response(&bytes, "1024x1024"),
+        Reply::Stream(_) => unreachable!("streams are answered by `stream`"),
+        Reply::Error { status, code, message, retry_after } => {
+            let status = StatusCode::from_u16(status).expect("a valid scripted status");
+            let code = Some(code).filter(|c| !c.is_empty());
+            let mut response = error(status, message, None, code);
+            if let Some(value) = retry_after {
+                let value = HeaderValue::from_static(value);
+                response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            Reply::Garbage => image_response(b"this is certainly not a PNG", "1024x1024"),
-            Reply::NoData => ok_json(json!({ "created": unix_now(), "data": [] })),
-            Reply::Bytes(bytes) => image_response(&bytes, "1024x1024"),
-            Reply::Stream(_) => unreachable!("streams are answered by `stream`"),
-            Reply::Error { status, code, message, retry_after } => {
-                let status = StatusCode::from_u16(status).expect("a valid scripted status");
-                let code = Some(code).filter(|c| !c.is_empty());
-                let mut response = error(status, message, None, code);
-                if let Some(value) = retry_after {
-                    let value = HeaderValue::from_static(value);
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                response
-            }
-            Reply::Hang => {
-                let mut shutdown = self.shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                    _ = shutdown.wait_for(|stopped| *stopped) => {}
-                }
-                error(StatusCode::GATEWAY_TIMEOUT, "The stand-in hung on purpose.", None, None)
-            }
+            response
+        }
+        Reply::Hang => {
+            shared.hang().await;
+            error(StatusCode::GATEWAY_TIMEOUT, "The stand-in hung on purpose.", None, None)
         }
     }
 }
@@ -307,24 +232,8 @@ async fn unknown_route(
     body: Bytes,
 ) -> Response {
     let message = format!("Invalid URL ({method} {})", uri.path());
-    shared.record(method, &uri, &headers, &body);
+    shared.log.push(Recorded::new(&method, &uri, &headers, &body));
     error(StatusCode::NOT_FOUND, &message, None, None)
-}
-
-impl Shared {
-    fn record(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
-        let json = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let request = RecordedRequest {
-            method,
-            path: uri.path().to_owned(),
-            headers: headers.clone(),
-            body: json.clone(),
-            fields: Vec::new(),
-            files: Vec::new(),
-        };
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request);
-        json
-    }
 }
 
 /// Why a request was turned away, before it becomes an error response.
@@ -487,18 +396,6 @@ fn error_type(status: StatusCode, code: &str) -> &'static str {
         _ if status.is_server_error() => "server_error",
         _ => "invalid_request_error",
     }
-}
-
-/// A real PNG: a smooth gradient, so that it is cheap to encode even at 1536 pixels.
-pub fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        let red = (x * 255 / width.max(1)) as u8;
-        let green = (y * 255 / height.max(1)) as u8;
-        image::Rgb([red, green, 128])
-    });
-    let mut encoded = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut encoded, image::ImageFormat::Png).expect("encode the stand-in PNG");
-    encoded.into_inner()
 }
 
 fn unix_now() -> u64 {

@@ -10,7 +10,7 @@ use offstage::{
 };
 
 use super::{assert_no_key, config, provider, request};
-use crate::openai_standin::{self, Reply, Streamed, partial_png};
+use super::standin::{self, Reply, Streamed, partial_png};
 
 /// Every partial image a sink was handed, as (index, bytes), in order.
 type Seen = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;
@@ -30,7 +30,7 @@ async fn stream_with(
     script: Vec<Reply>,
     body_limit: usize,
 ) -> (Result<Vec<u8>, ProviderError>, Vec<(u32, Vec<u8>)>) {
-    let stand_in = openai_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let (partials, seen) = collecting();
     let provider = provider(&config(&stand_in.base_url)).with_body_limit(body_limit);
     let result = provider.generate_with_partials(&request(1024, 1024), &partials).await;
@@ -40,14 +40,14 @@ async fn stream_with(
 
 #[tokio::test]
 async fn partials_arrive_in_order_and_the_final_image_is_the_result() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let (partials, seen) = collecting();
     let image = provider(&config(&stand_in.base_url))
         .generate_with_partials(&request(1024, 1024), &partials)
         .await
         .expect("an image");
 
-    assert_eq!(&image.bytes[..], openai_standin::png(1024, 1024));
+    assert_eq!(&image.bytes[..], standin::png(1024, 1024));
     let seen = seen.lock().unwrap().clone();
     let indices: Vec<u32> = seen.iter().map(|(index, _)| *index).collect();
     assert_eq!(indices, [0, 1], "the default for gpt-image is two partial images");
@@ -62,7 +62,7 @@ async fn partials_arrive_in_order_and_the_final_image_is_the_result() {
 
 #[tokio::test]
 async fn the_configured_number_of_partials_is_asked_for() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let config = OpenAiConfig { partial_images: Some(3), ..config(&stand_in.base_url) };
     let (partials, seen) = collecting();
     provider(&config).generate_with_partials(&request(1024, 1024), &partials).await.unwrap();
@@ -72,13 +72,13 @@ async fn the_configured_number_of_partials_is_asked_for() {
 
 #[tokio::test]
 async fn without_a_sink_or_with_zero_partials_nothing_streams() {
-    let stand_in = openai_standin::spawn(vec![Reply::image(1024, 1024)]).await;
+    let stand_in = standin::spawn(vec![Reply::image(1024, 1024)]).await;
     let streaming = provider(&config(&stand_in.base_url));
     let image = streaming
         .generate_with_partials(&request(1024, 1024), &Partials::default())
         .await
         .expect("an image");
-    assert_eq!(&image.bytes[..], openai_standin::png(1024, 1024));
+    assert_eq!(&image.bytes[..], standin::png(1024, 1024));
     let zero = OpenAiConfig { partial_images: Some(0), ..config(&stand_in.base_url) };
     let (partials, seen) = collecting();
     provider(&zero).generate_with_partials(&request(1024, 1024), &partials).await.unwrap();

@@ -9,7 +9,7 @@ use offstage::{
 };
 
 use super::{KEY, assert_no_key, config, png_size, provider};
-use crate::gemini_standin::{self, Reply};
+use super::standin::{self, Reply};
 
 fn source_png() -> Vec<u8> {
     let image = image::RgbImage::from_fn(120, 80, |x, y| image::Rgb([x as u8, y as u8, 90]));
@@ -31,7 +31,7 @@ fn edit_request(width: u32, height: u32) -> EditRequest {
 
 #[tokio::test]
 async fn edit_sends_the_instruction_then_the_image_and_returns_the_png() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let provider = provider(config(&stand_in.base_url));
     assert!(provider.can_edit());
     let image = provider.edit(&edit_request(1920, 1080)).await.expect("an edited image");
@@ -45,14 +45,14 @@ async fn edit_sends_the_instruction_then_the_image_and_returns_the_png() {
     assert_eq!(sent.header("x-goog-api-key"), Some(KEY));
     assert_eq!(sent.body["contents"][0]["role"], "user");
     assert_eq!(sent.body["contents"][0]["parts"][0]["text"], "make it night");
-    assert_eq!(sent.inline_images(), [("image/png".to_owned(), source_png())]);
+    assert_eq!(standin::inline_images(sent), [("image/png".to_owned(), source_png())]);
     assert_eq!(sent.body["generationConfig"]["responseModalities"], serde_json::json!(["IMAGE"]));
     assert_eq!(sent.body["generationConfig"]["imageConfig"]["aspectRatio"], "16:9");
 }
 
 #[tokio::test]
 async fn an_edit_stopped_by_image_safety_is_a_refusal() {
-    let stand_in = gemini_standin::spawn(vec![Reply::image_safety()]).await;
+    let stand_in = standin::spawn(vec![Reply::image_safety()]).await;
     let error = provider(config(&stand_in.base_url))
         .edit(&edit_request(1024, 1024))
         .await
@@ -64,7 +64,7 @@ async fn an_edit_stopped_by_image_safety_is_a_refusal() {
 
 #[tokio::test]
 async fn an_edit_over_the_per_minute_quota_is_retryable_after_the_delay() {
-    let stand_in = gemini_standin::spawn(vec![Reply::resource_exhausted("4s")]).await;
+    let stand_in = standin::spawn(vec![Reply::resource_exhausted("4s")]).await;
     let error = provider(config(&stand_in.base_url))
         .edit(&edit_request(1024, 1024))
         .await
@@ -76,7 +76,7 @@ async fn an_edit_over_the_per_minute_quota_is_retryable_after_the_delay() {
 
 #[tokio::test]
 async fn the_stand_in_rejects_an_inline_image_that_is_not_what_it_claims() {
-    let stand_in = gemini_standin::spawn(vec![Reply::Image]).await;
+    let stand_in = standin::spawn(vec![Reply::Image]).await;
     let mut request = edit_request(1024, 1024);
     request.format = ImageFormat::Jpeg;
     let error = provider(config(&stand_in.base_url)).edit(&request).await.expect_err("rejected");

@@ -2,23 +2,99 @@
 //! submits, how it follows the history and fetches the image, how it maps each failure onto a
 //! `ProviderError`, and how a dropped generation is taken back from ComfyUI's queue.
 
+pub mod standin;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use offstage::{
-    providers::{
-        Context, ProvidersConfig, comfyui::ComfyUiConfig, ImageProvider, ImageRequest, SetupError, ProviderError,
-        comfyui::ComfyUiProvider,
-    },
+use offstage::providers::{
+    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
+    comfyui::{ComfyUiConfig, ComfyUiProvider},
 };
 use serde_json::{Value, json};
 
-use crate::{
-    comfyui_standin::{self, Reply, StandIn},
-    support::SOON,
+use self::standin::{Reply, StandIn};
+use super::{
+    contract::{Answer, Row, Setup, Spawned, Spawning},
+    jobs,
+    standin::png_size,
 };
+use crate::support::{SOON, call, job_id, modern_client, wait_until_ended};
 
 /// Distinctive, so that a leak into any error text is easy to spot.
 const KEY: &str = "comfy-proxy-key-0b6d3f28e1a94c75";
+
+/// ComfyUI in the provider contract. It needs no key, but one set for a proxy in front must
+/// stay as secret as any service's.
+pub const ROW: Row = Row {
+    name: "comfyui",
+    key: KEY,
+    key_variable: None,
+    configure,
+    capped,
+    spawn,
+    attempts,
+    typical_latency: Duration::from_secs(20),
+    remote_url: "https://comfy.example.com/proxy",
+    can_edit: false,
+    caps_first_answer: false,
+    connect_names: Some("ComfyUI at "),
+    refusal_says: "",
+    landscape: (1536, 1024),
+    landscape_request,
+};
+
+fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
+    let comfyui = &mut providers.comfyui;
+    comfyui.base_url.clone_from(&setup.base_url);
+    comfyui.api_key = setup.key.map(Into::into);
+    comfyui.request_timeout = setup.request_timeout;
+    comfyui.poll_interval = Duration::from_millis(10);
+    if let Some(latency) = setup.typical_latency {
+        comfyui.typical_latency = latency;
+    }
+}
+
+fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
+    let provider = ComfyUiProvider::new(&providers.comfyui, &Context::default());
+    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
+}
+
+/// ComfyUI has no rate limits, quotas or safety system of its own; a key is refused by the
+/// proxy in front of it.
+fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
+    let unauthorized = answers.contains(&Answer::Unauthorized);
+    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
+    Some(Box::pin(async move {
+        let stand_in = if unauthorized {
+            standin::spawn_behind_proxy(script, "another key").await
+        } else {
+            standin::spawn(script).await
+        };
+        Spawned::new(stand_in)
+    }))
+}
+
+fn reply(answer: Answer) -> Option<Reply> {
+    Some(match answer {
+        Answer::Image | Answer::Unauthorized => Reply::Image { polls: 2 },
+        Answer::ServerError(status) => Reply::Reject { status, body: json!({}) },
+        Answer::Hang => Reply::Hang,
+        Answer::RateLimited(_) | Answer::QuotaExhausted | Answer::Refused | Answer::Garbage => {
+            return None;
+        }
+    })
+}
+
+/// One attempt is one prompt submitted.
+fn attempts(stand_in: &Spawned) -> usize {
+    stand_in.get::<standin::ComfyUi>().requests_to("POST", "/prompt").len()
+}
+
+fn landscape_request(stand_in: &Spawned, _: &Row) {
+    let workflow = &stand_in.get::<standin::ComfyUi>().workflows()[0];
+    assert_eq!(workflow["6"]["inputs"]["text"], "a red fox");
+    assert_eq!(workflow["5"]["inputs"]["width"], 1536);
+}
 
 fn config(base_url: &str) -> ComfyUiConfig {
     ComfyUiConfig {
@@ -48,24 +124,10 @@ async fn error_for(
     script: Vec<Reply>,
     config: impl FnOnce(&str) -> ComfyUiConfig,
 ) -> ProviderError {
-    let stand_in = comfyui_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let result =
         provider(config(&stand_in.base_url)).generate(&request("a fox", 1024, 1024, 7)).await;
     result.expect_err("the provider should fail")
-}
-
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .expect("the bytes are a PNG");
-    (decoded.width(), decoded.height())
-}
-
-/// A free loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn workflow_file(dir: &tempfile::TempDir, name: &str, workflow: &Value) -> PathBuf {
@@ -76,7 +138,7 @@ fn workflow_file(dir: &tempfile::TempDir, name: &str, workflow: &Value) -> PathB
 
 #[tokio::test]
 async fn returns_the_saved_image_after_several_empty_history_polls() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::Image { polls: 3 }]).await;
+    let stand_in = standin::spawn(vec![Reply::Image { polls: 3 }]).await;
     let image = provider(config(&stand_in.base_url))
         .generate(&request("a lighthouse at dusk", 1536, 1024, 42))
         .await
@@ -94,9 +156,9 @@ async fn returns_the_saved_image_after_several_empty_history_polls() {
     assert_eq!(stand_in.requests_to("GET", &history_path).len(), 4, "three empty polls, then done");
     let views = stand_in.requests_to("GET", "/view");
     assert_eq!(views.len(), 1);
-    assert_eq!(views[0].query["filename"], "image_00001_.png");
-    assert_eq!(views[0].query["subfolder"], "offstage");
-    assert_eq!(views[0].query["type"], "output");
+    assert_eq!(views[0].params["filename"], "image_00001_.png");
+    assert_eq!(views[0].params["subfolder"], "offstage");
+    assert_eq!(views[0].params["type"], "output");
     assert!(
         stand_in.requests_to("POST", "/queue").is_empty(),
         "a finished prompt is not taken back"
@@ -105,7 +167,7 @@ async fn returns_the_saved_image_after_several_empty_history_polls() {
 
 #[tokio::test]
 async fn the_built_in_workflow_is_filled_in_with_json_types() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     provider(config(&stand_in.base_url))
         .generate(&request("a red fox", 1024, 1536, 987_654_321))
         .await
@@ -122,7 +184,7 @@ async fn the_built_in_workflow_is_filled_in_with_json_types() {
 
 #[tokio::test]
 async fn hostile_prompts_arrive_verbatim() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let hostile =
         "a \"quoted\" fox\"}, \"9\": {\"class_type\": \"Evil\"} {{seed}} {{width}} \\ \n ünïcode {";
     provider(config(&stand_in.base_url))
@@ -138,7 +200,7 @@ async fn hostile_prompts_arrive_verbatim() {
 
 #[tokio::test]
 async fn seed_zero_draws_a_fresh_random_seed_each_time() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let provider = provider(config(&stand_in.base_url));
     for _ in 0..2 {
         provider.generate(&request("a fox", 1024, 1024, 0)).await.expect("an image");
@@ -166,7 +228,7 @@ async fn a_custom_workflow_file_is_filled_in_and_its_image_fetched() {
         "16": {"class_type": "PreviewImage", "inputs": {"images": ["15", 0]}},
         "17": {"class_type": "SaveImage", "inputs": {"filename_prefix": "flux", "images": ["15", 0]}}
     });
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let config = ComfyUiConfig {
         workflow: Some(workflow_file(&dir, "flux.json", &custom)),
         ..config(&stand_in.base_url)
@@ -181,8 +243,8 @@ async fn a_custom_workflow_file_is_filled_in_and_its_image_fetched() {
     assert_eq!(workflow["14"]["inputs"]["seed"], 11);
     assert_eq!(workflow["10"], custom["10"], "everything else is left as it was");
     let views = stand_in.requests_to("GET", "/view");
-    assert_eq!(views[0].query["type"], "output", "the saved image, not the preview");
-    assert_eq!(views[0].query["filename"], "flux_00002_.png");
+    assert_eq!(views[0].params["type"], "output", "the saved image, not the preview");
+    assert_eq!(views[0].params["filename"], "flux_00002_.png");
 }
 
 #[tokio::test]
@@ -258,31 +320,29 @@ async fn a_run_that_saves_nothing_is_an_invalid_response() {
 #[tokio::test]
 async fn server_and_proxy_statuses_map_onto_error_classes() {
     let script = vec![
-        Reply::Reject { status: 500, body: json!({}) },
         Reply::Reject { status: 502, body: json!({"error": "bad gateway"}) },
         Reply::Reject { status: 429, body: json!({"error": "slow down"}) },
         Reply::Reject { status: 404, body: json!({}) },
     ];
-    let stand_in = comfyui_standin::spawn(script).await;
+    let stand_in = standin::spawn(script).await;
     let provider = provider(config(&stand_in.base_url));
     let mut errors = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         errors.push(provider.generate(&request("a fox", 1024, 1024, 1)).await.unwrap_err());
     }
-    assert!(matches!(errors[0], ProviderError::Unavailable { status: 500, .. }), "{:?}", errors[0]);
-    assert!(matches!(errors[1], ProviderError::Unavailable { status: 502, .. }), "{:?}", errors[1]);
-    assert!(matches!(errors[2], ProviderError::RateLimited { .. }), "{:?}", errors[2]);
+    assert!(matches!(errors[0], ProviderError::Unavailable { status: 502, .. }), "{:?}", errors[0]);
+    assert!(matches!(errors[1], ProviderError::RateLimited { .. }), "{:?}", errors[1]);
     assert!(
-        matches!(&errors[3], ProviderError::BadRequest(m) if m == "HTTP 404"),
+        matches!(&errors[2], ProviderError::BadRequest(m) if m == "HTTP 404"),
         "{:?}",
-        errors[3]
+        errors[2]
     );
-    assert!(errors[..3].iter().all(ProviderError::is_retryable));
+    assert!(errors[..2].iter().all(ProviderError::is_retryable));
 }
 
 #[tokio::test]
 async fn the_proxy_key_is_sent_as_a_bearer_token_and_never_shown() {
-    let stand_in = comfyui_standin::spawn_behind_proxy(vec![Reply::image()], KEY).await;
+    let stand_in = standin::spawn_behind_proxy(vec![Reply::image()], KEY).await;
     let with_key = ComfyUiConfig { api_key: Some(KEY.into()), ..config(&stand_in.base_url) };
     let provider = provider(with_key);
     provider.generate(&request("a fox", 1024, 1024, 1)).await.expect("an image");
@@ -294,41 +354,6 @@ async fn the_proxy_key_is_sent_as_a_bearer_token_and_never_shown() {
     let without = self::provider(config(&stand_in.base_url));
     let error = without.generate(&request("a fox", 1024, 1024, 1)).await.unwrap_err();
     assert!(matches!(error, ProviderError::Unauthorized), "{error:?}");
-}
-
-#[tokio::test]
-async fn comfyui_not_running_is_a_connect_error_saying_where() {
-    let port = closed_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let error =
-        provider(config(&base)).generate(&request("a fox", 1024, 1024, 1)).await.unwrap_err();
-    let ProviderError::Connect(message) = &error else { panic!("{error:?}") };
-    assert!(message.contains(&format!("ComfyUI at http://127.0.0.1:{port}")), "{message}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn a_hanging_comfyui_times_out() {
-    let error = error_for(vec![Reply::Hang], |base| ComfyUiConfig {
-        request_timeout: Duration::from_millis(300),
-        ..config(base)
-    })
-    .await;
-    assert!(matches!(error, ProviderError::Timeout), "{error:?}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn an_image_over_the_size_cap_is_refused() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
-    let provider = ComfyUiProvider::new(&config(&stand_in.base_url), &Context::default())
-        .unwrap()
-        .with_body_limit(1024);
-    let error = provider.generate(&request("a fox", 1024, 1024, 1)).await.unwrap_err();
-    assert!(
-        matches!(&error, ProviderError::InvalidResponse(m) if m.contains("1024 bytes")),
-        "{error:?}"
-    );
 }
 
 /// Starts a generation, lets it reach its first history poll, and drops it there.
@@ -345,7 +370,7 @@ async fn drop_after_first_poll(stand_in: &StandIn) -> String {
 
 #[tokio::test]
 async fn dropping_a_running_generation_deletes_and_interrupts_it() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::Running]).await;
+    let stand_in = standin::spawn(vec![Reply::Running]).await;
     let prompt_id = drop_after_first_poll(&stand_in).await;
     let interrupted = stand_in.saw(SOON, |r| r.is("POST", "/interrupt")).await;
     assert!(interrupted, "the interrupt never reached ComfyUI: {:?}", stand_in.requests());
@@ -360,7 +385,7 @@ async fn dropping_a_running_generation_deletes_and_interrupts_it() {
 
 #[tokio::test]
 async fn dropping_a_queued_generation_deletes_it_and_interrupts_nothing() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::Queued]).await;
+    let stand_in = standin::spawn(vec![Reply::Queued]).await;
     let prompt_id = drop_after_first_poll(&stand_in).await;
     // The queue is read after the delete, to decide whether to interrupt.
     assert!(stand_in.saw(SOON, |r| r.is("GET", "/queue")).await, "{:?}", stand_in.requests());
@@ -395,13 +420,7 @@ async fn loopback_is_local_and_anything_else_remote() {
 }
 
 #[test]
-fn bad_configurations_fail_to_build() {
-    for base_url in ["ftp://gpu.lan", "127.0.0.1:8188", "http://gpu.lan/?x=1"] {
-        let result = build(config(base_url));
-        assert!(matches!(result, Err(SetupError::Invalid { field: "base_url", .. })), "{base_url}");
-    }
-    let key_with_newline = ComfyUiConfig { api_key: Some("k\ny".into()), ..config("http://x") };
-    assert!(matches!(build(key_with_newline), Err(SetupError::Invalid { field: "api_key", .. })));
+fn bad_workflows_fail_to_build() {
     let missing =
         ComfyUiConfig { workflow: Some("/nonexistent/flow.json".into()), ..config("http://x") };
     let Err(error) = build(missing) else { panic!("built with a missing workflow") };
@@ -412,7 +431,7 @@ fn bad_configurations_fail_to_build() {
 
 #[tokio::test]
 async fn stand_in_rejects_what_comfyui_rejects() {
-    let stand_in = comfyui_standin::spawn(vec![Reply::image()]).await;
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
     let http = reqwest::Client::new();
     let post = |body: Value| http.post(format!("{}/prompt", stand_in.base_url)).json(&body).send();
     let answer = |response: reqwest::Response| async move {
@@ -450,4 +469,60 @@ async fn stand_in_rejects_what_comfyui_rejects() {
     let history = http.get(format!("{}/history/unknown", stand_in.base_url)).send().await.unwrap();
     assert_eq!(history.json::<Value>().await.unwrap(), json!({}));
     assert!(stand_in.prompt_ids().is_empty(), "nothing invalid was queued");
+}
+
+#[tokio::test]
+async fn a_missing_checkpoint_fails_the_job_at_once_with_a_spoken_line() {
+    let stand_in = standin::spawn(vec![Reply::image()]).await;
+    let (view, _) = jobs::run_at(&ROW, &stand_in.base_url, "landscape", |config| {
+        config.providers.comfyui.checkpoint = "not_installed.safetensors".to_owned();
+    })
+    .await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(stand_in.requests_to("POST", "/prompt").len(), 1, "a rejection is not retried");
+    let error = view["error"].as_str().unwrap();
+    assert_eq!(error, "Something went wrong making that image; please try again.");
+}
+
+#[tokio::test]
+async fn running_out_of_gpu_memory_is_retried() {
+    let stand_in = standin::spawn(vec![Reply::out_of_memory(), Reply::image()]).await;
+    let (view, pixels) = jobs::run_at(&ROW, &stand_in.base_url, "landscape", |_| {}).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(pixels, Some((1536, 1024)));
+    assert_eq!(stand_in.requests_to("POST", "/prompt").len(), 2);
+}
+
+#[tokio::test]
+async fn a_job_that_outlives_its_timeout_fails_and_its_prompt_is_taken_back() {
+    let stand_in = standin::spawn(vec![Reply::Running]).await;
+    let (view, _) = jobs::run_at(&ROW, &stand_in.base_url, "landscape", |config| {
+        config.jobs.timeout = Duration::from_millis(700);
+    })
+    .await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert!(view["error"].as_str().unwrap().contains("took longer"), "{view}");
+    let interrupted = stand_in.saw(SOON, |r| r.is("POST", "/interrupt")).await;
+    assert!(interrupted, "the timed-out prompt kept the GPU: {:?}", stand_in.requests());
+}
+
+#[tokio::test]
+async fn cancelling_the_job_takes_the_prompt_back_from_comfyui() {
+    let stand_in = standin::spawn(vec![Reply::Running]).await;
+    let server = jobs::server(&ROW, &stand_in.base_url, |_| {}).await;
+    let (client, _) = modern_client(&server.url(), None).await;
+    let started = call(&client, "generate_image", json!({"prompt": "a red fox"})).await;
+    let id = job_id(&started);
+    assert!(stand_in.saw(SOON, |r| r.path.starts_with("/history/")).await, "never queued");
+
+    let cancelled = call(&client, "cancel_job", json!({"job_id": id})).await;
+    assert_eq!(cancelled.is_error, Some(false), "{cancelled:?}");
+    let view = wait_until_ended(&client, &id).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    let prompt_id = stand_in.prompt_ids().pop().unwrap();
+    let interrupted = stand_in.saw(SOON, |r| r.is("POST", "/interrupt")).await;
+    assert!(interrupted, "the cancel never reached ComfyUI: {:?}", stand_in.requests());
+    assert_eq!(stand_in.requests_to("POST", "/queue")[0].body, json!({"delete": [prompt_id]}));
+    client.cancel().await.unwrap();
+    server.stop().await;
 }

@@ -58,13 +58,8 @@ pub struct Row {
 }
 
 /// Every provider that talks HTTP to a service.
-pub const PROVIDERS: &[Row] = &[
-    openai::ROW,
-    gemini::ROW,
-    super::stability::ROW,
-    replicate::ROW,
-    comfyui::ROW,
-];
+pub const PROVIDERS: &[Row] =
+    &[openai::ROW, gemini::ROW, super::stability::ROW, replicate::ROW, comfyui::ROW];
 
 /// How a row points its provider's settings at a stand-in.
 pub struct Setup {
@@ -274,7 +269,12 @@ async fn undecodable_image_bytes_are_passed_on_for_the_runner_to_judge() {
     for row in PROVIDERS {
         let Some(result) = row.generate(Answer::Garbage).await else { continue };
         let bytes = result.unwrap_or_else(|error| panic!("{}: {error:?}", row.name));
-        assert_eq!(bytes, standin::NOT_AN_IMAGE, "{}: the provider does not judge images", row.name);
+        assert_eq!(
+            bytes,
+            standin::NOT_AN_IMAGE,
+            "{}: the provider does not judge images",
+            row.name
+        );
     }
 }
 

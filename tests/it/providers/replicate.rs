@@ -323,8 +323,7 @@ async fn an_oversized_output_file_is_refused() {
 #[tokio::test]
 async fn a_prediction_past_its_deadline_times_out_and_is_cancelled() {
     let stand_in = standin::spawn(vec![Reply::stalled()]).await;
-    let config =
-        ReplicateConfig { deadline: Duration::from_secs(1), ..config(&stand_in.base_url) };
+    let config = ReplicateConfig { deadline: Duration::from_secs(1), ..config(&stand_in.base_url) };
     let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
     assert!(matches!(error, ProviderError::Timeout), "{error:?}");
     assert!(stand_in.count(Kind::Poll) >= 1, "it polled before giving up");

@@ -123,11 +123,6 @@ impl ComfyUi {
         self.state().prompts.iter().map(|prompt| prompt.id.clone()).collect()
     }
 
-    /// `GET /history/{id}` requests so far.
-    pub fn history_polls(&self) -> usize {
-        self.requests().iter().filter(|r| r.path.starts_with("/history/")).count()
-    }
-
     /// Waits until a request matches, for at most `within`; true when one did.
     pub async fn saw(&self, within: Duration, matches: impl Fn(&Recorded) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
@@ -144,10 +139,6 @@ impl ComfyUi {
 
     fn state(&self) -> MutexGuard<'_, Comfy> {
         standin::lock(&self.state)
-    }
-
-    pub fn hits(&self) -> usize {
-        self.state().requests.len()
     }
 }
 

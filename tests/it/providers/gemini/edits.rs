@@ -8,8 +8,8 @@ use offstage::{
     providers::{EditRequest, ProviderError},
 };
 
-use super::{KEY, assert_no_key, config, png_size, provider};
 use super::standin::{self, Reply};
+use super::{KEY, assert_no_key, config, png_size, provider};
 
 fn source_png() -> Vec<u8> {
     let image = image::RgbImage::from_fn(120, 80, |x, y| image::Rgb([x as u8, y as u8, 90]));

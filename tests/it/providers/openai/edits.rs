@@ -2,13 +2,13 @@
 //! part, the nearest size) and the same error mapping as generations.
 
 use offstage::{
-    providers::openai::OpenAiConfig,
     images::ImageFormat,
+    providers::openai::OpenAiConfig,
     providers::{EditRequest, ImageProvider, ProviderError},
 };
 
-use super::{KEY, assert_no_key, config, provider};
 use super::standin::{self, Reply};
+use super::{KEY, assert_no_key, config, provider};
 
 fn source_png() -> Vec<u8> {
     standin::partial_png(96, 64, 0)

@@ -9,8 +9,8 @@ use offstage::{
     providers::{ImageProvider, Partials, ProviderError},
 };
 
-use super::{assert_no_key, config, provider, request};
 use super::standin::{self, Reply, Streamed, partial_png};
+use super::{assert_no_key, config, provider, request};
 
 /// Every partial image a sink was handed, as (index, bytes), in order.
 type Seen = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;

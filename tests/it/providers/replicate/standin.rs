@@ -23,6 +23,10 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    providers::standin::{self, Log, Script, encode, lock},
+    support::SOON,
+};
 use axum::{
     Router,
     body::Bytes,
@@ -31,10 +35,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
-use crate::{
-    providers::standin::{self, Log, Script, encode, lock},
-    support::SOON,
-};
 
 /// The one model this stand-in hosts.
 pub const MODEL: &str = "black-forest-labs/flux-schnell";
@@ -211,7 +211,6 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     pub kind: Kind,
-    pub method: Method,
     pub path: String,
     pub headers: HeaderMap,
     /// The JSON body; `Null` when there was none or it was not JSON.
@@ -253,10 +252,6 @@ impl Replicate {
     /// Every request received so far, rejected ones included.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.all()
-    }
-
-    pub fn hits(&self) -> usize {
-        self.requests.len()
     }
 
     /// The requests of one kind, in order.
@@ -319,7 +314,6 @@ async fn handle(
     let json_body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.requests.push(RecordedRequest {
         kind,
-        method: method.clone(),
         path: path.clone(),
         headers: headers.clone(),
         body: json_body.clone(),

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use offstage::{
-    providers::stability::StabilityConfig,
     images::ImageFormat,
+    providers::stability::StabilityConfig,
     providers::{EditRequest, ProviderError},
 };
 
-use super::{KEY, assert_no_key, config, png_size, provider};
 use super::standin::{self, Reply};
+use super::{KEY, assert_no_key, config, png_size, provider};
 
 fn source_png() -> Vec<u8> {
     let image = image::RgbImage::from_fn(96, 128, |x, y| image::Rgb([x as u8, y as u8, 60]));

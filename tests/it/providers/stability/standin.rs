@@ -272,10 +272,7 @@ fn validate(endpoint: &str, request: &Recorded) -> Result<((u32, u32), u64), Res
 }
 
 /// `mode` and its fields on the `sd3` endpoint. Returns the source's size for image-to-image.
-fn image_to_image(
-    endpoint: &str,
-    request: &Recorded,
-) -> Result<Option<(u32, u32)>, Response> {
+fn image_to_image(endpoint: &str, request: &Recorded) -> Result<Option<(u32, u32)>, Response> {
     let invalid = |message: &str| rejection(400, "bad_request", message);
     let image = request.files.iter().find(|file| file.name == "image");
     let mode = request.field("mode");

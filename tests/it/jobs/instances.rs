@@ -25,7 +25,7 @@ use crate::{
         SseReader, call, job_id, legacy_client, legacy_client_with, modern_client, modern_meta,
         raw_request, structured, tasks_client, text,
     },
-    webhooks::{Receiver, SECRET},
+    push::webhooks::{Receiver, SECRET},
 };
 
 /// A fresh database on the test server, dropped at the end.

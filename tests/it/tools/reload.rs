@@ -8,8 +8,8 @@ use rmcp::model::{CallToolRequestParams, ServerNotification, SubscriptionFilter}
 use serde_json::{Value, json};
 
 use crate::{
-    manifests::{echo_manifest, stand_in, write},
     support::{self, SOON, TestServer, call, text},
+    tools::manifests::{echo_manifest, stand_in, write},
 };
 
 async fn tool_names(client: &support::Client) -> Vec<String> {

@@ -105,11 +105,7 @@ impl Receiver {
     }
 
     pub fn config(&self, token: Option<&str>) -> WebhookConfig {
-        WebhookConfig {
-            url: self.url.clone(),
-            secret: SECRET.into(),
-            token: token.map(Into::into),
-        }
+        WebhookConfig { url: self.url.clone(), secret: SECRET.into(), token: token.map(Into::into) }
     }
 }
 

@@ -81,8 +81,7 @@ async fn a_rejected_key_falls_back_to_the_next_provider() {
 async fn server_errors_use_the_providers_attempts_then_fall_back() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::server_error(503)]).await;
     let gemini = gemini_standin::spawn(vec![gemini_standin::Reply::Image]).await;
-    let server =
-        server(&openai, vec!["gemini"], 2, Some(gemini.base_url.clone())).await;
+    let server = server(&openai, vec!["gemini"], 2, Some(gemini.base_url.clone())).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(openai.hits(), 2, "routing.openai.attempts = 2");
@@ -125,8 +124,7 @@ async fn a_refused_prompt_fails_speakably_without_trying_other_providers() {
 async fn when_every_provider_fails_the_job_records_each_attempt() {
     let openai = openai_standin::spawn(vec![openai_standin::Reply::insufficient_quota()]).await;
     let gemini = gemini_standin::spawn(vec![gemini_standin::Reply::server_error(500)]).await;
-    let server =
-        server(&openai, vec!["gemini"], 1, Some(gemini.base_url.clone())).await;
+    let server = server(&openai, vec!["gemini"], 1, Some(gemini.base_url.clone())).await;
     let view = run(&server).await;
     assert_eq!(view["status"], "failed", "{view}");
     let recorded = attempts(&view);

@@ -1,46 +1,28 @@
 //! The one integration-test binary: the real server over real HTTP and stdio, driven by rmcp's
-//! own client. One module per area.
+//! own client. One folder per area:
+//!
+//! - `mcp/` — MCP itself: legacy sessions and 2026-07-28 requests, stdio, the tasks extension,
+//!   progress while waiting, bad input, and what one caller may hold open.
+//! - `tools/` — manifest tools, hot reload of `tools/`, profiles, and `edit_image` end to end.
+//! - `jobs/` — provider routing and fallback, cross-token isolation, surviving a restart, and
+//!   several instances on one PostgreSQL database.
+//! - `push/` — what hosts hear about jobs: conversations, SSE events and webhooks.
+//! - `http/` — job and image views with their guards, the edges of HTTP, OAuth.
+//! - `images/` — the image pipeline through the server: renditions, partial images, S3.
+//! - `providers/` — each image provider against a local stand-in of its service: one contract
+//!   table for what all must do (`contract.rs`, `jobs.rs`), a file for what is each one's own.
+//! - `repo/` — the binary's bad-configuration errors and repository hygiene.
+//!
+//! `support.rs` is what every area uses: a server on an ephemeral port, clients of both
+//! protocol eras, and helpers to read results and event streams.
 
 mod support;
 
-mod bad_input;
-mod cli;
-mod comfyui_jobs;
-mod comfyui_provider;
-mod comfyui_standin;
-mod conversation;
-mod edges;
-mod edit_image;
-mod events;
-mod gemini_jobs;
-mod gemini_provider;
-mod gemini_standin;
-mod http_views;
-mod image_variants;
-mod instances;
-mod isolation;
-mod legacy_session;
-mod limits;
-mod manifests;
-mod oauth;
-mod openai_jobs;
-mod openai_provider;
-mod openai_standin;
-mod partial_images;
-mod profiles;
-mod progress;
-mod reload;
-mod replicate_jobs;
-mod replicate_provider;
-mod replicate_standin;
-mod restart;
-mod routing;
-mod s3_store;
-mod stability_jobs;
-mod stability_provider;
-mod stability_standin;
-mod stateless;
-mod stdio;
-mod tasks;
-mod tidy;
-mod webhooks;
+mod http;
+mod images;
+mod jobs;
+mod mcp;
+mod providers;
+mod push;
+mod repo;
+mod tools;

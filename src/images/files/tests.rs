@@ -1,6 +1,6 @@
 //! Both backends against one contract: the layout, whole writes, reads and streams, and
 //! deletion that takes every image of a job and nothing else. The object store is
-//! `object_store`'s in-memory one; `tests/it/s3_store.rs` runs a real S3 server.
+//! `object_store`'s in-memory one; `tests/it/images/s3_store.rs` runs a real S3 server.
 
 use std::{collections::BTreeSet, sync::Arc};
 

@@ -1,6 +1,6 @@
 //! The pipeline against real files: ingest, renditions rendered once, refusals that store
 //! nothing. (Decompression bombs are refused through the whole job path in
-//! `tests/it/image_variants.rs`.)
+//! `tests/it/images/image_variants.rs`.)
 
 use std::{io::Cursor, path::PathBuf};
 

@@ -1,0 +1,5 @@
+//! Push: what hosts hear about jobs — conversations (piggy-backed endings), SSE events, webhooks.
+
+mod conversation;
+mod events;
+pub mod webhooks;

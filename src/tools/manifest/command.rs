@@ -17,8 +17,7 @@ use tokio::{
 };
 
 use super::{
-    format::{BackendError, CommandSpec, ExecContext, Manifest},
-    http::pick_result,
+    format::{BackendError, CommandSpec, ExecContext, Manifest, pick_result},
 };
 
 /// How much of stderr is kept for the log (its end, where the error usually is).

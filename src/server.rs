@@ -32,12 +32,12 @@ use crate::{
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
+        listing::budget::OVER_BUDGET_HELP,
         manifest::{
             INHERITED_ENV,
             reload::{Loaded, Loader},
             tool::{Backends, EnvSecretSource},
         },
-        listing::budget::OVER_BUDGET_HELP,
         registry::register_handlers,
     },
 };
@@ -251,7 +251,12 @@ impl Core {
 
     fn loader(config: &Config, services: &Arc<Services>) -> Result<Loader, StartError> {
         let backends = manifest_backends(&config.tools)?;
-        Ok(Loader::new(config.tools.clone(), services.clone(), backends, tools::builtin::all(services)))
+        Ok(Loader::new(
+            config.tools.clone(),
+            services.clone(),
+            backends,
+            tools::builtin::all(services),
+        ))
     }
 
     async fn build(config: &Config, links: Links) -> Result<Core, StartError> {

@@ -62,7 +62,10 @@ async fn the_readme_example_goes_to_extra_and_the_server_starts() {
     assert!(placed("get_weather").contains("in voice (its manifest asks for it)"), "{out}");
     assert!(placed("web_search").contains("in voice (its manifest asks for it)"), "{out}");
     let fact = placed("get_fact");
-    assert!(fact.contains("in extra at /mcp/extra, not voice: voice is full (6 of 6 tools"), "{fact}");
+    assert!(
+        fact.contains("in extra at /mcp/extra, not voice: voice is full (6 of 6 tools"),
+        "{fact}"
+    );
     assert!(fact.contains("[tools.profiles]") && fact.contains("[tools.budgets]"), "{fact}");
     assert!(!out.contains("over budget:"), "{out}");
 

@@ -98,8 +98,11 @@ mod tests {
         }
         sqlite().run(&pool).await.unwrap();
         sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
-        for (id, expected) in
-            TOOLS.iter().enumerate().map(|(n, (_, e))| (format!("old{n}"), *e)).chain([("new0".to_owned(), "image")])
+        for (id, expected) in TOOLS
+            .iter()
+            .enumerate()
+            .map(|(n, (_, e))| (format!("old{n}"), *e))
+            .chain([("new0".to_owned(), "image")])
         {
             let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
                 .bind(&id)
@@ -121,8 +124,11 @@ mod tests {
         }
         postgres().run(&pool).await.unwrap();
         sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
-        for (id, expected) in
-            TOOLS.iter().enumerate().map(|(n, (_, e))| (format!("old{n}"), *e)).chain([("new0".to_owned(), "image")])
+        for (id, expected) in TOOLS
+            .iter()
+            .enumerate()
+            .map(|(n, (_, e))| (format!("old{n}"), *e))
+            .chain([("new0".to_owned(), "image")])
         {
             let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
                 .bind(&id)

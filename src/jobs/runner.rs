@@ -26,12 +26,12 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use super::settings::JobsConfig;
 use super::{
     Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
     events::{BareEvents, EventComposer, JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
-use super::settings::JobsConfig;
 
 /// Work behind one tool. The runner knows jobs only through this trait.
 #[async_trait]

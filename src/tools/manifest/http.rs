@@ -198,7 +198,6 @@ impl Prepared {
     }
 }
 
-
 /// Query values as sent: `null` drops the entry, a list repeats the key.
 fn query_texts(value: &Value) -> Vec<String> {
     match value {

@@ -41,7 +41,10 @@ fn the_default_profile_takes_builtins_then_askers_then_the_rest_while_they_fit()
     let reasons: Vec<_> = fill.placements.iter().map(|p| (&*p.tool, p.profile)).collect();
     assert_eq!(reasons, [("m_asks", "voice"), ("z_asks", "voice"), ("a_new", "extra")]);
     let full = fill.placements[2].to_string();
-    assert!(full.starts_with("a_new: in extra at /mcp/extra, not voice: voice is full (4 of 4 tools"), "{full}");
+    assert!(
+        full.starts_with("a_new: in extra at /mcp/extra, not voice: voice is full (4 of 4 tools"),
+        "{full}"
+    );
     assert!(full.contains("with a_new 5 tools"), "{full}");
 }
 
@@ -89,7 +92,10 @@ fn problems_name_every_broken_budget_with_its_numbers() {
             format!("tool one: {tokens} tokens, over the per-tool budget of {}", tokens - 1),
             format!("tool two: {tokens} tokens, over the per-tool budget of {}", tokens - 1),
             "profile voice: 2 tools, over the limit of 1".to_owned(),
-            format!("profile voice: {} tokens, over the per-profile budget of {tokens}", 2 * tokens),
+            format!(
+                "profile voice: {} tokens, over the per-profile budget of {tokens}",
+                2 * tokens
+            ),
         ]
     );
     assert!(problems(tools.iter(), [("voice", tools.iter().collect())], &budgets(2)).is_empty());

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
 use offstage::jobs::{
-    Job, JobContext, JobId, JobStatus, Micros,
+    Job, JobContext, JobId, JobOutput, JobStatus, Micros,
     events::{BareEvents, EventComposer, JobChange},
     sqlite::SqliteJobStore,
     store::{JobStore, Lease},
@@ -21,6 +21,7 @@ fn job() -> Job {
     Job {
         id: JobId::generate(),
         tool: "generate_image".to_owned(),
+        produces: JobOutput::Json,
         owner: "local".to_owned(),
         input: serde_json::json!({"prompt": "a red fox in the snow", "size": "square"}),
         status: JobStatus::Working,

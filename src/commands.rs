@@ -7,10 +7,10 @@ use crate::{
     cli::ToolsCommand,
     config::Config,
     server::{self, StartError},
-    tools::{
+    tools::listing::{
+        budget::OVER_BUDGET_HELP,
         check::{self, Budgets},
         export::{self, ExportFormat},
-        registry::budget_problems,
     },
 };
 
@@ -58,15 +58,31 @@ pub async fn tools(command: &ToolsCommand, config: &Config) -> Result<Printed, C
                 let definitions: Vec<_> =
                     catalog.definitions(&name).unwrap_or_default().into_iter().cloned().collect();
                 let report = check::check(&name, &definitions, &budgets);
-                success &= !report.is_over_budget();
+                // The rule's `extra` profile is never refused: its table is advice.
+                success &= !report.is_over_budget() || !catalog.is_budgeted(&name);
                 let table =
                     if *markdown { report.render_markdown() } else { report.render_table() };
                 let _ = writeln!(stdout, "{table}");
+                if report.is_over_budget() && !catalog.is_budgeted(&name) {
+                    let _ = writeln!(
+                        stdout,
+                        "note: profile {name} holds what the default profile has no room for and \
+                         is served over budget; give its tools profiles of their own under \
+                         [tools.profiles] so each agent reads fewer\n"
+                    );
+                }
             }
-            let over = budget_problems(catalog, &limits);
+            // Where the budget rule put each manifest tool, so an author sees where theirs went.
+            for placement in catalog.placements() {
+                let _ = writeln!(stdout, "placed: {placement}");
+            }
+            let over = catalog.budget_problems(&limits);
             success &= over.is_empty();
             for problem in &over {
                 let _ = writeln!(stdout, "over budget: {problem}");
+            }
+            if !over.is_empty() {
+                let _ = writeln!(stdout, "{OVER_BUDGET_HELP}");
             }
             for error in &loaded.errors {
                 let _ = writeln!(stdout, "error: {error}");
@@ -89,3 +105,7 @@ pub async fn tools(command: &ToolsCommand, config: &Config) -> Result<Printed, C
         }
     }
 }
+
+#[cfg(test)]
+#[path = "commands/tests.rs"]
+mod tests;

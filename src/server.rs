@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::{
-    config::{Config, Database, ToolsConfig, inherited_env},
+    config::{Config, DEFAULT_PROFILE, Database, ToolsConfig, inherited_env},
     http::ConnectionLimits,
     images::{
         fetch::{FetchLimits, ImageFetcher},
@@ -32,12 +32,13 @@ use crate::{
     push::{Composer, webhooks::Dispatcher},
     tools::{
         self, Links, Registry, Services,
+        listing::budget::OVER_BUDGET_HELP,
         manifest::{
             INHERITED_ENV,
             reload::{Loaded, Loader},
             tool::{Backends, EnvSecretSource},
         },
-        registry::{budget_problems, register_handlers},
+        registry::register_handlers,
     },
 };
 
@@ -250,7 +251,12 @@ impl Core {
 
     fn loader(config: &Config, services: &Arc<Services>) -> Result<Loader, StartError> {
         let backends = manifest_backends(&config.tools)?;
-        Ok(Loader::new(config.tools.clone(), services.clone(), backends, tools::builtin(services)))
+        Ok(Loader::new(
+            config.tools.clone(),
+            services.clone(),
+            backends,
+            tools::builtin::all(services),
+        ))
     }
 
     async fn build(config: &Config, links: Links) -> Result<Core, StartError> {
@@ -264,9 +270,17 @@ impl Core {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let over = budget_problems(&loaded.catalog, &config.tools.budgets);
+        let over = loaded.catalog.budget_problems(&config.tools.budgets);
         if !over.is_empty() {
-            return Err(StartError::OverBudget(over.join("\n")));
+            return Err(StartError::OverBudget(format!("{}\n{OVER_BUDGET_HELP}", over.join("\n"))));
+        }
+        // Where the budget rule put each manifest tool; one that found no room is worth a look.
+        for placement in loaded.catalog.placements() {
+            if placement.profile == DEFAULT_PROFILE {
+                tracing::info!("{placement}");
+            } else {
+                tracing::warn!("{placement}");
+            }
         }
         loader.commit(&loaded);
         // Before the runner starts: interrupted jobs resume only into registered lanes.

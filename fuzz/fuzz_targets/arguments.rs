@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use offstage::tools::{generate_image::GenerateImageInput, manifest::format};
+use offstage::tools::{builtin::generate_image::GenerateImageInput, manifest::format};
 use serde_json::Value;
 
 const MANIFEST: &str = r#"

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use offstage::tools::{manifest::format, schema};
+use offstage::tools::{listing::schema, manifest::format};
 
 fuzz_target!(|text: &str| {
     if let Ok(manifest) = format::parse(Path::new("tools/fuzzed.toml"), text) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use offstage::tools::schema::{self, portable};
+use offstage::tools::listing::schema::{self, portable};
 use serde_json::Value;
 
 fn keys_in_subset(schema: &Value) -> bool {

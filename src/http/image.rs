@@ -24,10 +24,10 @@ use crate::{
         pipeline::PipelineError,
         placeholder::{PlaceholderKind, placeholder_png},
     },
-    jobs::{Job, JobId, JobStatus},
+    jobs::{Job, JobId, JobOutput, JobStatus},
     tools::{
-        Services, edit_image,
-        generate_image::{ImageJobInput, ImageJobOutput},
+        Services,
+        image_record::{ImageJobInput, ImageJobOutput},
     },
 };
 
@@ -54,7 +54,7 @@ pub async fn image(
         .await
         .map_err(|error| ApiError::Internal(error.to_string()))?
         .ok_or_else(not_found)?;
-    if !edit_image::produces_image(&job.tool) {
+    if job.produces != JobOutput::Image {
         return Err(not_found());
     }
     let Some(input) = ImageJobInput::of(&job) else { return Err(not_found()) };

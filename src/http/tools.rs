@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{Extension, Json, response::IntoResponse};
 use serde_json::{Map, Value, json};
 
-use crate::tools::{Registry, tokens};
+use crate::tools::{Registry, listing::tokens};
 
 pub async fn tools(Extension(registry): Extension<Arc<Registry>>) -> impl IntoResponse {
     let catalog = registry.catalog();

@@ -57,7 +57,7 @@ where
 {
     let mut query = QueryBuilder::<DB>::new(
         "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-         updated_at, lease_owner, conversation, delivery, call_id, dedupe_key) ",
+         updated_at, lease_owner, conversation, delivery, call_id, dedupe_key, produces) ",
     );
     query.push_values(rows, |mut row, insert| {
         let job = &insert.job;
@@ -74,7 +74,8 @@ where
             .push_bind(job.context.conversation.clone())
             .push_bind(job.context.delivery.clone())
             .push_bind(job.context.call_id.clone())
-            .push_bind(insert.dedupe_key.clone());
+            .push_bind(insert.dedupe_key.clone())
+            .push_bind(job.produces.as_str().to_owned());
     });
     query
 }

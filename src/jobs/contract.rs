@@ -14,7 +14,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::{
-    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
     events::{BareEvents, EventComposer, JobChange, NewEvent, StoredEvent},
     postgres::PgJobStore,
     sqlite::SqliteJobStore,
@@ -190,6 +190,7 @@ fn job(tool: &str, created_at: i64) -> Job {
     Job {
         id: JobId::generate(),
         tool: tool.to_owned(),
+        produces: JobOutput::Json,
         owner: "owner-a".to_owned(),
         input: json!({ "prompt": "a fox", "n": 1 }),
         status: JobStatus::Working,
@@ -282,6 +283,7 @@ async fn insert_then_get_round_trips_every_field(store: Harness) {
     let job = Job {
         id: JobId::generate(),
         tool: "generate_image".to_owned(),
+        produces: JobOutput::Image,
         owner: "sha256:owner-7f3a".to_owned(),
         input: json!({
             "prompt": "un renard « roux » 🦊",

@@ -263,12 +263,13 @@ impl JobEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::JobContext;
+    use crate::jobs::{JobContext, JobOutput};
 
     fn change(id: i64) -> (JobChange, Job, StoredEvent) {
         let job = Job {
             id: JobId::generate(),
             tool: "t".to_owned(),
+            produces: JobOutput::Json,
             owner: "o".to_owned(),
             input: json!({}),
             status: JobStatus::Working,

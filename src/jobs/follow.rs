@@ -66,7 +66,7 @@ mod tests {
 
     use super::*;
     use crate::jobs::{
-        Job, JobContext, JobId, JobStatus, Micros,
+        Job, JobContext, JobId, JobOutput, JobStatus, Micros,
         events::{BareEvents, EventComposer as _},
         postgres::PgJobStore,
         testdb::TestDb,
@@ -88,6 +88,7 @@ mod tests {
         let job = Job {
             id: JobId::generate(),
             tool: "t".to_owned(),
+            produces: JobOutput::Json,
             owner: "o".to_owned(),
             input: json!({}),
             status: JobStatus::Working,

@@ -21,9 +21,13 @@ const SQLITE: &Listed = &[
     (1, "jobs", include_str!("../../migrations/sqlite/0001_jobs.sql")),
     (2, "events", include_str!("../../migrations/sqlite/0002_events.sql")),
     (3, "progress", include_str!("../../migrations/sqlite/0003_progress.sql")),
+    (4, "produces", include_str!("../../migrations/sqlite/0004_produces.sql")),
 ];
 
-const POSTGRES: &Listed = &[(1, "jobs", include_str!("../../migrations/postgres/0001_jobs.sql"))];
+const POSTGRES: &Listed = &[
+    (1, "jobs", include_str!("../../migrations/postgres/0001_jobs.sql")),
+    (2, "produces", include_str!("../../migrations/postgres/0002_produces.sql")),
+];
 
 /// Brings an embedded database to the current schema.
 pub(super) fn sqlite() -> Migrator {
@@ -70,5 +74,69 @@ mod tests {
             assert_eq!(recorded(&compiled), recorded(&from_folder), "{}", folder.display());
             assert!(from_folder.iter().all(|m| m.migration_type == MigrationType::Simple));
         }
+    }
+
+    const OLD_INSERT: &str = "INSERT INTO jobs (id, tool, owner, input, status, attempts, \
+        eta_ms, created_at, updated_at) VALUES ($1, $2, 'o', '{}', 'working', 0, 0, 1, 1)";
+    const TOOLS: [(&str, &str); 3] =
+        [("generate_image", "image"), ("edit_image", "image"), ("get_weather", "json")];
+
+    /// Rows from before the `produces` column read as what their tool made (the two image
+    /// tools of that time as images, anything else as JSON), and so do rows a binary from
+    /// before the column still inserts.
+    #[tokio::test]
+    async fn sqlite_rows_without_the_column_get_it_from_their_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        migrator(&SQLITE[..3]).run(&pool).await.unwrap();
+        for (n, (tool, _)) in TOOLS.iter().enumerate() {
+            let id = format!("old{n}");
+            sqlx::query(OLD_INSERT).bind(id).bind(tool).execute(&pool).await.unwrap();
+        }
+        sqlite().run(&pool).await.unwrap();
+        sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
+        for (id, expected) in TOOLS
+            .iter()
+            .enumerate()
+            .map(|(n, (_, e))| (format!("old{n}"), *e))
+            .chain([("new0".to_owned(), "image")])
+        {
+            let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(produces, expected, "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_rows_without_the_column_get_it_from_their_tool() {
+        let Some(db) = crate::jobs::testdb::TestDb::create().await else { return };
+        let pool = sqlx::PgPool::connect(db.url.as_str()).await.unwrap();
+        migrator(&POSTGRES[..1]).run(&pool).await.unwrap();
+        for (n, (tool, _)) in TOOLS.iter().enumerate() {
+            let id = format!("old{n}");
+            sqlx::query(OLD_INSERT).bind(id).bind(tool).execute(&pool).await.unwrap();
+        }
+        postgres().run(&pool).await.unwrap();
+        sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
+        for (id, expected) in TOOLS
+            .iter()
+            .enumerate()
+            .map(|(n, (_, e))| (format!("old{n}"), *e))
+            .chain([("new0".to_owned(), "image")])
+        {
+            let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(produces, expected, "{id}");
+        }
+        pool.close().await;
     }
 }

@@ -111,6 +111,36 @@ impl JobStatus {
     }
 }
 
+/// What a job's output is, recorded with the job when it is created, so every view (the job
+/// JSON, the image route, announcements) knows how to show it without knowing which tool made
+/// it. The runner stores it and never reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum JobOutput {
+    /// An image, served at the job's image URL; the output holds its facts.
+    Image,
+    /// JSON, shown as the job's `result`.
+    #[default]
+    Json,
+}
+
+impl JobOutput {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutput::Image => "image",
+            JobOutput::Json => "json",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<JobOutput> {
+        match value {
+            "image" => Some(JobOutput::Image),
+            "json" => Some(JobOutput::Json),
+            _ => None,
+        }
+    }
+}
+
 /// Why a job failed or was cancelled: a stable code and a sentence a voice model can say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
@@ -155,6 +185,8 @@ pub struct Job {
     pub id: JobId,
     /// The tool whose handler runs this job.
     pub tool: String,
+    /// What it produces, as its tool declared when the job was created.
+    pub produces: JobOutput,
     /// Who created it; only they may read, cancel or be notified about it.
     pub owner: String,
     pub input: Value,
@@ -235,6 +267,14 @@ mod tests {
         let firsts: std::collections::BTreeSet<u8> =
             (0..2000).map(|_| JobId::generate().0.as_bytes()[0]).collect();
         assert_eq!(firsts.len(), 32);
+    }
+
+    #[test]
+    fn job_outputs_round_trip_their_column_values() {
+        for output in [JobOutput::Image, JobOutput::Json] {
+            assert_eq!(JobOutput::parse(output.as_str()), Some(output));
+        }
+        assert_eq!(JobOutput::parse("png"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use sqlx::{FromRow, Row};
 
 use super::{
-    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
     events::StoredEvent,
     store::{DeliveryState, DeliveryStatus, DueDelivery, PurgedJob, StoreError},
 };
@@ -15,7 +15,7 @@ macro_rules! job_columns {
     () => {
         "id, tool, owner, input, status, output, error_code, error_message, attempts, eta_ms, \
          created_at, updated_at, started_at, finished_at, conversation, delivery, call_id, \
-         progress"
+         progress, produces"
     };
 }
 pub(super) use job_columns;
@@ -44,6 +44,9 @@ pub(super) struct JobRow {
     delivery: Option<String>,
     call_id: Option<String>,
     progress: Option<String>,
+    /// `image` or `json` ([`JobOutput::as_str`]); rows from before the column were backfilled
+    /// from their tool name by the migration that added it.
+    produces: String,
 }
 
 #[derive(Debug, FromRow)]
@@ -74,9 +77,12 @@ where
     let progress = json(row.progress, "progress")?;
     let input = json(Some(row.input), "input")?.unwrap_or_default();
     let status = row.status;
+    let produces = JobOutput::parse(&row.produces)
+        .ok_or_else(|| corrupt(format!("produces {}", row.produces)))?;
     Ok(Job {
         id: JobId::parse(&id).ok_or_else(|| corrupt("malformed id".to_owned()))?,
         tool: row.tool,
+        produces,
         owner: row.owner,
         input,
         status: JobStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,

@@ -28,7 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::settings::JobsConfig;
 use super::{
-    Job, JobContext, JobError, JobId, JobStatus, Micros, Outcome,
+    Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
     events::{BareEvents, EventComposer, JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
@@ -74,6 +74,8 @@ pub struct JobFailure {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub tool: String,
+    /// What the job will produce, stored with it for the views (opaque here).
+    pub produces: JobOutput,
     pub owner: String,
     pub input: Value,
     pub context: JobContext,
@@ -355,6 +357,7 @@ impl JobRunner {
         let job = Job {
             id: JobId::generate(),
             tool: new.tool,
+            produces: new.produces,
             owner: new.owner,
             input: new.input,
             status: JobStatus::Working,

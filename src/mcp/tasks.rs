@@ -18,7 +18,7 @@ use rmcp::{
 
 use crate::{
     jobs::{Job, JobStatus},
-    tools::{JobView, job_status::status_line},
+    tools::{JobView, builtin::job_status::status_line},
 };
 
 /// How often clients should poll `tasks/get`.

@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::{Caller, JobView, Services, ToolError, ToolOutput};
 use crate::jobs::{
-    Job, JobContext, JobStatus,
+    Job, JobContext, JobOutput, JobStatus,
     runner::{Dedupe, NewJob, SubmitError},
 };
 
@@ -24,6 +24,8 @@ pub const RESULT_KEY: &str = "result";
 #[derive(Debug)]
 pub struct JobRequest<'a> {
     pub tool: &'a str,
+    /// What the job will produce: its tool's [`super::ToolDefinition::produces`].
+    pub produces: JobOutput,
     /// What the job stores: checked and normalised.
     pub input: Value,
     /// What repeated calls are compared on, usually `input` with its text normalised.
@@ -35,13 +37,14 @@ pub struct JobRequest<'a> {
 
 /// Submits the job (or finds the one this call repeats) and answers at once.
 pub async fn start(services: &Services, request: JobRequest<'_>) -> Result<ToolOutput, ToolError> {
-    let JobRequest { tool, input, same_call, caller, started } = request;
+    let JobRequest { tool, produces, input, same_call, caller, started } = request;
     let dedupe = caller.conversation.as_ref().map(|conversation| Dedupe {
         key: dedupe_key(tool, conversation, &same_call),
         window: services.push.dedupe_window,
     });
     let new = NewJob {
         tool: tool.to_owned(),
+        produces,
         input,
         context: JobContext {
             delivery: Some(services.delivery_for(tool, &caller).as_str().to_owned()),
@@ -120,7 +123,10 @@ fn started_line(started: &str, tool: &str, job: &Job, eta: Duration) -> String {
 
 /// The reply to a repeated call: it is under way already.
 fn already_line(tool: &str, job: &Job, eta: Duration) -> String {
-    let what = if super::edit_image::produces_image(tool) { "That image is" } else { "That is" };
+    let what = match job.produces {
+        JobOutput::Image => "That image is",
+        JobOutput::Json => "That is",
+    };
     format!(
         "{what} already being made, about {} s left; don't call {tool} again for it; job {}.",
         seconds(eta),
@@ -137,6 +143,7 @@ mod tests {
         Job {
             id: JobId::generate(),
             tool: "t".to_owned(),
+            produces: JobOutput::Json,
             owner: "o".to_owned(),
             input: json!({}),
             status: JobStatus::Working,

@@ -1,20 +1,19 @@
-//! Tools: what a model can call. One file per tool; [`ToolRegistry::builtin`] lists them.
+//! Tools: what a model can call. The framework lives here (the [`Tool`] trait, typed Rust
+//! tools, the job machinery, job views, the registry); the built-in tools are in `builtin/`
+//! (one file each, one list), manifest tools in `manifest/`, and what a model is shown of them
+//! (schemas, tokens, budgets, export) in `listing/`.
 //!
 //! Tools speak in domain terms ([`ToolOutput`], [`ToolError`]); the MCP layer translates.
 //! They never import `axum` or `rmcp`.
 
-pub mod cancel_job;
-pub mod check;
-pub mod edit_image;
-pub mod export;
-pub mod generate_image;
+pub mod builtin;
+pub mod image_job;
+pub mod image_record;
 pub mod job;
-pub mod job_status;
+pub mod listing;
 pub mod manifest;
 pub mod registry;
-pub mod schema;
 mod services;
-pub mod tokens;
 pub mod typed;
 pub mod view;
 
@@ -26,7 +25,11 @@ use serde_json::{Map, Value};
 
 use sha2::Digest;
 
-use crate::{config::DeliveryHint, jobs::Job};
+use crate::{
+    config::DeliveryHint,
+    jobs::{Job, JobOutput},
+};
+use listing::schema;
 pub use registry::{Catalog, Registry};
 pub use services::Services;
 pub use view::{JobView, Links};
@@ -62,6 +65,12 @@ pub struct ToolDefinition {
     pub source_schema: Arc<Map<String, Value>>,
     pub annotations: Annotations,
     pub mode: Mode,
+    /// What its jobs produce (job-mode tools); recorded with every job it starts, so views
+    /// read the job instead of knowing tool names.
+    pub produces: JobOutput,
+    /// The profiles its manifest asks to be served in when the operator does not list them
+    /// (see [`listing::budget`]); empty for built-ins and manifests that ask for none.
+    pub asks_for: Arc<[String]>,
 }
 
 impl ToolDefinition {
@@ -90,6 +99,8 @@ impl ToolDefinition {
             source_schema: Arc::new(source),
             annotations,
             mode,
+            produces: JobOutput::Json,
+            asks_for: Arc::new([]),
         }
     }
 }
@@ -242,22 +253,6 @@ pub trait Tool: Send + Sync + fmt::Debug {
     fn handler(self: Arc<Self>) -> Option<Arc<dyn crate::jobs::runner::JobHandler>> {
         None
     }
-}
-
-/// Every built-in Rust tool. A new tool is one file and one line here.
-pub fn builtin(services: &Arc<Services>) -> Vec<Arc<dyn Tool>> {
-    let image = generate_image::GenerateImage::new(services.clone());
-    let mut tools: Vec<Arc<dyn Tool>> = vec![
-        Arc::new(typed::Background::new(image, services.clone())),
-        Arc::new(typed::Inline::new(job_status::JobStatusTool::new(services.clone()))),
-        Arc::new(typed::Inline::new(cancel_job::CancelJob::new(services.clone()))),
-    ];
-    // A tool no configured provider can serve would only cost tokens and fail.
-    if services.router.can_edit() {
-        let edit = edit_image::EditImage::new(services.clone());
-        tools.insert(1, Arc::new(typed::Background::new(edit, services.clone())));
-    }
-    tools
 }
 
 /// Deserializes arguments, naming the field and what was wrong in terms a model can act on.

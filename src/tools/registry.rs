@@ -1,4 +1,5 @@
-//! The tools on offer: built-in Rust tools plus manifest tools, grouped into profiles. A
+//! The tools on offer: built-in Rust tools plus manifest tools, grouped into profiles (the
+//! default one filled by the budget rule of [`super::listing::budget`] unless configured). A
 //! [`Catalog`] is immutable; the [`Registry`] swaps in a new one whole (hot reload), so a call
 //! sees either the old set or the new, never a mix, and listeners hear of every change.
 
@@ -7,7 +8,10 @@ use std::{collections::BTreeMap, sync::Arc};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{Tool, ToolDefinition};
+use super::{
+    Tool, ToolDefinition,
+    listing::budget::{self, EXTRA_PROFILE, Placement},
+};
 use crate::{
     config::{Budgets, DEFAULT_PROFILE, ToolsConfig},
     jobs::runner::JobRunner,
@@ -20,16 +24,65 @@ pub struct Catalog {
     /// Profile name → tool names, in name order (stable `tools/list`).
     profiles: BTreeMap<String, Vec<Arc<str>>>,
     default_profile: String,
+    /// Where each manifest tool went, when the default profile was filled by the rule
+    /// ([`budget::fill_default`]) rather than listed by the operator.
+    placements: Vec<Placement>,
+    /// Whether `extra` is the rule's, holding what the default profile had no room for; the
+    /// rule keeps it out of the budget check (it is advice there, never a refusal).
+    implicit_extra: bool,
 }
 
 impl Catalog {
-    /// Groups `tools` into the configured profiles. Names a profile lists that no tool has are
-    /// returned (a manifest may be broken for a moment); the profile serves the rest.
-    pub fn new(tools: Vec<Arc<dyn Tool>>, config: &ToolsConfig) -> (Catalog, Vec<String>) {
-        let tools: BTreeMap<Arc<str>, Arc<dyn Tool>> =
-            tools.into_iter().map(|tool| (tool.definition().name.clone(), tool)).collect();
+    /// Groups the built-in and manifest tools into the configured profiles, and fills the
+    /// default profile by the budget rule when the configuration does not list it. Names a
+    /// profile lists that no tool has are returned (a manifest may be broken for a moment);
+    /// the profile serves the rest.
+    pub fn new(
+        builtin: Vec<Arc<dyn Tool>>,
+        manifests: Vec<Arc<dyn Tool>>,
+        config: &ToolsConfig,
+    ) -> (Catalog, Vec<String>) {
         let mut missing = Vec::new();
+        let mut placements = Vec::new();
+        let mut implicit_extra = false;
         let mut profiles = BTreeMap::new();
+        if !config.profiles.contains_key(DEFAULT_PROFILE) {
+            let definitions = |tools: &[Arc<dyn Tool>]| -> Vec<ToolDefinition> {
+                let mut definitions: Vec<_> =
+                    tools.iter().map(|tool| tool.definition().clone()).collect();
+                definitions.sort_by(|a, b| a.name.cmp(&b.name));
+                definitions
+            };
+            let (builtin, manifests) = (definitions(&builtin), definitions(&manifests));
+            let fill = budget::fill_default(
+                &builtin.iter().collect::<Vec<_>>(),
+                &manifests.iter().collect::<Vec<_>>(),
+                &config.budgets,
+            );
+            let mut default = fill.default;
+            default.sort();
+            profiles.insert(DEFAULT_PROFILE.to_owned(), default);
+            if !fill.extra.is_empty() {
+                if config.profiles.contains_key(EXTRA_PROFILE) {
+                    missing.push(format!(
+                        "{DEFAULT_PROFILE} has no room for {} and profile {EXTRA_PROFILE} is \
+                         configured, so they are served only where [tools.profiles] lists them",
+                        fill.extra.join(", ")
+                    ));
+                } else {
+                    implicit_extra = true;
+                    let mut extra = fill.extra;
+                    extra.sort();
+                    profiles.insert(EXTRA_PROFILE.to_owned(), extra);
+                }
+            }
+            placements = fill.placements;
+        }
+        let tools: BTreeMap<Arc<str>, Arc<dyn Tool>> = builtin
+            .into_iter()
+            .chain(manifests)
+            .map(|tool| (tool.definition().name.clone(), tool))
+            .collect();
         for (profile, names) in &config.profiles {
             let mut members: Vec<Arc<str>> = Vec::new();
             for name in names {
@@ -42,10 +95,8 @@ impl Catalog {
             members.dedup();
             profiles.insert(profile.clone(), members);
         }
-        profiles
-            .entry(DEFAULT_PROFILE.to_owned())
-            .or_insert_with(|| tools.keys().cloned().collect());
-        let catalog = Catalog { tools, profiles, default_profile: config.default_profile.clone() };
+        let default_profile = config.default_profile.clone();
+        let catalog = Catalog { tools, profiles, default_profile, placements, implicit_extra };
         (catalog, missing)
     }
 
@@ -99,39 +150,27 @@ impl Catalog {
             .map(|m| m.iter().map(AsRef::as_ref).collect())
             .unwrap_or_default()
     }
-}
 
-/// Every way `catalog` breaks `budgets`, one line each; empty when it is within them.
-pub fn budget_problems(catalog: &Catalog, budgets: &Budgets) -> Vec<String> {
-    let mut problems = Vec::new();
-    for tool in catalog.tools() {
-        let definition = tool.definition();
-        let tokens = super::tokens::of_definition(definition);
-        if tokens > budgets.per_tool {
-            problems.push(format!(
-                "tool {}: {tokens} tokens, over the per-tool budget of {}",
-                definition.name, budgets.per_tool
-            ));
-        }
+    /// Where each manifest tool went when the default profile was filled by the rule; empty
+    /// when the operator lists the default profile.
+    pub fn placements(&self) -> &[Placement] {
+        &self.placements
     }
-    for profile in catalog.profiles() {
-        let definitions = catalog.definitions(profile).unwrap_or_default();
-        if definitions.len() > budgets.tools_per_profile {
-            problems.push(format!(
-                "profile {profile}: {} tools, over the limit of {}",
-                definitions.len(),
-                budgets.tools_per_profile
-            ));
-        }
-        let tokens: usize = definitions.iter().map(|d| super::tokens::of_definition(d)).sum();
-        if tokens > budgets.per_profile {
-            problems.push(format!(
-                "profile {profile}: {tokens} tokens, over the per-profile budget of {}",
-                budgets.per_profile
-            ));
-        }
+
+    /// Whether the budget check applies to `profile`: every profile but the rule's `extra`.
+    pub fn is_budgeted(&self, profile: &str) -> bool {
+        !(self.implicit_extra && profile == EXTRA_PROFILE)
     }
-    problems
+
+    /// Every way this catalog breaks `budgets`, one line each; empty when it is within them.
+    pub fn budget_problems(&self, budgets: &Budgets) -> Vec<String> {
+        let profiles = self
+            .profiles()
+            .filter(|profile| self.is_budgeted(profile))
+            .map(|profile| (profile, self.definitions(profile).unwrap_or_default()))
+            .collect::<Vec<_>>();
+        budget::problems(self.tools().map(|tool| tool.definition()), profiles, budgets)
+    }
 }
 
 /// Points the runner at the job handlers of `next`: new and changed tools get lanes, tools

@@ -17,7 +17,7 @@ use super::{
     parse_arguments,
 };
 use crate::jobs::{
-    Job, JobId,
+    Job, JobId, JobOutput,
     runner::{JobFailure, JobHandler},
 };
 
@@ -69,6 +69,8 @@ pub trait JobTool: Send + Sync + fmt::Debug + 'static {
     type Stored: Serialize + DeserializeOwned + Send + Sync;
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
+    /// What its jobs produce; recorded with each job, so every view knows how to show it.
+    const PRODUCES: JobOutput = JobOutput::Json;
 
     fn annotations(&self) -> Annotations;
 
@@ -148,12 +150,15 @@ pub struct Background<T> {
 
 impl<T: JobTool> Background<T> {
     pub fn new(tool: T, services: Arc<Services>) -> Background<T> {
-        let definition = ToolDefinition::typed::<T::Input>(
-            T::NAME,
-            T::DESCRIPTION,
-            tool.annotations(),
-            Mode::Job,
-        );
+        let definition = ToolDefinition {
+            produces: T::PRODUCES,
+            ..ToolDefinition::typed::<T::Input>(
+                T::NAME,
+                T::DESCRIPTION,
+                tool.annotations(),
+                Mode::Job,
+            )
+        };
         Background { tool, services, definition }
     }
 }
@@ -169,6 +174,7 @@ impl<T: JobTool> Tool for Background<T> {
         let stored = self.tool.admit(stored, &call.caller).await?;
         let request = JobRequest {
             tool: T::NAME,
+            produces: T::PRODUCES,
             input: serde_json::to_value(&stored)
                 .map_err(|error| ToolError::Internal(error.to_string()))?,
             same_call: self.tool.same_call(&stored),

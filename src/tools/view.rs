@@ -5,10 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::generate_image::ImageJobOutput;
+use super::image_record::{self, ImageJobInput, ImageJobOutput};
 use crate::{
     jobs::{
-        Job, JobId, JobStatus, Micros,
+        Job, JobId, JobOutput, JobStatus, Micros,
         store::{DeliveryState, DeliveryStatus},
     },
     providers::router::Attempt,
@@ -141,7 +141,7 @@ pub struct WebhookView {
 
 impl JobView {
     pub fn of(job: &Job, links: &Links) -> JobView {
-        let produces_image = super::edit_image::produces_image(&job.tool);
+        let produces_image = job.produces == JobOutput::Image;
         // Parsed once: every `job_status` builds a view.
         let output = produces_image.then(|| ImageJobOutput::of(job)).flatten();
         JobView {
@@ -193,11 +193,9 @@ impl JobView {
 /// One short sentence telling a conversation how a job ended, e.g. "The image of “a red fox”
 /// is ready." Used for piggy-backed results and for the host app's events.
 pub fn announcement(job: &Job) -> String {
-    let image = super::edit_image::produces_image(&job.tool)
-        .then(|| super::generate_image::ImageJobInput::of(job))
-        .flatten();
+    let image = (job.produces == JobOutput::Image).then(|| ImageJobInput::of(job)).flatten();
     let what = match image {
-        Some(input) if job.tool == super::edit_image::NAME => {
+        Some(input) if image_record::is_edit(job) => {
             format!("The picture edit \u{201c}{}\u{201d}", shorten(&input.prompt, 60))
         }
         Some(input) => format!("The image of \u{201c}{}\u{201d}", shorten(&input.prompt, 60)),

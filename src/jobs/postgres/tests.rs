@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde_json::json;
 
 use super::*;
-use crate::jobs::{JobContext, JobStatus, events::BareEvents, testdb::TestDb};
+use crate::jobs::{JobContext, JobOutput, JobStatus, events::BareEvents, testdb::TestDb};
 
 /// `count` stores on one fresh database, opened at once (so their migrations race).
 async fn stores(count: usize) -> Option<(TestDb, Vec<PgJobStore>)> {
@@ -23,6 +23,7 @@ fn job(owner: &str, conversation: Option<&str>, created_at: i64) -> Job {
     Job {
         id: JobId::generate(),
         tool: "t".to_owned(),
+        produces: JobOutput::Json,
         owner: owner.to_owned(),
         input: json!({ "prompt": "a fox" }),
         status: JobStatus::Working,

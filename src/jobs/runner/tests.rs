@@ -236,6 +236,7 @@ impl Fixture {
 fn new_job(n: u32) -> NewJob {
     NewJob {
         tool: TOOL.to_owned(),
+        produces: JobOutput::Json,
         owner: "alice".to_owned(),
         input: json!({ "n": n }),
         context: JobContext::default(),
@@ -328,6 +329,7 @@ async fn owned_by(fixture: &Fixture, instance: &str, attempts: u32) -> Job {
     let job = Job {
         id: JobId::generate(),
         tool: TOOL.to_owned(),
+        produces: JobOutput::Json,
         owner: "alice".to_owned(),
         input: json!({ "orphan": true }),
         status: JobStatus::Working,

@@ -16,10 +16,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{
-    format::{BackendError, CommandSpec, ExecContext, Manifest},
-    http::pick_result,
-};
+use super::format::{BackendError, CommandSpec, ExecContext, Manifest, pick_result};
 
 /// How much of stderr is kept for the log (its end, where the error usually is).
 const STDERR_TAIL_BYTES: usize = 2048;

@@ -1,7 +1,8 @@
 //! The manifest format: `tools/<name>.toml` as written ([`RawManifest`], whose JSON Schema is
 //! [`json_schema`]) and as checked ([`Manifest`]: parameters, limits, compiled templates and one
 //! backend), with errors that name the file, the line and the field. It knows nothing of MCP or
-//! jobs.
+//! jobs, nor of the backends that run a manifest: they depend on it, never the other way round
+//! (`backend.rs` picks one for a call).
 //!
 //! Submodules: `raw` (the serde and schema types), `check` (located serde errors and the
 //! semantic checks), `args` (argument checking and the source schema), `exec` (the contract
@@ -21,10 +22,10 @@ use std::{
 
 use serde_json::{Map, Value};
 
-pub use exec::{BackendError, ExecContext, INHERITED_ENV};
+pub use exec::{BackendError, ExecContext, INHERITED_ENV, pick_result};
 pub use raw::{
     HttpMethod, OrderedTable, ParamType, RawAnnotations, RawCommand, RawHttp, RawManifest, RawMode,
-    RawParam, RawSay, ResultSpec,
+    RawParam, RawProfile, RawSay, ResultSpec,
 };
 
 use super::template::{TemplateError, Templates};
@@ -60,6 +61,8 @@ struct Checked {
     concurrency: Option<u32>,
     retries: u32,
     annotations: Annotations,
+    /// The profiles it asks for (`profiles`), in the order written, without repeats.
+    profiles: Vec<String>,
     params: Vec<Param>,
     backend: Backend,
     templates: Templates,
@@ -218,6 +221,11 @@ impl Manifest {
         self.inner.annotations
     }
 
+    /// The profiles the manifest asks to be served in (see [`RawManifest::profiles`]).
+    pub fn profiles(&self) -> &[String] {
+        &self.inner.profiles
+    }
+
     pub fn params(&self) -> &[Param] {
         &self.inner.params
     }
@@ -342,18 +350,6 @@ impl Manifest {
         let bindings = self.templates().say_bindings(args, extra);
         let line = self.templates().render(field, &bindings)?;
         Ok(Some(line.split_whitespace().collect::<Vec<_>>().join(" ")))
-    }
-
-    /// Runs the backend with normalised arguments (from [`Manifest::check_arguments`]).
-    pub async fn execute(
-        &self,
-        args: &Map<String, Value>,
-        ctx: &ExecContext,
-    ) -> Result<Value, BackendError> {
-        match self.backend() {
-            Backend::Http(spec) => super::http::execute(self, spec, args, ctx).await,
-            Backend::Command(spec) => super::command::execute(self, spec, args, ctx).await,
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{
-    format::{BackendError, ExecContext, HttpSpec, Manifest, ResultSpec},
+    format::{BackendError, ExecContext, HttpSpec, Manifest, pick_result},
     template::Bindings,
 };
 use crate::netguard::{self, GuardError};
@@ -195,52 +195,6 @@ impl Prepared {
             body.extend_from_slice(&chunk);
         }
         pick_result(&body, spec.result.as_ref(), &format!("The answer from {host}"))
-    }
-}
-
-/// The result a backend returns from raw output: JSON narrowed by `result`, or the text itself
-/// when the output is not JSON and no pointer was asked for. `source` starts the error
-/// messages ("The answer from api.example.com").
-pub(crate) fn pick_result(
-    output: &[u8],
-    result: Option<&ResultSpec>,
-    source: &str,
-) -> Result<Value, BackendError> {
-    let parsed = serde_json::from_slice::<Value>(output);
-    let json = match (parsed, result) {
-        (Ok(json), _) => json,
-        (Err(_), None) => {
-            let text = String::from_utf8_lossy(output);
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            let text = text.strip_suffix('\r').unwrap_or(text);
-            return Ok(if output.is_empty() {
-                Value::Null
-            } else {
-                Value::String(text.to_owned())
-            });
-        }
-        (Err(_), Some(_)) => {
-            return Err(BackendError::new("bad_response", format!("{source} is not JSON.")));
-        }
-    };
-    let missing =
-        |pointer: &str| BackendError::new("bad_response", format!("{source} has no {pointer}."));
-    match result {
-        None => Ok(json),
-        Some(ResultSpec::Pointer(pointer)) => {
-            json.pointer(pointer).cloned().ok_or_else(|| missing(pointer))
-        }
-        Some(ResultSpec::Fields(fields)) => fields
-            .0
-            .iter()
-            .map(|(name, pointer)| {
-                json.pointer(pointer)
-                    .cloned()
-                    .map(|value| (name.clone(), value))
-                    .ok_or_else(|| missing(pointer))
-            })
-            .collect::<Result<Map<String, Value>, _>>()
-            .map(Value::Object),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Manifest tools: tools declared in `tools/*.toml`, run by an HTTP or command backend.
-//! `format.rs` reads and checks a manifest, `template.rs` renders its templates, `http.rs` and
-//! `command.rs` run its backend, `tool.rs` serves it as a tool and `reload.rs` keeps `tools/`
-//! and the registry in step.
+//! `format.rs` reads and checks a manifest (a leaf: it imports none of the others but
+//! `template.rs`, which renders its templates), `http.rs` and `command.rs` run its backend and
+//! `backend.rs` picks the one a manifest names, `tool.rs` serves it as a tool and `reload.rs`
+//! keeps `tools/` and the registry in step.
 
+pub mod backend;
 pub mod command;
 pub mod format;
 pub mod http;

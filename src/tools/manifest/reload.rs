@@ -17,10 +17,7 @@ use super::{ManifestError, load_dir, tool::Backends, tool::ManifestTool};
 use crate::{
     config::ToolsConfig,
     jobs::runner::JobRunner,
-    tools::{
-        Catalog, Registry, Services, Tool,
-        registry::{budget_problems, register_handlers},
-    },
+    tools::{Catalog, Registry, Services, Tool, registry::register_handlers},
 };
 
 /// Changes arriving this close together are one reload (editors write files in steps).
@@ -82,9 +79,8 @@ impl Loader {
                 good.entry(error.path.clone()).or_insert_with(|| previous.clone());
             }
         }
-        let mut tools = self.builtin.clone();
-        tools.extend(good.values().map(|tool| tool.clone() as Arc<dyn Tool>));
-        let (catalog, warnings) = Catalog::new(tools, &self.config);
+        let manifests = good.values().map(|tool| tool.clone() as Arc<dyn Tool>).collect();
+        let (catalog, warnings) = Catalog::new(self.builtin.clone(), manifests, &self.config);
         Loaded { catalog, errors, warnings, good }
     }
 
@@ -99,7 +95,7 @@ impl Loader {
         let loaded = self.load();
         let mut problems: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
         problems.extend(loaded.warnings.iter().cloned());
-        let over = budget_problems(&loaded.catalog, &self.config.budgets);
+        let over = loaded.catalog.budget_problems(&self.config.budgets);
         if !over.is_empty() {
             problems.extend(over.into_iter().map(|problem| format!("reload refused: {problem}")));
             return problems;

@@ -81,13 +81,16 @@ pub struct ManifestTool {
 
 impl ManifestTool {
     pub fn new(manifest: Manifest, services: Arc<Services>, backends: Backends) -> ManifestTool {
-        let definition = ToolDefinition::from_source(
-            manifest.name(),
-            manifest.description(),
-            manifest.source_schema(),
-            manifest.annotations(),
-            manifest.mode(),
-        );
+        let definition = ToolDefinition {
+            asks_for: manifest.profiles().into(),
+            ..ToolDefinition::from_source(
+                manifest.name(),
+                manifest.description(),
+                manifest.source_schema(),
+                manifest.annotations(),
+                manifest.mode(),
+            )
+        };
         let inline_slots = match manifest.mode() {
             Mode::Inline { .. } => manifest
                 .concurrency()
@@ -200,6 +203,7 @@ impl Tool for ManifestTool {
                 };
                 let request = JobRequest {
                     tool: self.manifest.name(),
+                    produces: self.definition.produces,
                     input: Value::Object(args.clone()),
                     same_call: Value::Object(args),
                     caller: call.caller,

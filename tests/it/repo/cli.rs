@@ -108,7 +108,7 @@ fn tools_check_prints_tokens_and_fails_over_budget() {
 
 #[test]
 fn tools_export_matches_each_platforms_shape() {
-    use offstage::tools::schema::portable::KEYS as ALLOWED_KEYS;
+    use offstage::tools::listing::schema::portable::KEYS as ALLOWED_KEYS;
     use serde_json::Value;
 
     let read = |format: &str| -> Value {

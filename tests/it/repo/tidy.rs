@@ -7,11 +7,11 @@ use offstage::{
     push::event::{EventBody, WebhookBody},
     tools::{
         JobView,
-        cancel_job::CancelJobInput,
-        edit_image::EditImageInput,
-        generate_image::GenerateImageInput,
-        job_status::JobStatusInput,
-        schema::{compile, source},
+        builtin::{
+            cancel_job::CancelJobInput, edit_image::EditImageInput,
+            generate_image::GenerateImageInput, job_status::JobStatusInput,
+        },
+        listing::schema::{compile, source},
     },
 };
 use serde_json::Value;

@@ -149,6 +149,12 @@ impl Checker<'_> {
                 concurrency: raw.concurrency,
                 retries: raw.retries,
                 annotations,
+                profiles: raw.profiles.iter().fold(Vec::new(), |mut profiles, profile| {
+                    if !profiles.iter().any(|known: &String| known == profile.as_str()) {
+                        profiles.push(profile.as_str().to_owned());
+                    }
+                    profiles
+                }),
                 params,
                 backend,
                 templates,

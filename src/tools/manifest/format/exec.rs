@@ -1,13 +1,14 @@
 //! The contract both backends share: what a call needs from its caller ([`ExecContext`]), how a
-//! failure is described ([`BackendError`]), and the retry loop within one deadline.
+//! failure is described ([`BackendError`]), the retry loop within one deadline, and how raw
+//! output becomes a result ([`pick_result`]).
 
 use std::{fmt, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Manifest;
+use super::{Manifest, ResultSpec};
 use crate::tools::manifest::template::{SecretSource, TemplateError};
 
 /// What the backends need from their caller for one call.
@@ -149,4 +150,50 @@ impl Manifest {
 fn backoff(attempts: u32) -> Duration {
     let base = Duration::from_millis(200).saturating_mul(1 << attempts.saturating_sub(1).min(4));
     base.mul_f64(rand::random_range(0.8..1.2))
+}
+
+/// The result a backend returns from raw output: JSON narrowed by `result`, or the text itself
+/// when the output is not JSON and no pointer was asked for. `source` starts the error
+/// messages ("The answer from api.example.com").
+pub fn pick_result(
+    output: &[u8],
+    result: Option<&ResultSpec>,
+    source: &str,
+) -> Result<Value, BackendError> {
+    let parsed = serde_json::from_slice::<Value>(output);
+    let json = match (parsed, result) {
+        (Ok(json), _) => json,
+        (Err(_), None) => {
+            let text = String::from_utf8_lossy(output);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            return Ok(if output.is_empty() {
+                Value::Null
+            } else {
+                Value::String(text.to_owned())
+            });
+        }
+        (Err(_), Some(_)) => {
+            return Err(BackendError::new("bad_response", format!("{source} is not JSON.")));
+        }
+    };
+    let missing =
+        |pointer: &str| BackendError::new("bad_response", format!("{source} has no {pointer}."));
+    match result {
+        None => Ok(json),
+        Some(ResultSpec::Pointer(pointer)) => {
+            json.pointer(pointer).cloned().ok_or_else(|| missing(pointer))
+        }
+        Some(ResultSpec::Fields(fields)) => fields
+            .0
+            .iter()
+            .map(|(name, pointer)| {
+                json.pointer(pointer)
+                    .cloned()
+                    .map(|value| (name.clone(), value))
+                    .ok_or_else(|| missing(pointer))
+            })
+            .collect::<Result<Map<String, Value>, _>>()
+            .map(Value::Object),
+    }
 }

@@ -38,6 +38,12 @@ pub struct RawManifest {
     #[serde(default)]
     #[schemars(range(max = 5))]
     pub retries: u32,
+    /// The profiles this tool asks to be served in when `offstage.toml` does not list them:
+    /// `voice` (the default profile: tools that ask for it get its room first) or `extra`.
+    /// Without it the tool is in `voice` if there is room, else in `extra`; `offstage tools
+    /// check` says where it went. Profiles listed under `[tools.profiles]` hold what they list.
+    #[serde(default)]
+    pub profiles: Vec<RawProfile>,
     /// Hints for clients deciding about approval. All false by default, except `open_world`,
     /// which is true for `[http]` tools.
     #[serde(default)]
@@ -63,6 +69,25 @@ pub enum RawMode {
     Inline,
     /// Answers at once with a job handle; the result is pushed later.
     Job,
+}
+
+/// A profile a manifest may ask for: the ones the budget rule fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProfile {
+    /// The default profile, served at `/mcp`.
+    Voice,
+    /// What the default profile has no room for, served at `/mcp/extra`.
+    Extra,
+}
+
+impl RawProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RawProfile::Voice => "voice",
+            RawProfile::Extra => "extra",
+        }
+    }
 }
 
 /// MCP tool annotations; unset ones take the defaults described on `annotations`.

@@ -6,12 +6,14 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{
-    Annotations, JobView, Services, ToolError, ToolOutput,
-    job_status::status_line,
-    typed::{Context, InlineTool},
+use super::job_status::status_line;
+use crate::{
+    jobs::{JobError, runner::CancelOutcome},
+    tools::{
+        Annotations, JobView, Services, ToolError, ToolOutput,
+        typed::{Context, InlineTool},
+    },
 };
-use crate::jobs::{JobError, runner::CancelOutcome};
 
 pub const NAME: &str = "cancel_job";
 

@@ -6,7 +6,8 @@
 
 use std::{fmt, time::Duration};
 
-use super::{Mode, ToolDefinition, tokens};
+use super::tokens;
+use crate::tools::{Mode, ToolDefinition};
 
 /// Token budgets, and the time budget of a call. Realtime contexts are small (28k usable on
 /// `gpt-realtime`) and every tool definition is resent with each response, so a tool should

@@ -10,13 +10,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{
-    Annotations, JobView, Services, ToolError, ToolOutput,
-    typed::{Context, InlineTool},
-};
 use crate::{
     config::ToolsConfig,
     jobs::{Job, JobStatus},
+    tools::{
+        Annotations, JobView, Services, ToolError, ToolOutput,
+        typed::{Context, InlineTool},
+    },
 };
 
 pub const NAME: &str = "job_status";
@@ -78,7 +78,7 @@ pub fn status_line(job: &Job, view: &JobView) -> String {
         JobStatus::Completed => match &view.image_url {
             Some(url) => format!("The image is ready: {url}"),
             // The tool's own sentence ("It is 3 degrees in Berlin."), else a generic one.
-            None => super::view::announcement(job),
+            None => crate::tools::view::announcement(job),
         },
         JobStatus::Failed => {
             let what = if view.image_url.is_some() { "The image" } else { "The job" };

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value, json};
 use tiktoken_rs::CoreBPE;
 
-use super::ToolDefinition;
+use crate::tools::ToolDefinition;
 
 /// Loading the ranks takes about 100 ms, so it happens once, on first use.
 static O200K: LazyLock<CoreBPE> = LazyLock::new(|| {
@@ -52,7 +52,9 @@ pub(in crate::tools) mod tests {
 
     use super::*;
     use crate::tools::{
-        Annotations, Mode, cancel_job, edit_image, generate_image, job_status, schema::compile,
+        Annotations, Mode,
+        builtin::{cancel_job, edit_image, generate_image, job_status},
+        listing::schema::compile,
     };
 
     #[test]
@@ -82,7 +84,7 @@ pub(in crate::tools) mod tests {
         assert_eq!(of_source(&definition), expected);
     }
 
-    /// The built-in tools, built as `tools::builtin` does but without services.
+    /// The built-in tools, built as `tools::builtin::all` does but without services.
     pub(in crate::tools) fn builtin() -> [ToolDefinition; 4] {
         let annotations = Annotations {
             read_only: false,

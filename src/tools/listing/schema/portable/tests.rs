@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::tools::schema;
+use crate::tools::listing::schema;
 
 /// Asserts that `schema` uses only the portable subset in `dialect`'s spelling.
 pub(crate) fn assert_subset(schema: &Value, dialect: Dialect) {

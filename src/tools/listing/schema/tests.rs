@@ -436,8 +436,8 @@ fn compiled_schemas_use_only_the_portable_subset() {
         source::<Order>(),
         source::<Browse>(),
         source::<Folder>(),
-        source::<crate::tools::generate_image::GenerateImageInput>(),
-        source::<crate::tools::job_status::JobStatusInput>(),
+        source::<crate::tools::builtin::generate_image::GenerateImageInput>(),
+        source::<crate::tools::builtin::job_status::JobStatusInput>(),
     ];
     for source in sources {
         let compiled = Value::Object(compile(&source));

@@ -8,19 +8,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    Annotations, Caller, Services, ToolError,
-    generate_image::{self, ImageJobOutput, check, output, route_failure},
-    typed::JobTool,
-};
 use crate::{
     images::{
         ImageFormat, ImageSize,
         fetch::{FetchError, FetchedImage},
         files::Stored,
     },
-    jobs::{Job, JobId, JobStatus, runner::JobFailure},
+    jobs::{Job, JobId, JobOutput, JobStatus, runner::JobFailure},
     providers::EditRequest,
+    tools::{
+        Annotations, Caller, Services, ToolError,
+        image_job::{check, output, route_failure, stored_earlier},
+        image_record::{ImageJobInput, ImageJobOutput},
+        typed::JobTool,
+    },
 };
 
 pub const NAME: &str = "edit_image";
@@ -60,11 +61,6 @@ pub struct EditJobInput {
     pub prompt: String,
     pub size: ImageSize,
     pub source: Source,
-}
-
-/// Tools whose jobs end with an image at `image_url`.
-pub fn produces_image(tool: &str) -> bool {
-    tool == generate_image::NAME || tool == NAME
 }
 
 #[derive(Debug)]
@@ -193,6 +189,7 @@ impl JobTool for EditImage {
     type Stored = EditJobInput;
     const NAME: &'static str = NAME;
     const DESCRIPTION: &'static str = DESCRIPTION;
+    const PRODUCES: JobOutput = JobOutput::Image;
 
     fn annotations(&self) -> Annotations {
         Annotations {
@@ -217,7 +214,8 @@ impl JobTool for EditImage {
     ) -> Result<EditJobInput, ToolError> {
         let Source::Job(id) = &stored.source else { return Ok(stored) };
         let source = self.services.job_for(caller, id.as_str()).await?;
-        if !produces_image(&source.tool) {
+        // What the job produces, as recorded with it: any image job's picture can be edited.
+        if source.produces != JobOutput::Image {
             return Err(ToolError::InvalidArguments(format!(
                 "Job {id} is a {} job, not a picture; pass the job_id of generate_image or \
                  edit_image.",
@@ -230,7 +228,7 @@ impl JobTool for EditImage {
                 source.status.as_str()
             )));
         }
-        if let Some(size) = generate_image::ImageJobInput::of(&source).map(|input| input.size) {
+        if let Some(size) = ImageJobInput::of(&source).map(|input| input.size) {
             stored.size = size;
         }
         Ok(stored)
@@ -247,7 +245,7 @@ impl JobTool for EditImage {
     }
 
     async fn run(&self, input: EditJobInput, job: &Job) -> Result<Value, JobFailure> {
-        if let Some(output) = super::generate_image::stored_earlier(&self.services, job).await {
+        if let Some(output) = stored_earlier(&self.services, job).await {
             return Ok(output);
         }
         let source = self.source(&input.source, job).await?;

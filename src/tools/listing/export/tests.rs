@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::tools::{Mode, tokens::tests::builtin};
+use crate::tools::{Mode, listing::tokens::tests::builtin};
 
 const READ_ONLY: Annotations =
     Annotations { read_only: true, destructive: false, idempotent: true, open_world: true };

@@ -17,10 +17,8 @@ use std::{fmt, str::FromStr};
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    Annotations, Mode, ToolDefinition,
-    schema::portable::{self, Dialect},
-};
+use super::schema::portable::{self, Dialect};
+use crate::tools::{Annotations, Mode, ToolDefinition};
 
 /// A target platform for [`export`]; parses from `openai-realtime`, `gemini-live` or `mcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

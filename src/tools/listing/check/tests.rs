@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::tools::{Annotations, tokens::tests::builtin};
+use crate::tools::{Annotations, listing::tokens::tests::builtin};
 
 const READ: Annotations =
     Annotations { read_only: true, destructive: false, idempotent: true, open_world: false };

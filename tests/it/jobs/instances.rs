@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use crate::{
+    push::webhooks::{Receiver, SECRET},
     support::{
         SseReader, call, job_id, legacy_client, legacy_client_with, modern_client, modern_meta,
         raw_request, structured, tasks_client, text,
     },
-    push::webhooks::{Receiver, SECRET},
 };
 
 /// A fresh database on the test server, dropped at the end.

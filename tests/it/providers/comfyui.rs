@@ -43,21 +43,8 @@ pub const ROW: Row = Row {
     landscape_request,
 };
 
-fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
-    let comfyui = &mut providers.comfyui;
-    comfyui.base_url.clone_from(&setup.base_url);
-    comfyui.api_key = setup.key.map(Into::into);
-    comfyui.request_timeout = setup.request_timeout;
-    comfyui.poll_interval = Duration::from_millis(10);
-    if let Some(latency) = setup.typical_latency {
-        comfyui.typical_latency = latency;
-    }
-}
-
-fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
-    let provider = ComfyUiProvider::new(&providers.comfyui, &Context::default());
-    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
-}
+super::contract::configure!(comfyui, poll_interval = Duration::from_millis(10));
+super::contract::capped!(comfyui, ComfyUiProvider);
 
 /// ComfyUI has no rate limits, quotas or safety system of its own; a key is refused by the
 /// proxy in front of it.

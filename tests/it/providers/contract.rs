@@ -161,6 +161,50 @@ impl Row {
     }
 }
 
+/// Starts the stand-in `spawn` with `answers` mapped by `reply`; `None` when one maps to none.
+pub fn spawning<R, S, F>(
+    answers: Vec<Answer>,
+    reply: fn(Answer) -> Option<R>,
+    spawn: fn(Vec<R>) -> F,
+) -> Option<Spawning>
+where
+    R: Send + 'static,
+    S: Send + Sync + 'static,
+    F: Future<Output = standin::StandIn<S>> + Send + 'static,
+{
+    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
+    Some(Box::pin(async move { Spawned::new(spawn(script).await) }))
+}
+
+/// A row's `configure`: the settings every provider has, set from a [`Setup`], then `field`s
+/// of its own.
+macro_rules! configure {
+    ($name:ident $(, $field:ident = $value:expr)*) => {
+        fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
+            let settings = &mut providers.$name;
+            settings.base_url.clone_from(&setup.base_url);
+            settings.api_key = setup.key.map(Into::into);
+            settings.request_timeout = setup.request_timeout;
+            if let Some(latency) = setup.typical_latency {
+                settings.typical_latency = latency;
+            }
+            $(settings.$field = $value;)*
+        }
+    };
+}
+
+/// A row's `capped`: the provider built on its own, with its body cap lowered.
+macro_rules! capped {
+    ($name:ident, $provider:ty) => {
+        fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
+            let provider = <$provider>::new(&providers.$name, &Context::default());
+            Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
+        }
+    };
+}
+
+pub(super) use {capped, configure};
+
 pub fn request() -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width: 1024, height: 1024, seed: 7 }
 }

@@ -41,24 +41,11 @@ pub const ROW: Row = Row {
     landscape_request,
 };
 
-fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
-    let openai = &mut providers.openai;
-    openai.base_url.clone_from(&setup.base_url);
-    openai.api_key = setup.key.map(Into::into);
-    openai.request_timeout = setup.request_timeout;
-    if let Some(latency) = setup.typical_latency {
-        openai.typical_latency = latency;
-    }
-}
-
-fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
-    let provider = OpenAiProvider::new(&providers.openai, &Context::default());
-    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
-}
+super::contract::configure!(openai);
+super::contract::capped!(openai, OpenAiProvider);
 
 fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
-    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
-    Some(Box::pin(async move { Spawned::new(standin::spawn(script).await) }))
+    super::contract::spawning(answers, reply, standin::spawn)
 }
 
 fn reply(answer: Answer) -> Option<Reply> {

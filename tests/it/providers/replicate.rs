@@ -44,25 +44,11 @@ pub const ROW: Row = Row {
     landscape_request,
 };
 
-fn configure(providers: &mut ProvidersConfig, setup: &Setup) {
-    let replicate = &mut providers.replicate;
-    replicate.base_url.clone_from(&setup.base_url);
-    replicate.api_key = setup.key.map(Into::into);
-    replicate.request_timeout = setup.request_timeout;
-    replicate.poll_interval = Duration::from_millis(100);
-    if let Some(latency) = setup.typical_latency {
-        replicate.typical_latency = latency;
-    }
-}
-
-fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
-    let provider = ReplicateProvider::new(&providers.replicate, &Context::default());
-    Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
-}
+super::contract::configure!(replicate, poll_interval = Duration::from_millis(100));
+super::contract::capped!(replicate, ReplicateProvider);
 
 fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
-    let script = answers.into_iter().map(reply).collect::<Option<Vec<_>>>()?;
-    Some(Box::pin(async move { Spawned::new(standin::spawn(script).await) }))
+    super::contract::spawning(answers, reply, standin::spawn)
 }
 
 fn reply(answer: Answer) -> Option<Reply> {

@@ -12,7 +12,8 @@ use std::{
 
 use axum::{
     Router,
-    http::{HeaderMap, Method, Uri},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -233,6 +234,16 @@ pub async fn read_parts(mut multipart: axum::extract::Multipart) -> Result<Parts
         }
     }
     Ok((fields, files))
+}
+
+/// A JSON error answer with this status and body, and a raw `Retry-After` when given.
+pub fn json_error(status: u16, body: Value, retry_after: Option<&'static str>) -> Response {
+    let status = StatusCode::from_u16(status).expect("a valid scripted status");
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// A real PNG: a smooth gradient, cheap to encode even at 1536 pixels.

@@ -15,7 +15,7 @@ use axum::{
     Router,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
@@ -330,12 +330,7 @@ async fn handle(
             }))
         }
         Reply::Error { status, body, retry_after } => {
-            let status = StatusCode::from_u16(status).expect("a valid scripted status");
-            let mut response = (status, axum::Json(body)).into_response();
-            if let Some(value) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(value));
-            }
-            response
+            standin::json_error(status, body, retry_after)
         }
         Reply::Hang => {
             shared.hang().await;

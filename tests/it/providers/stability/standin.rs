@@ -156,12 +156,7 @@ async fn handle(
         Reply::Image => image_response(png(width, height), "SUCCESS", seed),
         Reply::Filtered => image_response(png(width / 8, height / 8), "CONTENT_FILTERED", seed),
         Reply::Error { status, body, retry_after } => {
-            let status = StatusCode::from_u16(status).expect("a valid scripted status");
-            let mut response = (status, axum::Json(body)).into_response();
-            if let Some(value) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(value));
-            }
-            response
+            standin::json_error(status, body, retry_after)
         }
         Reply::Hang => {
             shared.hang().await;

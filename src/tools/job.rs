@@ -14,11 +14,9 @@ use crate::jobs::{
     runner::{Dedupe, NewJob, SubmitError},
 };
 
-/// Output key holding the sentence that announces a completed job ("It is 12 degrees in
-/// Berlin."); read by [`super::view::announcement`].
-pub const SAY_KEY: &str = "say";
-/// Output key holding a generic job's result, shown as `result` in the job JSON.
-pub const RESULT_KEY: &str = "result";
+// The keys of a generic job's stored output belong to the view that reads them; kept
+// nameable here, where [`finished`] writes them.
+pub use super::view::{RESULT_KEY, SAY_KEY};
 
 /// A validated call about to become a job.
 #[derive(Debug)]

@@ -14,6 +14,12 @@ use crate::{
     providers::router::Attempt,
 };
 
+/// Output key holding the sentence that announces a completed job ("It is 12 degrees in
+/// Berlin."); read by [`announcement`], written by `job::finished`.
+pub const SAY_KEY: &str = "say";
+/// Output key holding a generic job's result, shown as `result` in the job JSON.
+pub const RESULT_KEY: &str = "result";
+
 /// URI scheme of job resources: `offstage://jobs/{job_id}`.
 pub const RESOURCE_PREFIX: &str = "offstage://jobs/";
 
@@ -152,11 +158,7 @@ impl JobView {
             preview: output.as_ref().and_then(|output| output.preview.clone()),
             eta_ms: (job.status == JobStatus::Working).then(|| remaining_ms(job)),
             progress: (job.status == JobStatus::Working).then(|| job.progress.clone()).flatten(),
-            result: job
-                .output
-                .as_ref()
-                .and_then(|output| output.get(super::job::RESULT_KEY))
-                .cloned(),
+            result: job.output.as_ref().and_then(|output| output.get(RESULT_KEY)).cloned(),
             error: job.error.as_ref().map(|error| error.message.clone()),
             provider: produces_image.then(|| ProviderRecord::of(job, output.as_ref())).flatten(),
             created_at: job.created_at.to_rfc3339(),
@@ -201,7 +203,7 @@ pub fn announcement(job: &Job) -> String {
         Some(input) => format!("The image of \u{201c}{}\u{201d}", shorten(&input.prompt, 60)),
         None => format!("The {} job", job.tool.replace('_', " ")),
     };
-    let said = job.output.as_ref().and_then(|output| output.get(super::job::SAY_KEY));
+    let said = job.output.as_ref().and_then(|output| output.get(SAY_KEY));
     if let (JobStatus::Completed, Some(serde_json::Value::String(said))) = (job.status, said) {
         return said.clone();
     }

@@ -20,8 +20,9 @@ pub struct ToolsConfig {
     pub default_profile: String,
     /// Request header that selects a profile on `/mcp`.
     pub profile_header: String,
-    /// Named tool subsets, served at `/mcp/{profile}`. Without a `voice` entry, `voice` serves
-    /// every tool.
+    /// Named tool subsets, served at `/mcp/{profile}`, each holding exactly what it lists.
+    /// Without a `voice` entry, `voice` holds the built-ins, then manifest tools that ask for
+    /// it, then the rest while it stays within budget; what does not fit is served by `extra`.
     pub profiles: BTreeMap<String, Vec<String>>,
     /// Budgets checked at startup, on reload and by `offstage tools check`.
     pub budgets: Budgets,

@@ -155,7 +155,7 @@ pub struct RawSay {
     pub failed: Option<String>,
 }
 
-/// One HTTP request. Every string is a template (see the README).
+/// One HTTP request. Every string is a template (docs/manifests.md, "Templates").
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {

@@ -19,7 +19,7 @@ use url::{Host, Url};
 /// loopback, private, link-local, carrier-grade NAT, unspecified, multicast and reserved. An
 /// IPv6 address that carries an IPv4 one (mapped, compatible, translated, NAT64, 6to4, Teredo)
 /// is classed by the IPv4 address it carries, since that is where a gateway would deliver it.
-pub fn is_private(ip: IpAddr) -> bool {
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_private_v4(v4),
         IpAddr::V6(v6) => {
@@ -83,7 +83,7 @@ fn is_local_name(name: &str) -> bool {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum GuardError {
+pub(crate) enum GuardError {
     #[error("refused: {host} is {ip}, a private, loopback or link-local address")]
     Private { host: String, ip: IpAddr },
     #[error("cannot resolve {host}: {reason}")]
@@ -93,7 +93,7 @@ pub enum GuardError {
 }
 
 /// Resolves the URL's host and refuses it when any address is private (unless allowed).
-pub async fn check_url(url: &Url, allow_private: bool) -> Result<(), GuardError> {
+pub(crate) async fn check_url(url: &Url, allow_private: bool) -> Result<(), GuardError> {
     let port = url.port_or_known_default().unwrap_or(443);
     let addresses: Vec<IpAddr> = match url.host() {
         None => return Err(GuardError::NoHost(url.to_string())),
@@ -123,7 +123,7 @@ pub async fn check_url(url: &Url, allow_private: bool) -> Result<(), GuardError>
 
 /// The HTTP client's resolver: drops private addresses unless allowed.
 #[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     pub allow_private: bool,
 }
 
@@ -149,7 +149,7 @@ impl Resolve for GuardedResolver {
 }
 
 impl GuardedResolver {
-    pub fn shared(self) -> Arc<GuardedResolver> {
+    pub(crate) fn shared(self) -> Arc<GuardedResolver> {
         Arc::new(self)
     }
 }

@@ -8,7 +8,7 @@
 /// SCHED_IDLE thread that has waited long is still owed a slice, taken ahead of request
 /// threads; BENCHMARKS.md ("What the remaining single-client tail is") measures that.
 /// Elsewhere the thread takes the lowest priority it may.
-pub fn lower_current_thread() {
+pub(crate) fn lower_current_thread() {
     #[cfg(target_os = "linux")]
     let lowered = {
         use thread_priority::unix::{
@@ -34,17 +34,17 @@ pub fn lower_current_thread() {
 /// hundred microseconds of work: under EEVDF a SCHED_IDLE thread can be picked ahead of a
 /// waiting request thread and then keeps the CPU until the next scheduler tick (4 ms at
 /// HZ=250); a yield moves its virtual deadline back a slice and lets the scheduler pick again.
-pub fn offer_cpu() {
+pub(crate) fn offer_cpu() {
     std::thread::yield_now();
 }
 
 /// Linux's number for SCHED_IDLE.
 #[cfg(all(test, target_os = "linux"))]
-pub const SCHED_IDLE: u32 = 5;
+pub(crate) const SCHED_IDLE: u32 = 5;
 
 /// The calling thread's scheduling policy, read from `/proc` as the kernel reports it.
 #[cfg(all(test, target_os = "linux"))]
-pub fn scheduling_policy() -> u32 {
+pub(crate) fn scheduling_policy() -> u32 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
     // Fields after the parenthesised name: state is field 3, policy is field 41.
     let after_name = &stat[stat.rfind(')').unwrap() + 2..];

@@ -18,10 +18,10 @@ use rmcp::{
     },
 };
 
-pub type Client = RunningService<RoleClient, ClientConfig>;
+pub(crate) type Client = RunningService<RoleClient, ClientConfig>;
 
 /// A running server; killed when dropped.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -38,7 +38,7 @@ impl Drop for ServerProcess {
 impl ServerProcess {
     /// Starts `offstage serve --log warn` plus `args`, with `env`, its data in `dir/data`
     /// (`dir` may already hold a config file the args name). Returns once `/healthz` answers.
-    pub async fn start(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
             .args(["serve", "--log", "warn"])
@@ -60,18 +60,18 @@ impl ServerProcess {
         ServerProcess { child, base, _dir: dir }
     }
 
-    pub fn mcp(&self) -> String {
+    pub(crate) fn mcp(&self) -> String {
         format!("{}/mcp", self.base)
     }
 
     /// SIGKILL, and waits for the process to be gone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// CPU time (user + system) the server process has used so far, from /proc.
-    pub fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .expect("read /proc/<pid>/stat");
         // The command name (field 2) may hold spaces; fields after it are plain numbers.
@@ -83,7 +83,7 @@ impl ServerProcess {
 }
 
 /// A client speaking the 2026-07-28 stateless protocol.
-pub async fn stateless_client(mcp: &str) -> Client {
+pub(crate) async fn stateless_client(mcp: &str) -> Client {
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(mcp.to_owned()),
     );

@@ -40,7 +40,7 @@ impl Database {
     }
 }
 
-pub async fn run(seconds: u64) {
+pub(crate) async fn run(seconds: u64) {
     println!("\n## SQLite and PostgreSQL stores, same run (legacy sessions; µs)\n");
     let Some(db) = Database::create().await else { return };
     println!("| tool | store | concurrency | calls/s | p50 | p99 | p99.9 | max |");

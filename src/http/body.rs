@@ -15,12 +15,16 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
+pub(super) struct BodyLimits {
     pub max_bytes: usize,
     pub within: Duration,
 }
 
-pub async fn buffer(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+pub(super) async fn buffer(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }

@@ -39,7 +39,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-pub struct Caps {
+pub(super) struct Caps {
     limits: LimitsConfig,
     sessions: Mutex<Book>,
     streams: Mutex<HashMap<(Stream, String), usize>>,
@@ -47,7 +47,7 @@ pub struct Caps {
 
 /// The kinds of long-lived stream that are counted per owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
+pub(super) enum Stream {
     Events,
     Listen,
 }
@@ -91,7 +91,7 @@ impl Book {
 }
 
 impl Caps {
-    pub fn new(limits: LimitsConfig) -> Caps {
+    pub(super) fn new(limits: LimitsConfig) -> Caps {
         Caps { limits, sessions: Mutex::default(), streams: Mutex::default() }
     }
 
@@ -125,7 +125,7 @@ impl Caps {
 
     /// Closes sessions that missed their handshake deadline and forgets those rmcp has let go,
     /// until `shutdown`.
-    pub fn spawn_sweeper(
+    pub(super) fn spawn_sweeper(
         self: &Arc<Self>,
         manager: Arc<LocalSessionManager>,
         shutdown: CancellationToken,
@@ -196,7 +196,7 @@ impl Drop for StreamGuard {
 
 /// The MCP route's session accounting: caps new legacy sessions, books who opened them,
 /// notes finished handshakes, forgets ended sessions, and counts listen streams.
-pub async fn mcp(State(caps): State<Arc<Caps>>, request: Request, next: Next) -> Response {
+pub(super) async fn mcp(State(caps): State<Arc<Caps>>, request: Request, next: Next) -> Response {
     let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::local);
     let session = request
         .headers()
@@ -281,7 +281,11 @@ pub async fn mcp(State(caps): State<Arc<Caps>>, request: Request, next: Next) ->
 }
 
 /// `GET /v1/events`: at most `limits.event_streams_per_token` streams per owner.
-pub async fn events(State(caps): State<Arc<Caps>>, request: Request, next: Next) -> Response {
+pub(super) async fn events(
+    State(caps): State<Arc<Caps>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::local);
     let Some(guard) = caps.open_stream(Stream::Events, &caller.owner) else {
         let limit = caps.limits.event_streams_per_token;

@@ -9,7 +9,7 @@ use axum::{
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or invalid bearer token; send `Authorization: Bearer <token>`")]
     Unauthorized { challenge: String },
     #[error("the access token was refused: {reason}")]

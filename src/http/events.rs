@@ -46,7 +46,7 @@ const LIVE_CAPACITY: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     conversation: Option<String>,
     job: Option<String>,
     after: Option<i64>,
@@ -54,7 +54,7 @@ pub struct EventsQuery {
 
 /// One event, rendered once for every stream.
 #[derive(Debug)]
-pub struct Rendered {
+pub(super) struct Rendered {
     id: i64,
     owner: String,
     conversation: Option<String>,
@@ -86,14 +86,14 @@ enum Live {
 
 /// The shared renderer of live events, and the shutdown that ends every stream.
 #[derive(Debug, Clone)]
-pub struct Streams {
+pub(super) struct Streams {
     live: broadcast::Sender<Live>,
     shutdown: CancellationToken,
 }
 
 impl Streams {
     /// Starts the renderer; it stops with `shutdown`.
-    pub fn spawn(
+    pub(super) fn spawn(
         events: &JobEvents,
         store: Arc<dyn JobStore>,
         shutdown: CancellationToken,
@@ -178,7 +178,7 @@ impl Renderer {
     }
 }
 
-pub async fn events(
+pub(super) async fn events(
     State(services): State<Arc<Services>>,
     Extension(caller): Extension<Caller>,
     Extension(streams): Extension<Streams>,

@@ -20,7 +20,7 @@ use crate::{
 
 /// Accepted `Host` and `Origin` values, parsed once.
 #[derive(Debug)]
-pub struct OriginGuard {
+pub(crate) struct OriginGuard {
     hosts: Vec<(String, Option<u16>)>,
     origins: Vec<AllowedOrigin>,
 }
@@ -84,7 +84,7 @@ fn strict_host(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 impl OriginGuard {
-    pub fn new(security: &SecurityConfig) -> OriginGuard {
+    pub(crate) fn new(security: &SecurityConfig) -> OriginGuard {
         let hosts = security.allowed_hosts.iter().map(|host| parse_authority(host)).collect();
         let origins = security
             .allowed_origins
@@ -150,7 +150,7 @@ impl OriginGuard {
 }
 
 /// Rejects requests whose `Host` or `Origin` is not on the allow-lists.
-pub async fn check_origin(
+pub(crate) async fn check_origin(
     State(guard): State<Arc<OriginGuard>>,
     request: Request,
     next: Next,
@@ -168,7 +168,7 @@ pub async fn check_origin(
 /// secrets never sit in memory twice) or an OAuth access token (checked by [`Verifier`]), its
 /// conversation and its delivery override.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     digests: Vec<[u8; 32]>,
     oauth: Option<Verifier>,
     /// Where clients find how to get a token (RFC 9728), named in every 401.
@@ -180,7 +180,7 @@ pub struct Authenticator {
 
 /// What a route needs of an OAuth token. Static tokens and local callers have both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// `/mcp`, the job views and the event stream.
     Tools,
     /// Operator views (`/v1/tools`).
@@ -192,7 +192,7 @@ const MAX_CONVERSATION_LEN: usize = 200;
 
 impl Authenticator {
     /// `public_base`: the server's public origin, where the resource metadata is served.
-    pub fn new(
+    pub(crate) fn new(
         security: &SecurityConfig,
         push: &PushConfig,
         http: reqwest::Client,
@@ -212,13 +212,17 @@ impl Authenticator {
         }
     }
 
-    pub fn verifier(&self) -> Option<&Verifier> {
+    pub(crate) fn verifier(&self) -> Option<&Verifier> {
         self.oauth.as_ref()
     }
 
     /// The caller behind these headers, entitled to `scope`. Without tokens or OAuth everyone
     /// is the local owner.
-    pub async fn caller(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    pub(crate) async fn caller(
+        &self,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
         let mut caller = self.owner(headers, scope).await?;
         if let Some(value) = headers.get(&self.conversation_header) {
             let key = value.to_str().map(str::trim).unwrap_or("");
@@ -318,7 +322,7 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 /// Attaches the [`Caller`] to the request or answers 401 (403 for a missing scope).
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     State((auth, scope)): State<(Arc<Authenticator>, Scope)>,
     mut request: Request,
     next: Next,

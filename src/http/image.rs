@@ -38,7 +38,7 @@ const PLACEHOLDER_CACHE: &str = "no-store";
 /// A rendition request waits this long for the image pool before being told to come back.
 const RENDER_WAIT: Duration = Duration::from_secs(20);
 
-pub async fn image(
+pub(super) async fn image(
     State(services): State<Arc<Services>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,

@@ -13,7 +13,7 @@ use axum::{
 use super::error::ApiError;
 use crate::tools::{Caller, Services};
 
-pub async fn job(
+pub(super) async fn job(
     State(services): State<Arc<Services>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,

@@ -13,7 +13,7 @@ use axum::{
 
 use crate::mcp::ListenTaskIds;
 
-pub async fn lift(State(max_body): State<usize>, request: Request, next: Next) -> Response {
+pub(super) async fn lift(State(max_body): State<usize>, request: Request, next: Next) -> Response {
     let is_listen = request.method() == Method::POST
         && request
             .headers()

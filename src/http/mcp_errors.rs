@@ -18,7 +18,7 @@ use serde_json::json;
 /// rmcp answers a session DELETE with 202 Accepted; the Python SDK (mcp 2.x, under openai-agents,
 /// pipecat and LiveKit) takes only 200 or 204 and logs "Session termination failed: 202" on
 /// every close. The session is gone when the answer leaves, so 204 No Content is the truth.
-pub async fn ended_session(request: Request, next: Next) -> Response {
+pub(super) async fn ended_session(request: Request, next: Next) -> Response {
     let delete = request.method() == Method::DELETE;
     let mut response = next.run(request).await;
     if delete && response.status() == StatusCode::ACCEPTED {
@@ -33,7 +33,7 @@ pub async fn ended_session(request: Request, next: Next) -> Response {
 /// Error bodies are one line of text; anything bigger is not one of rmcp's rejections.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-pub async fn jsonify(request: Request, next: Next) -> Response {
+pub(super) async fn jsonify(request: Request, next: Next) -> Response {
     let sent_json = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -9,12 +9,12 @@ mod body;
 mod caps;
 mod error;
 mod events;
-pub mod guard;
+pub(crate) mod guard;
 mod image;
 mod jobs;
 mod listen_tasks;
 mod mcp_errors;
-pub mod oauth;
+pub(crate) mod oauth;
 mod profile;
 mod serve;
 mod tools;
@@ -34,9 +34,9 @@ use rmcp::transport::streamable_http_server::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 use guard::{Authenticator, OriginGuard, Scope, authenticate, check_origin};
-pub use serve::{ConnectionLimits, serve};
+pub(crate) use serve::{ConnectionLimits, serve};
 
 use crate::{
     config::Config,
@@ -44,7 +44,7 @@ use crate::{
 };
 
 /// Builds the whole HTTP surface.
-pub fn router(mcp: Arc<McpState>, config: &Config, shutdown: &CancellationToken) -> Router {
+pub(crate) fn router(mcp: Arc<McpState>, config: &Config, shutdown: &CancellationToken) -> Router {
     let (security, tools) = (&config.security, &config.tools);
     let services = mcp.services.clone();
     let registry = mcp.registry.clone();

@@ -9,9 +9,9 @@ use serde_json::json;
 
 use super::guard::Authenticator;
 
-pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-pub async fn metadata(Extension(auth): Extension<Arc<Authenticator>>) -> impl IntoResponse {
+pub(crate) async fn metadata(Extension(auth): Extension<Arc<Authenticator>>) -> impl IntoResponse {
     let Some(verifier) = auth.verifier() else {
         return super::ApiError::NoRoute(format!("GET {METADATA_PATH}; OAuth is not configured"))
             .into_response();

@@ -14,12 +14,12 @@ use super::ApiError;
 use crate::{mcp::ProfileName, tools::Registry};
 
 #[derive(Debug)]
-pub struct ProfileSelector {
+pub(super) struct ProfileSelector {
     pub registry: Arc<Registry>,
     pub header: HeaderName,
 }
 
-pub async fn select(
+pub(super) async fn select(
     State(selector): State<Arc<ProfileSelector>>,
     mut request: Request,
     next: Next,

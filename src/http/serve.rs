@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What each connection is held to.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     /// Refusals in flight at once; past this, connections over the cap are closed unanswered,
     /// so a flood cannot spend descriptors on being told no.
@@ -46,7 +46,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `shutdown`, then lets open requests finish (up to a few
 /// seconds) and returns.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::tools::{Registry, listing::tokens};
 
-pub async fn tools(Extension(registry): Extension<Arc<Registry>>) -> impl IntoResponse {
+pub(super) async fn tools(Extension(registry): Extension<Arc<Registry>>) -> impl IntoResponse {
     let catalog = registry.catalog();
     let mut profiles = Map::new();
     for profile in catalog.profiles() {

@@ -11,9 +11,9 @@ use crate::tools::{JobView, ToolDefinition, ToolError, ToolOutput, view::RESOURC
 
 /// `tools/list` may be cached this long: tools change only when `tools/` is reloaded, which
 /// notifies every listening client; the others see the change within this time.
-pub const TOOLS_TTL_MS: u64 = 60_000;
+pub(crate) const TOOLS_TTL_MS: u64 = 60_000;
 
-pub fn tool(definition: &ToolDefinition) -> Tool {
+pub(crate) fn tool(definition: &ToolDefinition) -> Tool {
     let hints = definition.annotations;
     // Destructive and idempotent hints only mean something for tools that write; leaving them
     // out of read-only tools saves tokens without losing information.
@@ -35,7 +35,7 @@ pub fn tool(definition: &ToolDefinition) -> Tool {
 
 /// A tool's result as MCP content. `earlier` are one-line announcements of jobs that finished
 /// meanwhile in this conversation; they lead the text, so the model reads them first.
-pub fn call_result(
+pub(crate) fn call_result(
     result: Result<ToolOutput, ToolError>,
     tool: &str,
     earlier: &[String],
@@ -71,18 +71,18 @@ pub fn call_result(
 }
 
 /// A failure of ours (the store), answered as an opaque internal error and logged here.
-pub fn internal(error: impl std::fmt::Display) -> rmcp::ErrorData {
+pub(crate) fn internal(error: impl std::fmt::Display) -> rmcp::ErrorData {
     tracing::error!(%error, "request failed");
     rmcp::ErrorData::internal_error("internal error", None)
 }
 
-pub fn job_template() -> ResourceTemplate {
+pub(crate) fn job_template() -> ResourceTemplate {
     ResourceTemplate::new(format!("{RESOURCE_PREFIX}{{job_id}}"), "job")
         .with_description("A background job: status, image_url and error, as JSON.")
         .with_mime_type("application/json")
 }
 
-pub fn job_resource(uri: &str, view: &JobView) -> ReadResourceResult {
+pub(crate) fn job_resource(uri: &str, view: &JobView) -> ReadResourceResult {
     let text = serde_json::to_string(view).unwrap_or_default();
     let contents = ResourceContents::text(text, uri).with_mime_type("application/json");
     // A job changes under the reader's feet: never cache it, and only for its owner.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
-pub struct ToolListeners {
+pub(crate) struct ToolListeners {
     /// Legacy sessions, by session key; closed ones are dropped at the next change.
     sessions: Mutex<HashMap<String, Peer<RoleServer>>>,
     /// Open listen streams that accepted `toolsListChanged`, by listen key.
@@ -20,26 +20,24 @@ pub struct ToolListeners {
 }
 
 impl ToolListeners {
-    pub fn add_session(&self, key: String, peer: Peer<RoleServer>) {
+    pub(crate) fn add_session(&self, key: String, peer: Peer<RoleServer>) {
         self.sessions.lock().expect("sessions lock poisoned").insert(key, peer);
     }
 
-    pub fn add_stream(&self, key: Arc<str>, sink: SubscriptionSink) {
+    pub(crate) fn add_stream(&self, key: Arc<str>, sink: SubscriptionSink) {
         self.streams.lock().expect("streams lock poisoned").insert(key, sink);
     }
 
-    pub fn remove_stream(&self, key: &str) {
+    pub(crate) fn remove_stream(&self, key: &str) {
         self.streams.lock().expect("streams lock poisoned").remove(key);
     }
 
-    /// Listeners right now: how many sessions and streams a change would reach.
-    pub fn counts(&self) -> (usize, usize) {
-        let sessions = self.sessions.lock().expect("sessions lock poisoned").len();
-        (sessions, self.streams.lock().expect("streams lock poisoned").len())
-    }
-
     /// Sends `notifications/tools/list_changed` to everyone listening after each change.
-    pub fn spawn(self: Arc<Self>, mut changes: watch::Receiver<u64>, shutdown: CancellationToken) {
+    pub(crate) fn spawn(
+        self: Arc<Self>,
+        mut changes: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) {
         tokio::spawn(async move {
             loop {
                 tokio::select! {

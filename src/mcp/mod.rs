@@ -4,12 +4,12 @@
 //! This is the only module that imports `rmcp::model`. It translates requests into tool calls
 //! and job reads, and job events into `notifications/resources/updated`.
 
-pub mod convert;
-pub mod list_changed;
+pub(crate) mod convert;
+pub(crate) mod list_changed;
 mod progress;
 mod prompts;
-pub mod subscriptions;
-pub mod tasks;
+pub(crate) mod subscriptions;
+pub(crate) mod tasks;
 
 use std::sync::Arc;
 
@@ -30,12 +30,12 @@ use tokio_util::sync::CancellationToken;
 /// Task ids a `subscriptions/listen` request asked for (`notifications.taskIds`), lifted off the
 /// request body by the HTTP layer because rmcp's filter type has no field for them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListenTaskIds(pub Vec<String>);
+pub(crate) struct ListenTaskIds(pub Vec<String>);
 
 /// The tool profile a request was made to (`/mcp/{profile}` or the profile header), set by the
 /// HTTP layer after checking it exists. Absent (stdio): the default profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileName(pub Arc<str>);
+pub(crate) struct ProfileName(pub Arc<str>);
 
 use crate::{
     jobs::Job,
@@ -43,8 +43,8 @@ use crate::{
         Caller, JobView, Links, ProgressSink, Registry, Services, ToolCall, ToolError, ToolOutput,
     },
 };
-pub use list_changed::ToolListeners;
-pub use subscriptions::Subscriptions;
+pub(crate) use list_changed::ToolListeners;
+pub(crate) use subscriptions::Subscriptions;
 
 /// Job URIs one `subscriptions/listen` stream may watch; each costs a store read to open.
 const MAX_LISTEN_URIS: usize = 256;
@@ -55,7 +55,7 @@ is working. Use job_status only when the user asks, and cancel_job when they cha
 
 /// Shared by every session and stateless request (rmcp builds one handler per session).
 #[derive(Debug)]
-pub struct McpState {
+pub(crate) struct McpState {
     pub registry: Arc<Registry>,
     pub services: Arc<Services>,
     pub subscriptions: Arc<Subscriptions>,
@@ -65,7 +65,7 @@ pub struct McpState {
 }
 
 impl McpState {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         services: Arc<Services>,
         subscriptions: Arc<Subscriptions>,
@@ -86,12 +86,12 @@ fn profile(ctx: &RequestContext<RoleServer>, registry: &Registry) -> Arc<str> {
 }
 
 #[derive(Debug, Clone)]
-pub struct OffstageServer {
+pub(crate) struct OffstageServer {
     state: Arc<McpState>,
 }
 
 impl OffstageServer {
-    pub fn new(state: Arc<McpState>) -> OffstageServer {
+    pub(crate) fn new(state: Arc<McpState>) -> OffstageServer {
         OffstageServer { state }
     }
 }
@@ -126,7 +126,7 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
 
 /// `_meta` key a realtime app may set on `tools/call` with the model's function call id, so
 /// Gemini Live payloads can answer that exact call.
-pub const CALL_ID_META: &str = "offstage/call_id";
+pub(crate) const CALL_ID_META: &str = "offstage/call_id";
 
 /// Longest call id kept (Gemini's are short; this only bounds what a client can make us store).
 const MAX_CALL_ID_LEN: usize = 256;

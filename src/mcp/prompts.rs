@@ -5,7 +5,7 @@
 
 use rmcp::model::{GetPromptResult, Prompt, PromptMessage, Role};
 
-pub const NAME: &str = "voice_agent_tools";
+pub(super) const NAME: &str = "voice_agent_tools";
 
 const DESCRIPTION: &str = "System-prompt lines for a voice agent using these tools: preambles, background jobs, late results.";
 
@@ -21,12 +21,12 @@ on. Do not invent results before they arrive. A tool result may start with lines
 say never mind.
 - If a tool says it is busy or failed, say so in plain words and follow its advice.";
 
-pub fn list() -> Vec<Prompt> {
+pub(super) fn list() -> Vec<Prompt> {
     vec![Prompt::new(NAME, Some(DESCRIPTION), None)]
 }
 
 /// `None` for unknown names.
-pub fn get(name: &str) -> Option<GetPromptResult> {
+pub(super) fn get(name: &str) -> Option<GetPromptResult> {
     (name == NAME).then(|| {
         let mut result = GetPromptResult::new(vec![PromptMessage::new_text(Role::User, TEXT)]);
         result.description = Some(DESCRIPTION.to_owned());

@@ -55,7 +55,7 @@ struct Subscriber {
 }
 
 #[derive(Debug)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     by_job: Mutex<HashMap<JobId, Vec<Subscriber>>>,
     /// What task notifications need to describe a job.
     links: Links,
@@ -63,7 +63,7 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn new(links: Links, task_ttl: Duration) -> Subscriptions {
+    pub(crate) fn new(links: Links, task_ttl: Duration) -> Subscriptions {
         Subscriptions { by_job: Mutex::new(HashMap::new()), links, task_ttl }
     }
 
@@ -79,15 +79,15 @@ impl Subscriptions {
         }
     }
 
-    pub fn add_session(&self, id: JobId, session: &str, peer: Peer<RoleServer>) {
+    pub(crate) fn add_session(&self, id: JobId, session: &str, peer: Peer<RoleServer>) {
         self.add(id, Subscriber { key: session.into(), target: Target::Session(peer) });
     }
 
-    pub fn add_listen(&self, id: JobId, key: &Arc<str>, sink: SubscriptionSink) {
+    pub(crate) fn add_listen(&self, id: JobId, key: &Arc<str>, sink: SubscriptionSink) {
         self.add(id, Subscriber { key: key.clone(), target: Target::Listen(sink) });
     }
 
-    pub fn add_task(
+    pub(crate) fn add_task(
         &self,
         id: JobId,
         key: &Arc<str>,
@@ -99,7 +99,7 @@ impl Subscriptions {
     }
 
     /// Removes one subscriber (by session or listen key) from one job.
-    pub fn remove(&self, id: &JobId, key: &str) {
+    pub(crate) fn remove(&self, id: &JobId, key: &str) {
         let mut map = self.lock();
         if let Some(subscribers) = map.get_mut(id) {
             subscribers.retain(|subscriber| &*subscriber.key != key);
@@ -110,7 +110,7 @@ impl Subscriptions {
     }
 
     /// Tells every subscriber of `job` that its resource changed.
-    pub fn notify(&self, job: &Job) {
+    pub(crate) fn notify(&self, job: &Job) {
         let targets: Vec<Target> = {
             let mut map = self.lock();
             let Some(subscribers) = map.get_mut(&job.id) else { return };
@@ -133,17 +133,22 @@ impl Subscriptions {
     }
 
     /// Tells a legacy session about an ended job now (it subscribed too late for the event).
-    pub fn notify_one_session(&self, peer: Peer<RoleServer>, job: &Job) {
+    pub(crate) fn notify_one_session(&self, peer: Peer<RoleServer>, job: &Job) {
         self.send(Target::Session(peer), job);
     }
 
     /// Tells a listen stream about an ended job now.
-    pub fn notify_one_listen(&self, sink: SubscriptionSink, job: &Job) {
+    pub(crate) fn notify_one_listen(&self, sink: SubscriptionSink, job: &Job) {
         self.send(Target::Listen(sink), job);
     }
 
     /// Tells a listen stream watching tasks about an ended job now.
-    pub fn notify_one_task(&self, peer: Peer<RoleServer>, subscription: RequestId, job: &Job) {
+    pub(crate) fn notify_one_task(
+        &self,
+        peer: Peer<RoleServer>,
+        subscription: RequestId,
+        job: &Job,
+    ) {
         self.send(Target::Task { peer, subscription }, job);
     }
 
@@ -185,7 +190,11 @@ impl Subscriptions {
     }
 
     /// Runs the fan-out until shutdown: every job event reaches that job's subscribers.
-    pub fn spawn_notifier(self: &Arc<Self>, runner: &JobRunner, shutdown: CancellationToken) {
+    pub(crate) fn spawn_notifier(
+        self: &Arc<Self>,
+        runner: &JobRunner,
+        shutdown: CancellationToken,
+    ) {
         let subscriptions = self.clone();
         let runner = runner.clone();
         let mut events = runner.events().subscribe();

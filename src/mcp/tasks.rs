@@ -22,10 +22,10 @@ use crate::{
 };
 
 /// How often clients should poll `tasks/get`.
-pub const POLL_INTERVAL_MS: u64 = 1000;
+pub(crate) const POLL_INTERVAL_MS: u64 = 1000;
 
 /// True when this request may be answered with a task.
-pub fn wanted(ctx: &RequestContext<RoleServer>) -> bool {
+pub(crate) fn wanted(ctx: &RequestContext<RoleServer>) -> bool {
     let modern = ctx
         .meta
         .protocol_version()
@@ -34,7 +34,7 @@ pub fn wanted(ctx: &RequestContext<RoleServer>) -> bool {
 }
 
 /// The task's base fields. Its TTL is the job's retention: until then `tasks/get` answers.
-pub fn task(job: &Job, view: &JobView, ttl: Duration) -> Task {
+pub(crate) fn task(job: &Job, view: &JobView, ttl: Duration) -> Task {
     let status = match job.status {
         JobStatus::Working => TaskStatus::Working,
         // A tool that ran and failed is a completed task with an `isError` result; `failed` is
@@ -50,7 +50,7 @@ pub fn task(job: &Job, view: &JobView, ttl: Duration) -> Task {
 
 /// The task with its result inline once it ended (what `tasks/get` and `notifications/tasks`
 /// carry).
-pub fn detailed(job: &Job, view: &JobView, ttl: Duration) -> DetailedTask {
+pub(crate) fn detailed(job: &Job, view: &JobView, ttl: Duration) -> DetailedTask {
     let task = task(job, view, ttl);
     let payload = match job.status {
         JobStatus::Working => TaskPayload::Working,

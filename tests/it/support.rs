@@ -23,18 +23,18 @@ use tokio::sync::mpsc;
 use offstage::{config::Config, server::Server};
 
 /// Long enough to observe `working`, short enough to keep the suite fast.
-pub const SKETCH_LATENCY: Duration = Duration::from_millis(400);
+pub(crate) const SKETCH_LATENCY: Duration = Duration::from_millis(400);
 /// Upper bound for anything that should happen "soon"; generous for a loaded 2-core CI box.
-pub const SOON: Duration = Duration::from_secs(15);
+pub(crate) const SOON: Duration = Duration::from_secs(15);
 
 /// A server running in this process, with its own data directory.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub server: Server,
     pub dir: TempDir,
     pub config: Config,
 }
 
-pub fn test_config(dir: &Path) -> Config {
+pub(crate) fn test_config(dir: &Path) -> Config {
     let mut config = Config::for_data_dir(dir);
     config.providers.sketch.latency = SKETCH_LATENCY;
     // Event sequences in tests are exact; `partial_images.rs` turns previews on.
@@ -44,11 +44,11 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }
 
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config(dir.path());
         adjust(&mut config);
@@ -57,7 +57,7 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and starts it again on the same address and data directory.
-    pub async fn restart(self) -> TestServer {
+    pub(crate) async fn restart(self) -> TestServer {
         let TestServer { server, dir, mut config } = self;
         config.listen = server.local_addr();
         server.stop().await;
@@ -66,7 +66,7 @@ impl TestServer {
     }
 
     /// Opens `GET /v1/events` with a query string (may be empty) and optional `Last-Event-ID`.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         token: Option<&str>,
         query: &str,
@@ -77,7 +77,7 @@ impl TestServer {
         )
     }
 
-    pub fn events_request(
+    pub(crate) fn events_request(
         &self,
         token: Option<&str>,
         query: &str,
@@ -94,7 +94,7 @@ impl TestServer {
     }
 
     /// `GET /v1/jobs/{id}` as `token`: (status, JSON body).
-    pub async fn job_json(&self, token: Option<&str>, id: &str) -> (u16, Value) {
+    pub(crate) async fn job_json(&self, token: Option<&str>, id: &str) -> (u16, Value) {
         let mut request = reqwest::Client::new().get(self.http(&format!("/v1/jobs/{id}")));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -105,7 +105,7 @@ impl TestServer {
     }
 
     /// Polls `GET /v1/jobs/{id}` (which tells no conversation anything) until the job ended.
-    pub async fn wait_ended_quietly(&self, token: Option<&str>, id: &str) -> Value {
+    pub(crate) async fn wait_ended_quietly(&self, token: Option<&str>, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + SOON;
         loop {
             let (status, view) = self.job_json(token, id).await;
@@ -118,21 +118,21 @@ impl TestServer {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.mcp_url()
     }
 
-    pub fn http(&self, path: &str) -> String {
+    pub(crate) fn http(&self, path: &str) -> String {
         format!("http://{}{path}", self.server.local_addr())
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.server.stop().await;
     }
 }
 
 /// What a client received from the server without asking.
-pub struct Inbox {
+pub(crate) struct Inbox {
     pub updates: mpsc::UnboundedReceiver<String>,
     pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
     /// One entry per `notifications/tools/list_changed` (legacy sessions).
@@ -141,7 +141,7 @@ pub struct Inbox {
 
 impl Inbox {
     /// The next `resources/updated` URI, or a test failure after [`SOON`].
-    pub async fn next_update(&mut self) -> String {
+    pub(crate) async fn next_update(&mut self) -> String {
         tokio::time::timeout(SOON, self.updates.recv())
             .await
             .expect("a resources/updated notification arrives")
@@ -149,7 +149,7 @@ impl Inbox {
     }
 
     /// Waits for the next `notifications/tools/list_changed`, or fails after [`SOON`].
-    pub async fn next_tools_changed(&mut self) {
+    pub(crate) async fn next_tools_changed(&mut self) {
         tokio::time::timeout(SOON, self.tools_changed.recv())
             .await
             .expect("a tools/list_changed notification arrives")
@@ -159,7 +159,7 @@ impl Inbox {
 
 /// A client handler that forwards pushed notifications to an [`Inbox`].
 #[derive(Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     info: ClientConfig,
     updates: mpsc::UnboundedSender<String>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
@@ -167,7 +167,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(info: ClientConfig) -> (Recorder, Inbox) {
+    pub(crate) fn new(info: ClientConfig) -> (Recorder, Inbox) {
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (tools_tx, tools_changed) = mpsc::unbounded_channel();
@@ -203,7 +203,7 @@ impl ClientHandler for Recorder {
     }
 }
 
-pub type Client = RunningService<RoleClient, Recorder>;
+pub(crate) type Client = RunningService<RoleClient, Recorder>;
 
 fn transport(url: &str, token: Option<&str>) -> StreamableHttpClientTransport<reqwest::Client> {
     transport_with(url, token, &[])
@@ -232,7 +232,7 @@ fn transport_with(
 
 /// A legacy-era client whose every request carries `headers` (a host app naming its
 /// conversation, say).
-pub async fn legacy_client_with(
+pub(crate) async fn legacy_client_with(
     url: &str,
     token: Option<&str>,
     headers: &[(&str, &str)],
@@ -244,7 +244,7 @@ pub async fn legacy_client_with(
 }
 
 /// A 2026-07-28 client whose every request carries `headers`.
-pub async fn modern_client_with(
+pub(crate) async fn modern_client_with(
     url: &str,
     token: Option<&str>,
     headers: &[(&str, &str)],
@@ -259,16 +259,16 @@ pub async fn modern_client_with(
     (client, inbox)
 }
 
-pub fn client_info() -> ClientConfig {
+pub(crate) fn client_info() -> ClientConfig {
     ClientConfig::new(Default::default(), Implementation::new("offstage-tests", "0"))
 }
 
 /// A legacy-era client: `initialize`, a session, pushes on the session's GET stream.
-pub async fn legacy_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
+pub(crate) async fn legacy_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
     legacy_client_at(url, token, ProtocolVersion::V_2025_11_25).await
 }
 
-pub async fn legacy_client_at(
+pub(crate) async fn legacy_client_at(
     url: &str,
     token: Option<&str>,
     version: ProtocolVersion,
@@ -281,7 +281,7 @@ pub async fn legacy_client_at(
 }
 
 /// A 2026-07-28 client: no handshake, per-request metadata, pushes via `subscriptions/listen`.
-pub async fn modern_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
+pub(crate) async fn modern_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
     let (recorder, inbox) = Recorder::new(client_info());
     let lifecycle =
         ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
@@ -292,14 +292,14 @@ pub async fn modern_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
     (client, inbox)
 }
 
-pub fn args(value: Value) -> JsonObject {
+pub(crate) fn args(value: Value) -> JsonObject {
     match value {
         Value::Object(object) => object,
         other => panic!("arguments must be an object, got {other}"),
     }
 }
 
-pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+pub(crate) async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
     client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
         .await
@@ -307,7 +307,7 @@ pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResu
 }
 
 /// All text content of a result, joined by newlines.
-pub fn text(result: &CallToolResult) -> String {
+pub(crate) fn text(result: &CallToolResult) -> String {
     result
         .content
         .iter()
@@ -316,16 +316,16 @@ pub fn text(result: &CallToolResult) -> String {
         .join("\n")
 }
 
-pub fn structured(result: &CallToolResult) -> &Value {
+pub(crate) fn structured(result: &CallToolResult) -> &Value {
     result.structured_content.as_ref().expect("structuredContent is present")
 }
 
-pub fn job_id(result: &CallToolResult) -> String {
+pub(crate) fn job_id(result: &CallToolResult) -> String {
     structured(result)["job_id"].as_str().expect("job_id is a string").to_owned()
 }
 
 /// Calls `job_status` with a wait until the job has ended; returns its structured view.
-pub async fn wait_until_ended(client: &Client, job_id: &str) -> Value {
+pub(crate) async fn wait_until_ended(client: &Client, job_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
         let result =
@@ -340,7 +340,7 @@ pub async fn wait_until_ended(client: &Client, job_id: &str) -> Value {
 }
 
 /// Downloads a URL and decodes it as an image, returning (content-type, cache-control, image).
-pub async fn fetch_image(url: &str) -> (String, String, image::DynamicImage) {
+pub(crate) async fn fetch_image(url: &str) -> (String, String, image::DynamicImage) {
     let response = reqwest::get(url).await.expect("image URL answers");
     assert_eq!(response.status(), 200, "GET {url}");
     let header = |name: &str| {
@@ -353,7 +353,7 @@ pub async fn fetch_image(url: &str) -> (String, String, image::DynamicImage) {
 }
 
 /// Counts job rows straight from the database file, bypassing the server.
-pub async fn count_jobs(data_dir: &Path) -> i64 {
+pub(crate) async fn count_jobs(data_dir: &Path) -> i64 {
     use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
     let mut connection = SqliteConnectOptions::new()
         .filename(data_dir.join("offstage.db"))
@@ -371,28 +371,28 @@ pub async fn count_jobs(data_dir: &Path) -> i64 {
 
 /// One Server-Sent Event as received.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     pub id: Option<String>,
     pub event: Option<String>,
     pub data: String,
 }
 
 impl SseEvent {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("data is JSON ({e}): {}", self.data))
     }
 
     /// The data as a job event, checked against its schema (`schemas/event.json`): every
     /// required field present, no unknown one.
-    pub fn event(&self) -> offstage::push::event::EventBody {
+    pub(crate) fn event(&self) -> offstage::push::event::EventBody {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("data is not a job event ({e}): {}", self.data))
     }
 }
 
 /// Reads an SSE response event by event (comments and `retry:` lines skipped).
-pub struct SseReader {
+pub(crate) struct SseReader {
     response: reqwest::Response,
     buffer: String,
     /// Comment lines seen so far (keep-alives).
@@ -400,7 +400,7 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    pub fn new(response: reqwest::Response) -> SseReader {
+    pub(crate) fn new(response: reqwest::Response) -> SseReader {
         assert!(response.status().is_success(), "SSE request failed: {}", response.status());
         let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(kind.starts_with("text/event-stream"), "not an event stream: {kind}");
@@ -408,7 +408,7 @@ impl SseReader {
     }
 
     /// The next event, or `None` if none arrives within `wait` (or the stream ends).
-    pub async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -449,13 +449,13 @@ impl SseReader {
         }
     }
 
-    pub async fn next(&mut self) -> SseEvent {
+    pub(crate) async fn next(&mut self) -> SseEvent {
         self.next_within(SOON).await.expect("an event arrives")
     }
 }
 
 /// The `_meta` every 2026-07-28 request carries, declaring `capabilities`.
-pub fn modern_meta(capabilities: Value) -> Value {
+pub(crate) fn modern_meta(capabilities: Value) -> Value {
     serde_json::json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": capabilities,
@@ -464,7 +464,7 @@ pub fn modern_meta(capabilities: Value) -> Value {
 }
 
 /// Sends one raw 2026-07-28 request to `/mcp`.
-pub fn raw_request(
+pub(crate) fn raw_request(
     url: &str,
     token: Option<&str>,
     method: &str,
@@ -488,7 +488,7 @@ pub fn raw_request(
 }
 
 /// The JSON-RPC reply in a response to [`raw_request`], sent as JSON or as one SSE `data:`.
-pub async fn rpc_reply(response: reqwest::Response) -> Value {
+pub(crate) async fn rpc_reply(response: reqwest::Response) -> Value {
     let text = response.text().await.expect("a body");
     text.lines()
         .find_map(|line| line.strip_prefix("data: "))
@@ -496,12 +496,12 @@ pub async fn rpc_reply(response: reqwest::Response) -> Value {
         .unwrap_or_else(|error| panic!("not a JSON-RPC reply ({error}): {text}"))
 }
 
-pub fn tasks_capabilities() -> rmcp::model::ClientCapabilities {
+pub(crate) fn tasks_capabilities() -> rmcp::model::ClientCapabilities {
     rmcp::model::ClientCapabilities::builder().enable_tasks().build()
 }
 
 /// A 2026-07-28 client that declares the tasks extension on every request.
-pub async fn tasks_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
+pub(crate) async fn tasks_client(url: &str, token: Option<&str>) -> (Client, Inbox) {
     let info = ClientConfig::new(tasks_capabilities(), Implementation::new("offstage-tests", "0"));
     let (recorder, inbox) = Recorder::new(info);
     let lifecycle =

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{providers::spec::SetupError, settings::Secret};
 
 /// The placeholder every workflow must contain somewhere, so the user's words reach the model.
-pub const PROMPT_PLACEHOLDER: &str = "{{prompt}}";
+pub(super) const PROMPT_PLACEHOLDER: &str = "{{prompt}}";
 
 /// A workflow file larger than this is not a workflow; reading stops there.
 const MAX_WORKFLOW_BYTES: u64 = 4 * 1024 * 1024;
@@ -86,7 +86,7 @@ impl ComfyUiConfig {
 ///
 /// The API format maps node ids to `{"class_type", "inputs"}`; the UI format (what "Save"
 /// writes) has `nodes` and `links` lists instead and cannot be queued.
-pub fn read_workflow(path: &Path) -> Result<Value, String> {
+pub(super) fn read_workflow(path: &Path) -> Result<Value, String> {
     let shown = path.display();
     let size = std::fs::metadata(path)
         .map_err(|error| format!("cannot read workflow `{shown}`: {error}"))?
@@ -103,7 +103,7 @@ pub fn read_workflow(path: &Path) -> Result<Value, String> {
 }
 
 /// The shape checks of [`read_workflow`], for a workflow already parsed.
-pub fn check_workflow(workflow: &Value) -> Result<(), String> {
+pub(super) fn check_workflow(workflow: &Value) -> Result<(), String> {
     let Some(nodes) = workflow.as_object().filter(|nodes| !nodes.is_empty()) else {
         return Err("is not an API-format workflow (an object of nodes by id)".to_owned());
     };
@@ -130,7 +130,7 @@ pub fn check_workflow(workflow: &Value) -> Result<(), String> {
 }
 
 /// True when any string value in the tree contains `placeholder`.
-pub fn mentions(value: &Value, placeholder: &str) -> bool {
+pub(super) fn mentions(value: &Value, placeholder: &str) -> bool {
     match value {
         Value::String(text) => text.contains(placeholder),
         Value::Array(items) => items.iter().any(|item| mentions(item, placeholder)),

@@ -2,7 +2,7 @@
 //! submits, how it follows the history and fetches the image, how it maps each failure onto a
 //! `ProviderError`, and how a dropped generation is taken back from ComfyUI's queue.
 
-pub mod standin;
+pub(crate) mod standin;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -25,7 +25,7 @@ const KEY: &str = "comfy-proxy-key-0b6d3f28e1a94c75";
 
 /// ComfyUI in the provider contract. It needs no key, but one set for a proxy in front must
 /// stay as secret as any service's.
-pub const ROW: Row = Row {
+pub(crate) const ROW: Row = Row {
     name: "comfyui",
     key: KEY,
     key_variable: None,

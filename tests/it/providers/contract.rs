@@ -24,7 +24,7 @@ use offstage::providers::{
 use super::{comfyui, gemini, openai, replicate, standin};
 
 /// One provider as the contract sees it.
-pub struct Row {
+pub(crate) struct Row {
     pub name: &'static str,
     /// Distinctive, so that a leak into any error text, job view or log is easy to spot.
     pub key: &'static str,
@@ -58,11 +58,11 @@ pub struct Row {
 }
 
 /// Every provider that talks HTTP to a service.
-pub const PROVIDERS: &[Row] =
+pub(crate) const PROVIDERS: &[Row] =
     &[openai::ROW, gemini::ROW, super::stability::ROW, replicate::ROW, comfyui::ROW];
 
 /// How a row points its provider's settings at a stand-in.
-pub struct Setup {
+pub(crate) struct Setup {
     pub base_url: String,
     pub key: Option<&'static str>,
     /// One HTTP request's limit.
@@ -72,7 +72,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn at(row: &Row, base_url: &str) -> Setup {
+    pub(crate) fn at(row: &Row, base_url: &str) -> Setup {
         Setup {
             base_url: base_url.to_owned(),
             key: Some(row.key),
@@ -84,7 +84,7 @@ impl Setup {
 
 /// An answer every service has its own way of giving; each row maps it onto its stand-in's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A real image at the size the service draws for the request.
     Image,
     /// A 5xx with this status.
@@ -103,38 +103,38 @@ pub enum Answer {
     Garbage,
 }
 
-pub type Spawning = Pin<Box<dyn Future<Output = Spawned> + Send>>;
+pub(crate) type Spawning = Pin<Box<dyn Future<Output = Spawned> + Send>>;
 
 /// A running stand-in of any provider.
-pub struct Spawned {
+pub(crate) struct Spawned {
     pub base_url: String,
     stand_in: Box<dyn Any + Send + Sync>,
 }
 
 impl Spawned {
-    pub fn new<S: Send + Sync + 'static>(stand_in: standin::StandIn<S>) -> Spawned {
+    pub(crate) fn new<S: Send + Sync + 'static>(stand_in: standin::StandIn<S>) -> Spawned {
         Spawned { base_url: stand_in.base_url.clone(), stand_in: Box::new(stand_in) }
     }
 
     /// The provider's own stand-in, to read what it received.
-    pub fn get<S: Send + Sync + 'static>(&self) -> &standin::StandIn<S> {
+    pub(crate) fn get<S: Send + Sync + 'static>(&self) -> &standin::StandIn<S> {
         self.stand_in.downcast_ref().expect("the row's own stand-in")
     }
 }
 
 impl Row {
     /// The provider built from `setup` exactly as the server builds it.
-    pub fn build_with(&self, setup: &Setup) -> Result<Arc<dyn ImageProvider>, SetupError> {
+    pub(crate) fn build_with(&self, setup: &Setup) -> Result<Arc<dyn ImageProvider>, SetupError> {
         let mut providers = ProvidersConfig::default();
         (self.configure)(&mut providers, setup);
         providers.build(self.name, &Context::default())
     }
 
-    pub fn build(&self, base_url: &str) -> Arc<dyn ImageProvider> {
+    pub(crate) fn build(&self, base_url: &str) -> Arc<dyn ImageProvider> {
         self.build_with(&Setup::at(self, base_url)).expect("a valid provider configuration")
     }
 
-    pub async fn spawn(&self, answers: Vec<Answer>) -> Option<Spawned> {
+    pub(crate) async fn spawn(&self, answers: Vec<Answer>) -> Option<Spawned> {
         Some((self.spawn)(answers)?.await)
     }
 
@@ -154,7 +154,7 @@ impl Row {
         Some(error)
     }
 
-    pub fn assert_no_key(&self, error: &ProviderError) {
+    pub(crate) fn assert_no_key(&self, error: &ProviderError) {
         let name = self.name;
         assert!(!error.to_string().contains(self.key), "{name}: Display leaks the key: {error}");
         assert!(!format!("{error:?}").contains(self.key), "{name}: Debug leaks the key");
@@ -162,7 +162,7 @@ impl Row {
 }
 
 /// Starts the stand-in `spawn` with `answers` mapped by `reply`; `None` when one maps to none.
-pub fn spawning<R, S, F>(
+pub(crate) fn spawning<R, S, F>(
     answers: Vec<Answer>,
     reply: fn(Answer) -> Option<R>,
     spawn: fn(Vec<R>) -> F,
@@ -205,7 +205,7 @@ macro_rules! capped {
 
 pub(super) use {capped, configure};
 
-pub fn request() -> ImageRequest {
+pub(crate) fn request() -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width: 1024, height: 1024, seed: 7 }
 }
 

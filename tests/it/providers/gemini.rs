@@ -2,7 +2,7 @@
 //! sends, and how it maps each documented answer (or non-answer) onto a `ProviderError`. Edits have a file of their own.
 
 mod edits;
-pub mod standin;
+pub(crate) mod standin;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ use super::{
 const KEY: &str = "AIzaTest-offstage-9b41c7d2e05f";
 
 /// Gemini in the provider contract.
-pub const ROW: Row = Row {
+pub(crate) const ROW: Row = Row {
     name: "gemini",
     key: KEY,
     key_variable: Some("GEMINI_API_KEY"),

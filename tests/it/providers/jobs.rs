@@ -16,7 +16,11 @@ use crate::support::{
 
 /// A server whose provider is `row`'s, pointed at `base_url`, with quick retries; `adjust`
 /// changes anything else.
-pub async fn server(row: &Row, base_url: &str, adjust: impl FnOnce(&mut Config)) -> TestServer {
+pub(crate) async fn server(
+    row: &Row,
+    base_url: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
     let setup = Setup {
         request_timeout: Duration::from_millis(500),
         typical_latency: Some(Duration::from_millis(100)),
@@ -34,7 +38,7 @@ pub async fn server(row: &Row, base_url: &str, adjust: impl FnOnce(&mut Config))
 
 /// Starts one `generate_image` job of "a red fox"; returns its id. The reply never waits
 /// for the provider.
-pub async fn start(client: &Client, size: &str) -> String {
+pub(crate) async fn start(client: &Client, size: &str) -> String {
     let started =
         call(client, "generate_image", json!({"prompt": "a red fox", "size": size})).await;
     assert_eq!(started.is_error, Some(false));
@@ -44,7 +48,7 @@ pub async fn start(client: &Client, size: &str) -> String {
 
 /// Runs one job on `server` to its end; returns the final job view and, when it completed,
 /// the pixel size of the image behind `image_url`.
-pub async fn run_on(server: TestServer, size: &str) -> (Value, Option<(u32, u32)>) {
+pub(crate) async fn run_on(server: TestServer, size: &str) -> (Value, Option<(u32, u32)>) {
     let (client, _) = modern_client(&server.url(), None).await;
     let view = wait_until_ended(&client, &start(&client, size).await).await;
     let mut pixels = None;
@@ -58,7 +62,7 @@ pub async fn run_on(server: TestServer, size: &str) -> (Value, Option<(u32, u32)
 }
 
 /// Runs one job of `row` against `base_url` to its end.
-pub async fn run_at(
+pub(crate) async fn run_at(
     row: &Row,
     base_url: &str,
     size: &str,

@@ -3,12 +3,12 @@
 //! file holds only what is its own: the requests it sends and the answers only its service gives.
 //! [`standin`] is what every stand-in is built on.
 
-pub mod contract;
-pub mod jobs;
-pub mod standin;
+pub(crate) mod contract;
+pub(crate) mod jobs;
+pub(crate) mod standin;
 
-pub mod comfyui;
-pub mod gemini;
-pub mod openai;
-pub mod replicate;
-pub mod stability;
+pub(crate) mod comfyui;
+pub(crate) mod gemini;
+pub(crate) mod openai;
+pub(crate) mod replicate;
+pub(crate) mod stability;

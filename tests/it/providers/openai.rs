@@ -4,7 +4,7 @@
 
 mod edits;
 mod partials;
-pub mod standin;
+pub(crate) mod standin;
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +23,7 @@ use super::{
 const KEY: &str = "sk-test-offstage-5f3c9a7e21d84b06";
 
 /// OpenAI in the provider contract.
-pub const ROW: Row = Row {
+pub(crate) const ROW: Row = Row {
     name: "openai",
     key: KEY,
     key_variable: Some("OPENAI_API_KEY"),
@@ -62,7 +62,7 @@ fn reply(answer: Answer) -> Option<Reply> {
 }
 
 /// A header value for the script, which holds `&'static str`s.
-pub fn leak(seconds: u64) -> &'static str {
+pub(crate) fn leak(seconds: u64) -> &'static str {
     Box::leak(seconds.to_string().into_boxed_str())
 }
 

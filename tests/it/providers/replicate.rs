@@ -3,7 +3,7 @@
 //! `ProviderError`, which URLs it refuses to follow, and that a dropped call cancels its
 //! prediction.
 
-pub mod standin;
+pub(crate) mod standin;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,7 +26,7 @@ use crate::support::{call, modern_client, structured, wait_until_ended};
 const KEY: &str = "r8_offstage-test-1f6b3d8e2a9c4075";
 
 /// Replicate in the provider contract.
-pub const ROW: Row = Row {
+pub(crate) const ROW: Row = Row {
     name: "replicate",
     key: KEY,
     key_variable: Some("REPLICATE_API_TOKEN"),

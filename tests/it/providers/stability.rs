@@ -3,7 +3,7 @@
 //! `ProviderError`. Edits have a file of their own.
 
 mod edits;
-pub mod standin;
+pub(crate) mod standin;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,7 +24,7 @@ use super::{
 const KEY: &str = "sk-offstage-test-5a8e2c91d7f04b36";
 
 /// Stability in the provider contract.
-pub const ROW: Row = Row {
+pub(crate) const ROW: Row = Row {
     name: "stability",
     key: KEY,
     key_variable: Some("STABILITY_API_KEY"),

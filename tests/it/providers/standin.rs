@@ -20,11 +20,11 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 /// Bytes that are valid base64 and valid HTTP, but no image: the providers pass them on and
 /// the image checks refuse them.
-pub const NOT_AN_IMAGE: &[u8] = b"this is certainly not a PNG";
+pub(crate) const NOT_AN_IMAGE: &[u8] = b"this is certainly not a PNG";
 
 /// A running stand-in whose state is `S`. Dropping it stops the server and wakes hanging
 /// replies. It derefs to its state, where each provider puts what tests may inspect.
-pub struct StandIn<S: Send + Sync + 'static> {
+pub(crate) struct StandIn<S: Send + Sync + 'static> {
     /// `http://127.0.0.1:{port}`, without any API prefix, like the providers' `base_url`.
     pub base_url: String,
     shared: Arc<Shared<S>>,
@@ -48,7 +48,7 @@ impl<S: Send + Sync + 'static> Drop for StandIn<S> {
 }
 
 /// What the handlers of a stand-in see: its state, its own address and the shutdown signal.
-pub struct Shared<S> {
+pub(crate) struct Shared<S> {
     pub base_url: String,
     pub state: S,
     shutdown: watch::Receiver<bool>,
@@ -64,7 +64,7 @@ impl<S> Deref for Shared<S> {
 
 impl<S> Shared<S> {
     /// Never answers: sleeps for an hour, or until the stand-in is dropped.
-    pub async fn hang(&self) {
+    pub(crate) async fn hang(&self) {
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -75,7 +75,7 @@ impl<S> Shared<S> {
 
 /// Starts a stand-in on an ephemeral loopback port with the state `state(base_url)` and the
 /// routes of `app`.
-pub async fn spawn<S: Send + Sync + 'static>(
+pub(crate) async fn spawn<S: Send + Sync + 'static>(
     state: impl FnOnce(&str) -> S,
     app: Router<Arc<Shared<S>>>,
 ) -> StandIn<S> {
@@ -98,15 +98,15 @@ pub async fn spawn<S: Send + Sync + 'static>(
 }
 
 /// The replies a stand-in plays in order; once down to one, that one repeats.
-pub struct Script<R>(Mutex<VecDeque<R>>);
+pub(crate) struct Script<R>(Mutex<VecDeque<R>>);
 
 impl<R: Clone> Script<R> {
-    pub fn new(replies: Vec<R>) -> Self {
+    pub(crate) fn new(replies: Vec<R>) -> Self {
         assert!(!replies.is_empty(), "the stand-in needs at least one reply");
         Script(Mutex::new(replies.into()))
     }
 
-    pub fn next(&self) -> R {
+    pub(crate) fn next(&self) -> R {
         let mut script = lock(&self.0);
         let reply = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
         reply.expect("the script is never empty")
@@ -114,7 +114,7 @@ impl<R: Clone> Script<R> {
 }
 
 /// Every request a stand-in received, rejected ones and unknown paths included.
-pub struct Log<Q>(Mutex<Vec<Q>>);
+pub(crate) struct Log<Q>(Mutex<Vec<Q>>);
 
 impl<Q> Default for Log<Q> {
     fn default() -> Self {
@@ -123,43 +123,43 @@ impl<Q> Default for Log<Q> {
 }
 
 impl<Q: Clone> Log<Q> {
-    pub fn push(&self, request: Q) {
+    pub(crate) fn push(&self, request: Q) {
         lock(&self.0).push(request);
     }
 
-    pub fn all(&self) -> Vec<Q> {
+    pub(crate) fn all(&self) -> Vec<Q> {
         lock(&self.0).clone()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         lock(&self.0).len()
     }
 }
 
 /// The common state: a script of replies and the log of requests.
-pub struct Scripted<R, Q = Recorded> {
+pub(crate) struct Scripted<R, Q = Recorded> {
     pub script: Script<R>,
     pub log: Log<Q>,
 }
 
 impl<R: Clone, Q: Clone> Scripted<R, Q> {
-    pub fn new(replies: Vec<R>) -> Self {
+    pub(crate) fn new(replies: Vec<R>) -> Self {
         Scripted { script: Script::new(replies), log: Log::default() }
     }
 
     /// Every request received so far.
-    pub fn requests(&self) -> Vec<Q> {
+    pub(crate) fn requests(&self) -> Vec<Q> {
         self.log.all()
     }
 
-    pub fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.log.len()
     }
 }
 
 /// One request as a stand-in received it.
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: Method,
     pub path: String,
     /// The raw query string, if the URL had one.
@@ -176,7 +176,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Recorded {
+    pub(crate) fn new(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Recorded {
         let query = uri.query().map(str::to_owned);
         let params = query
             .iter()
@@ -194,22 +194,22 @@ impl Recorded {
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
-    pub fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
-    pub fn is(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn is(&self, method: &str, path: &str) -> bool {
         self.method == method && self.path == path
     }
 }
 
 /// A multipart file part as received.
 #[derive(Debug, Clone)]
-pub struct RecordedFile {
+pub(crate) struct RecordedFile {
     pub name: String,
     pub file_name: Option<String>,
     pub content_type: Option<String>,
@@ -217,10 +217,10 @@ pub struct RecordedFile {
 }
 
 /// The text fields and file parts of a multipart body.
-pub type Parts = (Vec<(String, String)>, Vec<RecordedFile>);
+pub(crate) type Parts = (Vec<(String, String)>, Vec<RecordedFile>);
 
 /// Reads a whole multipart body into its fields and files.
-pub async fn read_parts(mut multipart: axum::extract::Multipart) -> Result<Parts, String> {
+pub(crate) async fn read_parts(mut multipart: axum::extract::Multipart) -> Result<Parts, String> {
     let (mut fields, mut files) = (Vec::new(), Vec::new());
     while let Some(field) = multipart.next_field().await.map_err(|error| error.to_string())? {
         let name = field.name().unwrap_or_default().to_owned();
@@ -237,7 +237,7 @@ pub async fn read_parts(mut multipart: axum::extract::Multipart) -> Result<Parts
 }
 
 /// A JSON error answer with this status and body, and a raw `Retry-After` when given.
-pub fn json_error(status: u16, body: Value, retry_after: Option<&'static str>) -> Response {
+pub(crate) fn json_error(status: u16, body: Value, retry_after: Option<&'static str>) -> Response {
     let status = StatusCode::from_u16(status).expect("a valid scripted status");
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(value) = retry_after {
@@ -247,12 +247,12 @@ pub fn json_error(status: u16, body: Value, retry_after: Option<&'static str>) -
 }
 
 /// A real PNG: a smooth gradient, cheap to encode even at 1536 pixels.
-pub fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     encode(width, height, image::ImageFormat::Png)
 }
 
 /// A real image of this size in `format`.
-pub fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+pub(crate) fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         let red = (x * 255 / width.max(1)) as u8;
         let green = (y * 255 / height.max(1)) as u8;
@@ -264,14 +264,14 @@ pub fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
 }
 
 /// The pixel size of PNG bytes, failing the test when they are not a PNG.
-pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+pub(crate) fn png_size(bytes: &[u8]) -> (u32, u32) {
     let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
         .expect("the bytes are a PNG");
     (decoded.width(), decoded.height())
 }
 
 /// A loopback URL nothing listens on: a free port taken and released.
-pub fn refused_url() -> (String, u16) {
+pub(crate) fn refused_url() -> (String, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -279,6 +279,6 @@ pub fn refused_url() -> (String, u16) {
     (format!("http://127.0.0.1:{port}"), port)
 }
 
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

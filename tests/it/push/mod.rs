@@ -2,4 +2,4 @@
 
 mod conversation;
 mod events;
-pub mod webhooks;
+pub(crate) mod webhooks;

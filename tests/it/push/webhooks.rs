@@ -31,11 +31,11 @@ use offstage::{
 use crate::support::{SOON, TestServer, call, job_id, modern_client};
 
 /// The key, base64-encoded after `whsec_`, as operators configure it.
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub id: String,
     pub body: Value,
     /// What the receiver answered.
@@ -45,7 +45,7 @@ pub struct Received {
 /// A webhook endpoint on loopback that verifies signatures and fails the first `failures`
 /// requests with 503.
 #[derive(Clone)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     log: Arc<Mutex<Vec<Received>>>,
     failures: Arc<AtomicUsize>,
@@ -53,7 +53,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub async fn start(failures: usize) -> Receiver {
+    pub(crate) async fn start(failures: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let receiver = Receiver {
             url: format!("http://{}/hooks/offstage", listener.local_addr().unwrap()),
@@ -66,12 +66,12 @@ impl Receiver {
         receiver
     }
 
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until `count` requests were answered 2xx.
-    pub async fn delivered(&self, count: usize) -> Vec<Received> {
+    pub(crate) async fn delivered(&self, count: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + SOON;
         loop {
             let arrived = self.arrived.notified();
@@ -89,7 +89,7 @@ impl Receiver {
     }
 
     /// Waits until at least `count` requests arrived, whatever was answered.
-    pub async fn attempts(&self, count: usize) -> Vec<Received> {
+    pub(crate) async fn attempts(&self, count: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + SOON;
         loop {
             let arrived = self.arrived.notified();
@@ -104,7 +104,7 @@ impl Receiver {
         }
     }
 
-    pub fn config(&self, token: Option<&str>) -> WebhookConfig {
+    pub(crate) fn config(&self, token: Option<&str>) -> WebhookConfig {
         WebhookConfig { url: self.url.clone(), secret: SECRET.into(), token: token.map(Into::into) }
     }
 }

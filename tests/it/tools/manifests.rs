@@ -16,7 +16,7 @@ use crate::support::{self, SOON, TestServer, call, job_id, structured, text};
 
 /// A local HTTP API: `/echo` returns its query, `/slow` answers after 30 s, `/forecast` and
 /// `/res/v1/web/search` speak Open-Meteo's and Brave Search's documented shapes.
-pub async fn stand_in() -> String {
+pub(super) async fn stand_in() -> String {
     async fn echo(Query(query): Query<Value>) -> Json<Value> {
         Json(json!({ "data": { "echo": query } }))
     }
@@ -57,7 +57,7 @@ pub async fn stand_in() -> String {
     format!("http://{addr}")
 }
 
-pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(super) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("{name}.toml"));
     // Written whole, then renamed: the watcher never sees half a file.
@@ -67,7 +67,7 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-pub fn echo_manifest(base: &str, name: &str, mode: &str, description: &str) -> String {
+pub(super) fn echo_manifest(base: &str, name: &str, mode: &str, description: &str) -> String {
     format!(
         r#"name = "{name}"
 description = "{description}"

@@ -13,7 +13,7 @@ else:
     from typing_extensions import NotRequired, TypedDict
 
 # The schema these types were generated from: a digest of schemas/event.json's content.
-SCHEMA_VERSION = "259c12394e2b6a8c"
+SCHEMA_VERSION = "5c012b896d2318df"
 
 
 # When a finished result should reach the conversation, in the realtime APIs' own terms (Gemini Live

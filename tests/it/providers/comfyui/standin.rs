@@ -26,11 +26,12 @@ use serde_json::{Value, json};
 use crate::providers::standin::{self, Recorded, png};
 
 /// The checkpoints this ComfyUI has installed.
-pub const CHECKPOINTS: &[&str] = &["sd_xl_base_1.0.safetensors", "flux1-schnell.safetensors"];
+pub(crate) const CHECKPOINTS: &[&str] =
+    &["sd_xl_base_1.0.safetensors", "flux1-schnell.safetensors"];
 
 /// What happens to one prompt that passed validation.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// Runs at once; `/history` answers `{}` for `polls` polls, then the saved image.
     Image { polls: usize },
     /// Runs, then fails inside the KSampler node with this exception.
@@ -48,12 +49,12 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub fn image() -> Self {
+    pub(crate) fn image() -> Self {
         Reply::Image { polls: 0 }
     }
 
     /// What PyTorch raises when the GPU is full.
-    pub fn out_of_memory() -> Self {
+    pub(crate) fn out_of_memory() -> Self {
         Reply::ExecutionError {
             exception_type: "torch.OutOfMemoryError",
             message: "Allocation on device",
@@ -62,11 +63,11 @@ impl Reply {
 }
 
 /// A running ComfyUI stand-in.
-pub type StandIn = standin::StandIn<ComfyUi>;
+pub(crate) type StandIn = standin::StandIn<ComfyUi>;
 type Shared = standin::Shared<ComfyUi>;
 
 /// The stand-in's state: the server's own, behind one lock, and the proxy's key.
-pub struct ComfyUi {
+pub(crate) struct ComfyUi {
     state: Mutex<Comfy>,
     /// A proxy in front: requests without `Authorization: Bearer {key}` get 401.
     key: Option<String>,
@@ -104,27 +105,27 @@ enum Run {
 
 impl ComfyUi {
     /// Every request received so far, rejected ones included.
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
 
     /// Requests with this method and path.
-    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+    pub(crate) fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
         self.requests().into_iter().filter(|request| request.is(method, path)).collect()
     }
 
     /// The workflows of `POST /prompt` bodies, in order.
-    pub fn workflows(&self) -> Vec<Value> {
+    pub(crate) fn workflows(&self) -> Vec<Value> {
         self.requests_to("POST", "/prompt").into_iter().map(|r| r.body["prompt"].clone()).collect()
     }
 
     /// Ids of the prompts queued so far.
-    pub fn prompt_ids(&self) -> Vec<String> {
+    pub(crate) fn prompt_ids(&self) -> Vec<String> {
         self.state().prompts.iter().map(|prompt| prompt.id.clone()).collect()
     }
 
     /// Waits until a request matches, for at most `within`; true when one did.
-    pub async fn saw(&self, within: Duration, matches: impl Fn(&Recorded) -> bool) -> bool {
+    pub(crate) async fn saw(&self, within: Duration, matches: impl Fn(&Recorded) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if self.state().requests.iter().any(&matches) {
@@ -144,12 +145,12 @@ impl ComfyUi {
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid prompt takes the next reply;
 /// once the script is down to one reply, that reply repeats.
-pub async fn spawn(script: Vec<Reply>) -> StandIn {
+pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     spawn_with(script, None).await
 }
 
 /// A stand-in behind an authenticating proxy that wants `key` as a bearer token.
-pub async fn spawn_behind_proxy(script: Vec<Reply>, key: &str) -> StandIn {
+pub(crate) async fn spawn_behind_proxy(script: Vec<Reply>, key: &str) -> StandIn {
     spawn_with(script, Some(key.to_owned())).await
 }
 

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 use crate::providers::standin::{self, NOT_AN_IMAGE, Recorded, Scripted, png};
 
 /// The image models the stand-in serves; any other model is 404 as on the real API.
-pub const MODELS: &[&str] =
+pub(crate) const MODELS: &[&str] =
     &["gemini-2.5-flash-image", "gemini-2.5-flash-image-preview", "gemini-3-pro-image-preview"];
 
 /// `imageConfig.aspectRatio` values and the size gemini-2.5-flash-image draws for each.
-pub const ASPECT_SIZES: [(&str, u32, u32); 10] = [
+pub(crate) const ASPECT_SIZES: [(&str, u32, u32); 10] = [
     ("1:1", 1024, 1024),
     ("2:3", 832, 1248),
     ("3:2", 1248, 832),
@@ -42,13 +42,13 @@ pub const ASPECT_SIZES: [(&str, u32, u32); 10] = [
 ];
 
 /// The pixel size Gemini draws for an aspect ratio.
-pub fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
+pub(crate) fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
     ASPECT_SIZES.iter().find(|(name, ..)| *name == aspect_ratio).map(|&(_, w, h)| (w, h))
 }
 
 /// What the stand-in answers to one request that passed validation.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// 200 with a real PNG, sized for the requested aspect ratio, as `inlineData`.
     Image,
     /// Like `Image`, with a text part first and snake_case field names, as some proxies send.
@@ -67,7 +67,7 @@ pub enum Reply {
 
 impl Reply {
     /// 400 INVALID_ARGUMENT as Google words a bad field value.
-    pub fn invalid_argument() -> Self {
+    pub(crate) fn invalid_argument() -> Self {
         error(
             400,
             "INVALID_ARGUMENT",
@@ -77,7 +77,7 @@ impl Reply {
     }
 
     /// 400 FAILED_PRECONDITION: the free tier is not offered where the caller is.
-    pub fn failed_precondition() -> Self {
+    pub(crate) fn failed_precondition() -> Self {
         error(
             400,
             "FAILED_PRECONDITION",
@@ -88,7 +88,7 @@ impl Reply {
 
     /// 400 INVALID_ARGUMENT with `ErrorInfo.reason = API_KEY_INVALID`: Google's answer to a
     /// wrong key.
-    pub fn api_key_invalid() -> Self {
+    pub(crate) fn api_key_invalid() -> Self {
         let message = "API key not valid. Please pass a valid API key.";
         error(
             400,
@@ -106,7 +106,7 @@ impl Reply {
     }
 
     /// 403 PERMISSION_DENIED, for a key without access to the API or model.
-    pub fn permission_denied() -> Self {
+    pub(crate) fn permission_denied() -> Self {
         error(
             403,
             "PERMISSION_DENIED",
@@ -116,7 +116,7 @@ impl Reply {
     }
 
     /// 429 RESOURCE_EXHAUSTED for a per-minute quota, with a `RetryInfo` delay such as `"37s"`.
-    pub fn resource_exhausted(retry_delay: &str) -> Self {
+    pub(crate) fn resource_exhausted(retry_delay: &str) -> Self {
         error(
             429,
             "RESOURCE_EXHAUSTED",
@@ -141,7 +141,7 @@ impl Reply {
     }
 
     /// The same error with a `Retry-After` header, as a proxy in front of Google may add.
-    pub fn with_retry_after(mut self, value: &'static str) -> Self {
+    pub(crate) fn with_retry_after(mut self, value: &'static str) -> Self {
         if let Reply::Error { retry_after, .. } = &mut self {
             *retry_after = Some(value);
         }
@@ -149,7 +149,7 @@ impl Reply {
     }
 
     /// 429 RESOURCE_EXHAUSTED for the free tier's daily quota: nothing helps until tomorrow.
-    pub fn daily_quota_exhausted() -> Self {
+    pub(crate) fn daily_quota_exhausted() -> Self {
         error(
             429,
             "RESOURCE_EXHAUSTED",
@@ -165,7 +165,7 @@ impl Reply {
     }
 
     /// 500 INTERNAL, 503 UNAVAILABLE or 504 DEADLINE_EXCEEDED with Google's messages.
-    pub fn server_error(status: u16) -> Self {
+    pub(crate) fn server_error(status: u16) -> Self {
         let (grpc_status, message) = match status {
             503 => ("UNAVAILABLE", "The model is overloaded. Please try again later."),
             504 => ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
@@ -179,12 +179,12 @@ impl Reply {
     }
 
     /// A candidate stopped by the image safety filter, with no image and no text.
-    pub fn image_safety() -> Self {
+    pub(crate) fn image_safety() -> Self {
         Self::NoImage { finish_reason: "IMAGE_SAFETY", text: None }
     }
 
     /// A candidate that only talks: `STOP` with a text part and no image.
-    pub fn text_only() -> Self {
+    pub(crate) fn text_only() -> Self {
         Self::NoImage {
             finish_reason: "STOP",
             text: Some("I can describe a lighthouse for you, but here is no picture."),
@@ -229,7 +229,7 @@ fn bad_request(field: &str, description: &str) -> Value {
 }
 
 /// The `inlineData` parts of the first turn of a request, as (MIME type, decoded bytes).
-pub fn inline_images(request: &Recorded) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn inline_images(request: &Recorded) -> Vec<(String, Vec<u8>)> {
     let parts = request.body.pointer("/contents/0/parts").and_then(Value::as_array);
     parts
         .into_iter()
@@ -248,12 +248,12 @@ pub fn inline_images(request: &Recorded) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A running Gemini stand-in; its state is the script and the log of requests.
-pub type StandIn = standin::StandIn<Scripted<Reply>>;
+pub(crate) type StandIn = standin::StandIn<Scripted<Reply>>;
 type Shared = standin::Shared<Scripted<Reply>>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
-pub async fn spawn(script: Vec<Reply>) -> StandIn {
+pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     // `{model}:generateContent` is one path segment, so one handler reads every path itself.
     standin::spawn(|_| Scripted::new(script), Router::new().fallback(handle)).await
 }

@@ -10,7 +10,7 @@
 mod edits;
 mod stream;
 
-pub use stream::{Streamed, partial_png};
+pub(crate) use stream::{Streamed, partial_png};
 
 use std::{
     sync::Arc,
@@ -28,12 +28,12 @@ use axum::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-pub use crate::providers::standin::png;
+pub(crate) use crate::providers::standin::png;
 use crate::providers::standin::{self, NOT_AN_IMAGE, Recorded, Scripted};
 
 /// What the stand-in answers to one request that passed validation.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// 200 with a real PNG of this size (0x0: the size asked for) in `data[0].b64_json`, plus
     /// `created` and `usage`.
     Image { width: u32, height: u32 },
@@ -61,14 +61,14 @@ pub enum Reply {
 
 impl Reply {
     /// An image at the size the request asked for.
-    pub const ASKED: Reply = Reply::Image { width: 0, height: 0 };
+    pub(crate) const ASKED: Reply = Reply::Image { width: 0, height: 0 };
 
-    pub fn image(width: u32, height: u32) -> Self {
+    pub(crate) fn image(width: u32, height: u32) -> Self {
         Self::Image { width, height }
     }
 
     /// 429 `rate_limit_exceeded` (type `requests`), retryable after the given wait.
-    pub fn rate_limited(retry_after: Option<&'static str>) -> Self {
+    pub(crate) fn rate_limited(retry_after: Option<&'static str>) -> Self {
         Self::Error {
             status: 429,
             code: "rate_limit_exceeded",
@@ -80,7 +80,7 @@ impl Reply {
     }
 
     /// 429 `insufficient_quota`: the account is out of credit; retrying cannot help.
-    pub fn insufficient_quota() -> Self {
+    pub(crate) fn insufficient_quota() -> Self {
         Self::Error {
             status: 429,
             code: "insufficient_quota",
@@ -93,7 +93,7 @@ impl Reply {
 
     /// 400 `moderation_blocked` (type `image_generation_user_error`) from gpt-image's safety
     /// system.
-    pub fn moderation_blocked() -> Self {
+    pub(crate) fn moderation_blocked() -> Self {
         Self::Error {
             status: 400,
             code: "moderation_blocked",
@@ -105,7 +105,7 @@ impl Reply {
     }
 
     /// 400 `content_policy_violation`, DALL·E's safety refusal.
-    pub fn content_policy_violation() -> Self {
+    pub(crate) fn content_policy_violation() -> Self {
         Self::Error {
             status: 400,
             code: "content_policy_violation",
@@ -116,7 +116,7 @@ impl Reply {
     }
 
     /// 401 `invalid_api_key`; like OpenAI, the message echoes a masked key.
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self::Error {
             status: 401,
             code: "invalid_api_key",
@@ -127,7 +127,7 @@ impl Reply {
     }
 
     /// A 5xx with type `server_error` and a `null` code.
-    pub fn server_error(status: u16) -> Self {
+    pub(crate) fn server_error(status: u16) -> Self {
         let message = match status {
             503 => "The server is overloaded or not ready yet.",
             _ => "The server had an error while processing your request. Sorry about that!",
@@ -137,13 +137,13 @@ impl Reply {
 }
 
 /// A running OpenAI stand-in; its state is the script and the log of requests.
-pub type StandIn = standin::StandIn<Data>;
-pub type Data = Scripted<Reply>;
+pub(crate) type StandIn = standin::StandIn<Data>;
+pub(crate) type Data = Scripted<Reply>;
 type Shared = standin::Shared<Data>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
-pub async fn spawn(script: Vec<Reply>) -> StandIn {
+pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     let app = Router::new()
         .route("/v1/images/generations", post(generations))
         .route("/v1/images/edits", post(edits::handle))

@@ -37,12 +37,12 @@ use axum::{
 use serde_json::{Map, Value, json};
 
 /// The one model this stand-in hosts.
-pub const MODEL: &str = "black-forest-labs/flux-schnell";
+pub(crate) const MODEL: &str = "black-forest-labs/flux-schnell";
 /// Its one version id (made up, shaped like a real one).
-pub const VERSION: &str = "c846a69991daf4c0e5d016514849d14ee5b2e6846ce6b9d6f21369e564cfe51e";
+pub(crate) const VERSION: &str = "c846a69991daf4c0e5d016514849d14ee5b2e6846ce6b9d6f21369e564cfe51e";
 
 /// `aspect_ratio` values and the pixel size FLUX draws for each at one megapixel.
-pub const ASPECT_SIZES: [(&str, u32, u32); 11] = [
+pub(crate) const ASPECT_SIZES: [(&str, u32, u32); 11] = [
     ("1:1", 1024, 1024),
     ("16:9", 1344, 768),
     ("21:9", 1536, 640),
@@ -57,25 +57,25 @@ pub const ASPECT_SIZES: [(&str, u32, u32); 11] = [
 ];
 
 /// What flux-schnell's safety checker says when every output was NSFW.
-pub const NSFW_ERROR: &str =
+pub(crate) const NSFW_ERROR: &str =
     "NSFW content detected. Try running it again, or try a different prompt.";
 
 /// Where the poll and cancel URLs of [`Plan::foreign_urls`] point.
-pub const FOREIGN_ORIGIN: &str = "http://replicate-proxy.invalid";
+pub(crate) const FOREIGN_ORIGIN: &str = "http://replicate-proxy.invalid";
 
 /// The id of the `n`th prediction a stand-in creates (from 1): letters and digits, like Replicate's.
-pub fn prediction_id(n: usize) -> String {
+pub(crate) fn prediction_id(n: usize) -> String {
     format!("rs{n:06}q7f3k2m9x4")
 }
 
 /// The pixel size drawn for an aspect ratio.
-pub fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
+pub(crate) fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
     ASPECT_SIZES.iter().find(|(name, ..)| *name == aspect_ratio).map(|&(_, w, h)| (w, h))
 }
 
 /// What the stand-in answers to one create request that passed validation.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// 201, and a prediction that lives out the plan.
     Prediction(Plan),
     /// Problem JSON with an optional raw `Retry-After` header.
@@ -88,7 +88,7 @@ pub enum Reply {
 /// The create answer counts as the first look, so the default plan answers `starting` to the
 /// create, `processing` to the first poll and `succeeded` to the second.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub starting: usize,
     pub processing: usize,
     pub end: End,
@@ -118,7 +118,7 @@ impl Default for Plan {
 
 /// Where a prediction ends up.
 #[derive(Debug, Clone)]
-pub enum End {
+pub(crate) enum End {
     Succeeded,
     /// `failed` with this `error`.
     Failed(String),
@@ -129,31 +129,31 @@ pub enum End {
 }
 
 impl Reply {
-    pub fn image() -> Self {
+    pub(crate) fn image() -> Self {
         Reply::Prediction(Plan::default())
     }
 
-    pub fn failed(error: &str) -> Self {
+    pub(crate) fn failed(error: &str) -> Self {
         Reply::Prediction(Plan { end: End::Failed(error.to_owned()), ..Plan::default() })
     }
 
-    pub fn nsfw() -> Self {
+    pub(crate) fn nsfw() -> Self {
         Reply::failed(NSFW_ERROR)
     }
 
-    pub fn canceled_elsewhere() -> Self {
+    pub(crate) fn canceled_elsewhere() -> Self {
         Reply::Prediction(Plan { end: End::Canceled, ..Plan::default() })
     }
 
-    pub fn stalled() -> Self {
+    pub(crate) fn stalled() -> Self {
         Reply::Prediction(Plan { end: End::Never, ..Plan::default() })
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     }
 
-    pub fn payment_required() -> Self {
+    pub(crate) fn payment_required() -> Self {
         problem(
             402,
             "Insufficient credit",
@@ -162,7 +162,7 @@ impl Reply {
         )
     }
 
-    pub fn invalid(field: &str, description: &str) -> Self {
+    pub(crate) fn invalid(field: &str, description: &str) -> Self {
         let mut reply =
             problem(422, "Input validation failed", &format!("- {field}: {description}"));
         if let Reply::Error { body, .. } = &mut reply {
@@ -172,7 +172,7 @@ impl Reply {
         reply
     }
 
-    pub fn throttled(retry_after: Option<&'static str>) -> Self {
+    pub(crate) fn throttled(retry_after: Option<&'static str>) -> Self {
         let mut reply = problem(
             429,
             "Request was throttled.",
@@ -184,7 +184,7 @@ impl Reply {
         reply
     }
 
-    pub fn server_error(status: u16) -> Self {
+    pub(crate) fn server_error(status: u16) -> Self {
         problem(status, "Internal Server Error", "Something went wrong; please try again later.")
     }
 }
@@ -199,7 +199,7 @@ fn problem(status: u16, title: &str, detail: &str) -> Reply {
 
 /// What one request was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Create,
     Poll,
     Cancel,
@@ -209,7 +209,7 @@ pub enum Kind {
 
 /// One request as the stand-in received it.
 #[derive(Debug, Clone)]
-pub struct RecordedRequest {
+pub(crate) struct RecordedRequest {
     pub kind: Kind,
     pub path: String,
     pub headers: HeaderMap,
@@ -218,17 +218,17 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 }
 
 /// A running Replicate stand-in.
-pub type StandIn = standin::StandIn<Replicate>;
+pub(crate) type StandIn = standin::StandIn<Replicate>;
 type Shared = standin::Shared<Replicate>;
 
 /// The stand-in's state: its script, its log and the predictions it created.
-pub struct Replicate {
+pub(crate) struct Replicate {
     script: Script<Reply>,
     requests: Log<RecordedRequest>,
     predictions: Mutex<HashMap<String, Prediction>>,
@@ -250,26 +250,26 @@ struct Prediction {
 
 impl Replicate {
     /// Every request received so far, rejected ones included.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.all()
     }
 
     /// The requests of one kind, in order.
-    pub fn of(&self, kind: Kind) -> Vec<RecordedRequest> {
+    pub(crate) fn of(&self, kind: Kind) -> Vec<RecordedRequest> {
         self.requests().into_iter().filter(|request| request.kind == kind).collect()
     }
 
-    pub fn count(&self, kind: Kind) -> usize {
+    pub(crate) fn count(&self, kind: Kind) -> usize {
         self.of(kind).len()
     }
 
     /// The status the stand-in would report now for a prediction, without advancing it.
-    pub fn status_of(&self, id: &str) -> Option<String> {
+    pub(crate) fn status_of(&self, id: &str) -> Option<String> {
         lock(&self.predictions).get(id).map(|p| status(p).to_owned())
     }
 
     /// Waits until `kind` was requested `times` times; fails the test after [`SOON`].
-    pub async fn wait_for(&self, kind: Kind, times: usize) {
+    pub(crate) async fn wait_for(&self, kind: Kind, times: usize) {
         let deadline = tokio::time::Instant::now() + SOON;
         while self.count(kind) < times {
             assert!(
@@ -284,7 +284,7 @@ impl Replicate {
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid create takes the next reply;
 /// once the script is down to one reply, that reply repeats.
-pub async fn spawn(script: Vec<Reply>) -> StandIn {
+pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     let state = |_: &str| Replicate {
         script: Script::new(script),
         requests: Log::default(),

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::providers::standin::{self, Recorded, Scripted, png, read_parts};
 
 /// `aspect_ratio` values and the pixel size Stable Image Core draws for each.
-pub const ASPECT_SIZES: [(&str, u32, u32); 9] = [
+pub(crate) const ASPECT_SIZES: [(&str, u32, u32); 9] = [
     ("1:1", 1024, 1024),
     ("16:9", 1344, 768),
     ("21:9", 1536, 640),
@@ -37,20 +37,20 @@ pub const ASPECT_SIZES: [(&str, u32, u32); 9] = [
 ];
 
 /// The models the `sd3` endpoint accepts in its `model` field.
-pub const SD3_MODELS: &[&str] =
+pub(crate) const SD3_MODELS: &[&str] =
     &["sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash"];
 
 /// The seed the stand-in reports when the request left it to chance.
-pub const RANDOM_SEED: u64 = 1_234_567;
+pub(crate) const RANDOM_SEED: u64 = 1_234_567;
 
 /// The pixel size drawn for an aspect ratio.
-pub fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
+pub(crate) fn size_for(aspect_ratio: &str) -> Option<(u32, u32)> {
     ASPECT_SIZES.iter().find(|(name, ..)| *name == aspect_ratio).map(|&(_, w, h)| (w, h))
 }
 
 /// What the stand-in answers to one request that passed validation.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// 200 with a real PNG sized for the requested ratio and `finish-reason: SUCCESS`.
     Image,
     /// 200 with a (stand-in for a) blurred PNG and `finish-reason: CONTENT_FILTERED`.
@@ -62,15 +62,15 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub fn bad_request(message: &str) -> Self {
+    pub(crate) fn bad_request(message: &str) -> Self {
         error(400, "bad_request", &[message])
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         error(401, "unauthorized", &["authorization: invalid or missing header value"])
     }
 
-    pub fn payment_required() -> Self {
+    pub(crate) fn payment_required() -> Self {
         error(
             402,
             "payment_required",
@@ -78,7 +78,7 @@ impl Reply {
         )
     }
 
-    pub fn content_moderation() -> Self {
+    pub(crate) fn content_moderation() -> Self {
         error(
             403,
             "content_moderation",
@@ -87,11 +87,11 @@ impl Reply {
         )
     }
 
-    pub fn payload_too_large() -> Self {
+    pub(crate) fn payload_too_large() -> Self {
         error(413, "payload_too_large", &["body: payloads cannot be larger than 10MiB in size"])
     }
 
-    pub fn rate_limited(retry_after: Option<&'static str>) -> Self {
+    pub(crate) fn rate_limited(retry_after: Option<&'static str>) -> Self {
         let mut reply = error(
             429,
             "rate_limit_exceeded",
@@ -103,7 +103,7 @@ impl Reply {
         reply
     }
 
-    pub fn server_error(status: u16) -> Self {
+    pub(crate) fn server_error(status: u16) -> Self {
         error(
             status,
             "server_error",
@@ -118,12 +118,12 @@ fn error(status: u16, name: &str, errors: &[&str]) -> Reply {
 }
 
 /// A running Stability stand-in; its state is the script and the log of requests.
-pub type StandIn = standin::StandIn<Scripted<Reply>>;
+pub(crate) type StandIn = standin::StandIn<Scripted<Reply>>;
 type Shared = standin::Shared<Scripted<Reply>>;
 
 /// Starts a stand-in on an ephemeral loopback port. Each valid request takes the next reply;
 /// once the script is down to one reply, that reply repeats.
-pub async fn spawn(script: Vec<Reply>) -> StandIn {
+pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     standin::spawn(|_| Scripted::new(script), Router::new().fallback(handle)).await
 }
 

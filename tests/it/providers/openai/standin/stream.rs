@@ -17,7 +17,7 @@ use super::{Rejection, png, unix_now};
 
 /// One scripted event of a streamed answer; the body ends after the last one.
 #[derive(Debug, Clone)]
-pub enum Streamed {
+pub(crate) enum Streamed {
     /// `image_generation.partial_image` with this index and [`partial_png`] as its image.
     Partial(u32),
     /// `image_generation.completed` with the final image ([`png`]).
@@ -30,7 +30,7 @@ pub enum Streamed {
 
 /// What a partial image with `index` looks like: the final gradient, still washed out, so that
 /// each partial differs from the others and from the final image.
-pub fn partial_png(width: u32, height: u32, index: u32) -> Vec<u8> {
+pub(crate) fn partial_png(width: u32, height: u32, index: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, _| {
         let level = (x * 255 / width.max(1)) as u8 / 4 + 40 * (index as u8 + 1);
         image::Rgb([level, level, 128])

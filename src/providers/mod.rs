@@ -20,6 +20,7 @@ registry::registry! {
     stability::Stability,
     replicate::Replicate,
     comfyui::ComfyUi,
+    endpoint::Endpoint,
 }
 
 use std::{fmt, sync::Arc, time::Duration};

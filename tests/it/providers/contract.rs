@@ -21,7 +21,7 @@ use offstage::providers::{
     Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
 };
 
-use super::{comfyui, gemini, openai, replicate, standin};
+use super::{comfyui, endpoint, gemini, openai, replicate, standin};
 
 /// One provider as the contract sees it.
 pub(crate) struct Row {
@@ -59,7 +59,7 @@ pub(crate) struct Row {
 
 /// Every provider that talks HTTP to a service.
 pub(crate) const PROVIDERS: &[Row] =
-    &[openai::ROW, gemini::ROW, super::stability::ROW, replicate::ROW, comfyui::ROW];
+    &[openai::ROW, gemini::ROW, super::stability::ROW, replicate::ROW, comfyui::ROW, endpoint::ROW];
 
 /// How a row points its provider's settings at a stand-in.
 pub(crate) struct Setup {

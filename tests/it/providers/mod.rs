@@ -8,6 +8,7 @@ pub(crate) mod jobs;
 pub(crate) mod standin;
 
 pub(crate) mod comfyui;
+pub(crate) mod endpoint;
 pub(crate) mod gemini;
 pub(crate) mod openai;
 pub(crate) mod replicate;

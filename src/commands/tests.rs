@@ -113,7 +113,7 @@ async fn a_listed_profile_over_budget_is_still_refused_with_the_numbers() {
     assert!(printed.stdout.contains("To fix a profile over budget"), "{}", printed.stdout);
     assert!(!printed.stdout.contains("placed: "), "a listed profile is the operator's");
 
-    let refused = Server::start(config).await.err().expect("over budget: refused");
+    let Err(refused) = Server::start(config).await else { panic!("over budget: refused") };
     let StartError::OverBudget(problems) = &refused else { panic!("{refused}") };
     assert!(problems.contains("profile voice: 7 tools, over the limit of 6"), "{problems}");
     assert!(problems.contains("tokens, over the per-profile budget of 600"), "{problems}");

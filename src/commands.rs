@@ -50,7 +50,7 @@ pub async fn tools(command: &ToolsCommand, config: &Config) -> Result<Printed, C
             let budgets = Budgets {
                 per_tool: limits.per_tool,
                 per_profile: limits.per_profile,
-                reply_within: config.tools.reply_within,
+                reply_within: *config.tools.reply_within,
             };
             let mut stdout = String::new();
             let mut success = loaded.errors.is_empty();

@@ -104,8 +104,8 @@ impl Server {
             // Refusals use descriptors too: a sixteenth of the limit, within the quarter the
             // cap leaves for them, the store and outgoing calls.
             max_refusing: usize::try_from(open_files / 16).unwrap_or(64).clamp(4, 64),
-            header_timeout: config.limits.header_timeout,
-            idle_timeout: config.limits.idle_timeout,
+            header_timeout: *config.limits.header_timeout,
+            idle_timeout: *config.limits.idle_timeout,
         };
         tracing::debug!(open_files, max_connections = limits.max_connections, "connection cap");
         let shutdown = core.shutdown.clone();
@@ -218,7 +218,7 @@ impl Core {
         let threads = ProviderThreads::start()
             .map_err(|source| StartError::Io { what: "the provider threads", source })?;
         let context = Context { http: http_client, parsing: Parsing::on(pool.clone()) };
-        let backoff = Backoff { base: config.jobs.retry_base, max: config.jobs.retry_max };
+        let backoff = Backoff { base: *config.jobs.retry_base, max: *config.jobs.retry_max };
         let router = Arc::new(
             Router::build(&config.route(), &config.providers, backoff, &context)?
                 .running_on(threads),
@@ -244,7 +244,7 @@ impl Core {
             pipeline,
             fetcher,
             push: config.push.clone(),
-            reply_within: config.tools.reply_within,
+            reply_within: *config.tools.reply_within,
         });
         Ok((store, runner, services))
     }
@@ -290,7 +290,7 @@ impl Core {
         registry.set_problems(problems.chain(loaded.warnings.iter().cloned()).collect());
         let shutdown = CancellationToken::new();
         let subscriptions =
-            Arc::new(Subscriptions::new(services.links.clone(), config.jobs.retention));
+            Arc::new(Subscriptions::new(services.links.clone(), *config.jobs.retention));
         subscriptions.spawn_notifier(&runner, shutdown.clone());
         Dispatcher::new(&config.push, job_store)
             .map_err(|error| StartError::HttpClient(error.to_string()))?

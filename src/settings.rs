@@ -2,9 +2,9 @@
 //! a setting that cannot be used, and the check that a setting is an absolute http(s) URL. A leaf: it imports nothing of ours, so that
 //! providers, images and jobs can own their settings without importing `config`.
 
-use std::fmt;
+use std::{fmt, ops::Deref, time::Duration};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 /// A key, token or password from configuration. Its `Debug` is redacted, it has no
@@ -82,10 +82,71 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
-/// How a duration setting is written (`3s`, `500ms`, `2h 30m`: humantime's format), for the
-/// settings' schema and so for docs/configuration.md.
-#[derive(Debug)]
-pub struct HumanDuration;
+/// A duration setting, written as people write one (`3s`, `500ms`, `2h 30m`: humantime's
+/// format) in TOML, environment variables, the settings' schema and so docs/configuration.md.
+/// Derefs to the [`Duration`] it holds and compares with one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(seconds: u64) -> HumanDuration {
+        HumanDuration(Duration::from_secs(seconds))
+    }
+
+    pub const fn from_millis(millis: u64) -> HumanDuration {
+        HumanDuration(Duration::from_millis(millis))
+    }
+}
+
+impl Deref for HumanDuration {
+    type Target = Duration;
+
+    fn deref(&self) -> &Duration {
+        &self.0
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(duration: Duration) -> HumanDuration {
+        HumanDuration(duration)
+    }
+}
+
+impl PartialEq<Duration> for HumanDuration {
+    fn eq(&self, other: &Duration) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialOrd<Duration> for HumanDuration {
+    fn partial_cmp(&self, other: &Duration) -> Option<std::cmp::Ordering> {
+        self.0.partial_cmp(other)
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<HumanDuration, D::Error> {
+        humantime_serde::deserialize(deserializer).map(HumanDuration)
+    }
+}
 
 impl schemars::JsonSchema for HumanDuration {
     fn schema_name() -> std::borrow::Cow<'static, str> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::settings::HumanDuration;
 
 /// `[limits]`: what connections and sessions may hold and how long they may take.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -16,31 +17,21 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Time to receive a request's head, counted from when the connection is ready for one: a
     /// half-sent header, and an idle keep-alive connection, are closed after it.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub header_timeout: Duration,
+    pub header_timeout: HumanDuration,
     /// Time to receive a whole request body once its head arrived.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub body_timeout: Duration,
+    pub body_timeout: HumanDuration,
     /// A connection on which no byte moves either way for this long is closed (a reader that
     /// stopped reading a stream, say). Longer than every stream's keep-alive.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: HumanDuration,
     /// Legacy (2025-*) MCP sessions open at once, all callers together.
     pub sessions: usize,
     /// Legacy MCP sessions one token (or OAuth subject) may hold.
     pub sessions_per_token: usize,
     /// A legacy session must finish its handshake (`notifications/initialized`) within this,
     /// or it is closed.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub session_init_timeout: Duration,
+    pub session_init_timeout: HumanDuration,
     /// A legacy session with no request, response or notification for this long is closed.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub session_idle_timeout: Duration,
+    pub session_idle_timeout: HumanDuration,
     /// `GET /v1/events` streams one token may hold open.
     pub event_streams_per_token: usize,
     /// 2026-07-28 `subscriptions/listen` streams one token may hold open.
@@ -51,15 +42,15 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 0,
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
+            header_timeout: HumanDuration::from_secs(30),
+            body_timeout: HumanDuration::from_secs(30),
+            idle_timeout: HumanDuration::from_secs(120),
             sessions: 10_000,
             sessions_per_token: 1_000,
-            session_init_timeout: Duration::from_secs(10),
+            session_init_timeout: HumanDuration::from_secs(10),
             // A voice call can be quiet for a long time between tool calls; OpenAI Realtime
             // sessions last at most an hour.
-            session_idle_timeout: Duration::from_secs(3600),
+            session_idle_timeout: HumanDuration::from_secs(3600),
             event_streams_per_token: 1_000,
             listen_streams_per_token: 1_000,
         }
@@ -89,7 +80,7 @@ impl LimitsConfig {
             if value < Duration::from_millis(100) {
                 return invalid(
                     field,
-                    format!("{} is too short; use at least 100ms", seconds(value)),
+                    format!("{} is too short; use at least 100ms", seconds(*value)),
                 );
             }
         }
@@ -99,7 +90,7 @@ impl LimitsConfig {
                 format!(
                     "{} must be longer than twice the streams' keep-alive ({}), or quiet \
                      healthy streams would be cut",
-                    seconds(self.idle_timeout),
+                    seconds(*self.idle_timeout),
                     seconds(keep_alive)
                 ),
             );

@@ -193,7 +193,7 @@ impl Config {
                 let policy = self.routing.get(provider).copied().unwrap_or_default();
                 RouteStep {
                     provider,
-                    timeout: policy.timeout,
+                    timeout: policy.timeout.map(|timeout| timeout.0),
                     concurrency: policy.concurrency,
                     attempts: policy.attempts.unwrap_or(self.jobs.max_attempts).max(1),
                 }

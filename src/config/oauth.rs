@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::ConfigError;
+use crate::settings::HumanDuration;
 
 /// `[oauth]` as written; `issuer` set turns it on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, schemars::JsonSchema)]
@@ -24,18 +25,15 @@ pub struct RawOAuthConfig {
     /// The scope operator views need: `/v1/tools`.
     pub operator_scope: Option<String>,
     /// How long fetched keys are trusted before they are fetched again.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<crate::settings::HumanDuration>")]
-    pub keys_for: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_for: Option<HumanDuration>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<crate::settings::HumanDuration>")]
-    pub leeway: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<HumanDuration>,
     /// A token naming a key we do not have makes us fetch the keys again (the issuer rotated
     /// them), but not sooner than this after the last fetch.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<crate::settings::HumanDuration>")]
-    pub refetch_after: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refetch_after: Option<HumanDuration>,
 }
 
 /// `[oauth]`, validated.
@@ -101,9 +99,9 @@ impl RawOAuthConfig {
             jwks_url,
             tools_scope: self.tools_scope.unwrap_or_else(|| "offstage:tools".to_owned()),
             operator_scope: self.operator_scope.unwrap_or_else(|| "offstage:operator".to_owned()),
-            keys_for: self.keys_for.unwrap_or(Duration::from_secs(600)),
-            leeway: self.leeway.unwrap_or(Duration::from_secs(30)),
-            refetch_after: self.refetch_after.unwrap_or(Duration::from_secs(30)),
+            keys_for: self.keys_for.map_or(Duration::from_secs(600), |d| d.0),
+            leeway: self.leeway.map_or(Duration::from_secs(30), |d| d.0),
+            refetch_after: self.refetch_after.map_or(Duration::from_secs(30), |d| d.0),
         }))
     }
 }

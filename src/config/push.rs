@@ -7,6 +7,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DeliveryHint};
+use crate::settings::HumanDuration;
 use crate::settings::{Secret, http_url as parse_http_url};
 
 /// `[push]`: how finished jobs reach the conversation (event stream, webhooks, tool results).
@@ -26,34 +27,22 @@ pub struct PushConfig {
     /// Per-tool delivery hints.
     pub tools: BTreeMap<String, DeliveryHint>,
     /// The same call repeated in one conversation within this window returns the first job.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub dedupe_window: Duration,
+    pub dedupe_window: HumanDuration,
     /// Comment lines sent on idle event streams so proxies keep them open.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub keep_alive: Duration,
+    pub keep_alive: HumanDuration,
     /// Webhook endpoints; each receives the events of one token's jobs.
     pub webhooks: Vec<WebhookConfig>,
     /// Let webhooks reach private, loopback and link-local addresses. Off by default, so a
     /// webhook cannot be turned against the network offstage runs in.
     pub allow_private_webhooks: bool,
     /// One delivery attempt's time limit.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub webhook_timeout: Duration,
+    pub webhook_timeout: HumanDuration,
     /// First pause before retrying a failed delivery; each later pause is four times longer,
     /// up to `webhook_retry_max`, with jitter.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub webhook_retry_base: Duration,
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub webhook_retry_max: Duration,
+    pub webhook_retry_base: HumanDuration,
+    pub webhook_retry_max: HumanDuration,
     /// Retry a delivery (with growing pauses) for this long before giving up.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub webhook_give_up_after: Duration,
+    pub webhook_give_up_after: HumanDuration,
 }
 
 impl Default for PushConfig {
@@ -64,14 +53,14 @@ impl Default for PushConfig {
             piggyback_header: "Offstage-Piggyback".to_owned(),
             delivery: DeliveryHint::WhenIdle,
             tools: BTreeMap::new(),
-            dedupe_window: Duration::from_secs(60),
-            keep_alive: Duration::from_secs(15),
+            dedupe_window: HumanDuration::from_secs(60),
+            keep_alive: HumanDuration::from_secs(15),
             webhooks: Vec::new(),
             allow_private_webhooks: false,
-            webhook_timeout: Duration::from_secs(10),
-            webhook_retry_base: Duration::from_secs(5),
-            webhook_retry_max: Duration::from_secs(2 * 3600),
-            webhook_give_up_after: Duration::from_secs(24 * 3600),
+            webhook_timeout: HumanDuration::from_secs(10),
+            webhook_retry_base: HumanDuration::from_secs(5),
+            webhook_retry_max: HumanDuration::from_secs(2 * 3600),
+            webhook_give_up_after: HumanDuration::from_secs(24 * 3600),
         }
     }
 }

@@ -206,7 +206,7 @@ impl RawConfig {
         images.aws_environment = aws_variables();
         images.validate()?;
         self.push.validate(&self.tokens)?;
-        self.limits.validate(self.push.keep_alive.max(MCP_STREAM_KEEP_ALIVE))?;
+        self.limits.validate(self.push.keep_alive.0.max(MCP_STREAM_KEEP_ALIVE))?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 field: "max_body_bytes",
@@ -280,7 +280,7 @@ fn validate_tools(tools: ToolsConfig) -> Result<ToolsConfig, ConfigError> {
             field: "tools.reply_within",
             message: format!(
                 "{} is out of range; use 100ms to {}",
-                humantime::format_duration(tools.reply_within),
+                humantime::format_duration(*tools.reply_within),
                 humantime::format_duration(ToolsConfig::MAX_REPLY_WITHIN)
             ),
         });

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use crate::settings::HumanDuration;
 use serde::{Deserialize, Serialize};
 
 /// The profile served at `/mcp` when neither the path nor the header names one.
@@ -29,9 +30,7 @@ pub struct ToolsConfig {
     /// Every `tools/call` answers within this, whatever the tool or `wait_ms` asks for.
     /// LiveKit's and openai-agents' MCP clients give each request 5 s by default, so the default
     /// leaves room for the network.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub reply_within: Duration,
+    pub reply_within: HumanDuration,
     /// Let manifest HTTP tools and `edit_image` URLs reach private, loopback and link-local
     /// addresses.
     pub allow_private: bool,
@@ -52,7 +51,7 @@ impl Default for ToolsConfig {
             profile_header: "Offstage-Profile".to_owned(),
             profiles: BTreeMap::new(),
             budgets: Budgets::default(),
-            reply_within: ToolsConfig::DEFAULT_REPLY_WITHIN,
+            reply_within: HumanDuration(ToolsConfig::DEFAULT_REPLY_WITHIN),
             allow_private: false,
             image_hosts: Vec::new(),
             secrets: EnvSecrets::default(),

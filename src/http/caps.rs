@@ -169,7 +169,7 @@ impl Caps {
         let book = self.sessions.lock().expect("session book lock");
         book.by_id
             .iter()
-            .filter(|(_, session)| !session.initialized && session.opened.elapsed() > deadline)
+            .filter(|(_, session)| !session.initialized && session.opened.elapsed() > *deadline)
             .map(|(id, _)| id.clone())
             .collect()
     }

@@ -213,7 +213,7 @@ pub(super) async fn events(
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok(event), receiver))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(services.push.keep_alive)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(*services.push.keep_alive)))
 }
 
 /// One client's stream: catch up from the store, then follow live events.

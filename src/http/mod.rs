@@ -61,7 +61,7 @@ pub(crate) fn router(mcp: Arc<McpState>, config: &Config, shutdown: &Cancellatio
         .with_cancellation_token(shutdown.child_token());
     let mut sessions = LocalSessionManager::default();
     // Voice calls can be quiet for long stretches; rmcp's own default (5 min) would end them.
-    sessions.session_config.keep_alive = Some(config.limits.session_idle_timeout);
+    sessions.session_config.keep_alive = Some(*config.limits.session_idle_timeout);
     let sessions = Arc::new(sessions);
     let caps = Arc::new(caps::Caps::new(config.limits.clone()));
     caps.spawn_sweeper(sessions.clone(), shutdown.clone());
@@ -91,7 +91,7 @@ pub(crate) fn router(mcp: Arc<McpState>, config: &Config, shutdown: &Cancellatio
         .layer(from_fn_with_state(
             body::BodyLimits {
                 max_bytes: security.max_body_bytes,
-                within: config.limits.body_timeout,
+                within: *config.limits.body_timeout,
             },
             body::buffer,
         ))

@@ -188,22 +188,10 @@ fn lease(instance: &str, until: i64) -> Lease {
 /// A new `working` job as the runner would insert it, created at `created_at`.
 fn job(tool: &str, created_at: i64) -> Job {
     Job {
-        id: JobId::generate(),
-        tool: tool.to_owned(),
-        produces: JobOutput::Json,
         owner: "owner-a".to_owned(),
         input: json!({ "prompt": "a fox", "n": 1 }),
-        status: JobStatus::Working,
-        output: None,
-        progress: None,
-        error: None,
-        attempts: 0,
         eta_ms: 1_000,
-        created_at: Micros(created_at),
-        updated_at: Micros(created_at),
-        started_at: None,
-        finished_at: None,
-        context: JobContext::default(),
+        ..Job::working(tool, created_at)
     }
 }
 

@@ -263,27 +263,9 @@ impl JobEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{JobContext, JobOutput};
 
     fn change(id: i64) -> (JobChange, Job, StoredEvent) {
-        let job = Job {
-            id: JobId::generate(),
-            tool: "t".to_owned(),
-            produces: JobOutput::Json,
-            owner: "o".to_owned(),
-            input: json!({}),
-            status: JobStatus::Working,
-            output: None,
-            progress: None,
-            error: None,
-            attempts: 0,
-            eta_ms: 0,
-            created_at: Micros(id),
-            updated_at: Micros(id),
-            started_at: None,
-            finished_at: None,
-            context: JobContext::default(),
-        };
+        let job = Job::working("t", id);
         let event = StoredEvent {
             id,
             job_id: job.id.clone(),

@@ -62,11 +62,9 @@ pub(super) async fn follow(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
     use crate::jobs::{
-        Job, JobContext, JobId, JobOutput, JobStatus, Micros,
+        Job,
         events::{BareEvents, EventComposer as _},
         postgres::PgJobStore,
         testdb::TestDb,
@@ -85,24 +83,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let store: Arc<dyn JobStore> = Arc::new(reader);
         tokio::spawn(follow(store, events.clone(), never, 0, shutdown.clone()));
-        let job = Job {
-            id: JobId::generate(),
-            tool: "t".to_owned(),
-            produces: JobOutput::Json,
-            owner: "o".to_owned(),
-            input: json!({}),
-            status: JobStatus::Working,
-            output: None,
-            progress: None,
-            error: None,
-            attempts: 0,
-            eta_ms: 0,
-            created_at: Micros(1),
-            updated_at: Micros(1),
-            started_at: None,
-            finished_at: None,
-            context: JobContext::default(),
-        };
+        let job = Job::working("t", 1);
         let created = BareEvents.compose(JobChange::Created, &job);
         let stored = writer.insert(&job, "elsewhere", None, created).await.unwrap();
         let got = tokio::time::timeout(POLL_EVERY * 3, heard.recv())

@@ -83,7 +83,31 @@ mod tests {
 
     /// Rows from before the `produces` column read as what their tool made (the two image
     /// tools of that time as images, anything else as JSON), and so do rows a binary from
-    /// before the column still inserts.
+    /// before the column still inserts. The same steps on either store: `$pool` migrated up to
+    /// `$before` migrations, old rows inserted, then the whole list and a late old writer.
+    macro_rules! rows_without_the_column_get_it_from_their_tool {
+        ($pool:expr, $listed:expr, $before:expr) => {{
+            let (pool, listed) = ($pool, $listed);
+            migrator(&listed[..$before]).run(pool).await.unwrap();
+            for (n, (tool, _)) in TOOLS.iter().enumerate() {
+                let id = format!("old{n}");
+                sqlx::query(OLD_INSERT).bind(id).bind(tool).execute(pool).await.unwrap();
+            }
+            migrator(listed).run(pool).await.unwrap();
+            sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(pool).await.unwrap();
+            let expected = TOOLS.iter().enumerate().map(|(n, (_, e))| (format!("old{n}"), *e));
+            for (id, expected) in expected.chain([("new0".to_owned(), "image")]) {
+                let produces: String =
+                    sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
+                        .bind(&id)
+                        .fetch_one(pool)
+                        .await
+                        .unwrap();
+                assert_eq!(produces, expected, "{id}");
+            }
+        }};
+    }
+
     #[tokio::test]
     async fn sqlite_rows_without_the_column_get_it_from_their_tool() {
         let dir = tempfile::tempdir().unwrap();
@@ -91,52 +115,14 @@ mod tests {
             .filename(dir.path().join("old.db"))
             .create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        migrator(&SQLITE[..3]).run(&pool).await.unwrap();
-        for (n, (tool, _)) in TOOLS.iter().enumerate() {
-            let id = format!("old{n}");
-            sqlx::query(OLD_INSERT).bind(id).bind(tool).execute(&pool).await.unwrap();
-        }
-        sqlite().run(&pool).await.unwrap();
-        sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
-        for (id, expected) in TOOLS
-            .iter()
-            .enumerate()
-            .map(|(n, (_, e))| (format!("old{n}"), *e))
-            .chain([("new0".to_owned(), "image")])
-        {
-            let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            assert_eq!(produces, expected, "{id}");
-        }
+        rows_without_the_column_get_it_from_their_tool!(&pool, SQLITE, 3);
     }
 
     #[tokio::test]
     async fn postgres_rows_without_the_column_get_it_from_their_tool() {
         let Some(db) = crate::jobs::testdb::TestDb::create().await else { return };
         let pool = sqlx::PgPool::connect(db.url.as_str()).await.unwrap();
-        migrator(&POSTGRES[..1]).run(&pool).await.unwrap();
-        for (n, (tool, _)) in TOOLS.iter().enumerate() {
-            let id = format!("old{n}");
-            sqlx::query(OLD_INSERT).bind(id).bind(tool).execute(&pool).await.unwrap();
-        }
-        postgres().run(&pool).await.unwrap();
-        sqlx::query(OLD_INSERT).bind("new0").bind("edit_image").execute(&pool).await.unwrap();
-        for (id, expected) in TOOLS
-            .iter()
-            .enumerate()
-            .map(|(n, (_, e))| (format!("old{n}"), *e))
-            .chain([("new0".to_owned(), "image")])
-        {
-            let produces: String = sqlx::query_scalar("SELECT produces FROM jobs WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            assert_eq!(produces, expected, "{id}");
-        }
+        rows_without_the_column_get_it_from_their_tool!(&pool, POSTGRES, 1);
         pool.close().await;
     }
 }

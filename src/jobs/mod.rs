@@ -208,6 +208,32 @@ pub struct Job {
     pub context: JobContext,
 }
 
+#[cfg(test)]
+impl Job {
+    /// A new `working` job of `tool` created at `created_at` (owner `o`, no input): what
+    /// tests start from, changing the fields they care about.
+    pub(crate) fn working(tool: &str, created_at: i64) -> Job {
+        Job {
+            id: JobId::generate(),
+            tool: tool.to_owned(),
+            produces: JobOutput::Json,
+            owner: "o".to_owned(),
+            input: Value::Object(serde_json::Map::new()),
+            status: JobStatus::Working,
+            output: None,
+            progress: None,
+            error: None,
+            attempts: 0,
+            eta_ms: 0,
+            created_at: Micros(created_at),
+            updated_at: Micros(created_at),
+            started_at: None,
+            finished_at: None,
+            context: JobContext::default(),
+        }
+    }
+}
+
 /// Where a job came from, so its result can find its way back. Opaque to the runner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobContext {

@@ -185,7 +185,7 @@ impl Lane {
         let (concurrency, queue) = config.lane(tool, handler.concurrency());
         let mean_ms = u64::try_from(handler.typical_duration().as_millis()).unwrap_or(u64::MAX);
         Lane {
-            timeout: handler.timeout().unwrap_or(config.timeout),
+            timeout: handler.timeout().unwrap_or(*config.timeout),
             handler,
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
@@ -302,7 +302,7 @@ impl JobRunner {
 
     /// How long ended jobs are kept.
     pub fn retention(&self) -> Duration {
-        self.inner.config.retention
+        *self.inner.config.retention
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -451,7 +451,7 @@ impl JobRunner {
 
 impl Inner {
     fn lease(&self, now: Micros) -> Lease {
-        Lease { instance: self.instance.clone(), until: now.plus(self.config.lease) }
+        Lease { instance: self.instance.clone(), until: now.plus(*self.config.lease) }
     }
 
     fn spawn(self: &Arc<Self>, job: Job, permit: Option<OwnedSemaphorePermit>) {
@@ -526,7 +526,7 @@ impl Inner {
                 // than leave it working with nobody driving it.
                 Err(error) => {
                     tracing::warn!(job = %job.id, %error, "could not record attempt; retrying");
-                    tokio::time::sleep(self.config.retry_base.max(Duration::from_millis(100)))
+                    tokio::time::sleep(self.config.retry_base.0.max(Duration::from_millis(100)))
                         .await;
                     continue;
                 }
@@ -560,7 +560,7 @@ impl Inner {
                 }
             };
             let delay = self.backoff(current.attempts, failure.retry_after);
-            let out_of_time = started.elapsed() + delay >= self.config.timeout;
+            let out_of_time = started.elapsed() + delay >= *self.config.timeout;
             if !failure.retryable || current.attempts >= self.config.max_attempts || out_of_time {
                 tracing::info!(job = %job.id, code = %failure.code, attempts = current.attempts, "job failed");
                 return Some(Outcome::Failed(JobError {
@@ -580,7 +580,7 @@ impl Inner {
             return asked;
         }
         let exponent = attempts.saturating_sub(1).min(16);
-        let base = self.config.retry_base.saturating_mul(1 << exponent).min(self.config.retry_max);
+        let base = self.config.retry_base.saturating_mul(1 << exponent).min(*self.config.retry_max);
         base.mul_f64(rand::random_range(0.8..1.2))
     }
 
@@ -631,9 +631,9 @@ impl Inner {
     }
 
     async fn maintain(self: Arc<Self>) {
-        let tick = (self.config.lease / 3).max(Duration::from_millis(100));
-        let purge_every =
-            (self.config.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let tick = (*self.config.lease / 3).max(Duration::from_millis(100));
+        let purge_every = (*self.config.retention / 10)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let mut last_purge: Option<Instant> = None;
         loop {
             self.renew().await;
@@ -680,7 +680,7 @@ impl Inner {
     }
 
     async fn purge(&self) {
-        let cutoff = Micros::now().minus(self.config.retention);
+        let cutoff = Micros::now().minus(*self.config.retention);
         let purged = match self.store.purge_finished_before(cutoff, 512).await {
             Ok(purged) => purged,
             Err(error) => return tracing::warn!(%error, "could not purge old jobs"),

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::HumanDuration;
 use crate::settings::Invalid;
 
 /// The job runner's limits.
@@ -16,26 +17,16 @@ pub struct JobsConfig {
     /// Jobs of one tool waiting for a slot; beyond this callers are told to retry later.
     pub queue: usize,
     /// Longest a job may take, all attempts included.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub timeout: Duration,
+    pub timeout: HumanDuration,
     /// Attempts per job, the first included; also bounds restarts of an interrupted job.
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt up to `retry_max`, unless the provider says when.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub retry_base: Duration,
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub retry_max: Duration,
+    pub retry_base: HumanDuration,
+    pub retry_max: HumanDuration,
     /// How long finished jobs and their images are kept.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub retention: Duration,
+    pub retention: HumanDuration,
     /// How long a job stays claimed by a process that stops renewing it (crash detection).
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub lease: Duration,
+    pub lease: HumanDuration,
     /// After a crash, run interrupted jobs again (true) or mark them failed (false).
     pub resume_interrupted: bool,
     /// Per-tool overrides of `concurrency` and `queue`.
@@ -47,12 +38,12 @@ impl Default for JobsConfig {
         Self {
             concurrency: 4,
             queue: 64,
-            timeout: Duration::from_secs(300),
+            timeout: HumanDuration::from_secs(300),
             max_attempts: 3,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(30),
-            retention: Duration::from_secs(24 * 3600),
-            lease: Duration::from_secs(15),
+            retry_base: HumanDuration::from_secs(1),
+            retry_max: HumanDuration::from_secs(30),
+            retention: HumanDuration::from_secs(24 * 3600),
+            lease: HumanDuration::from_secs(15),
             resume_interrupted: true,
             tools: BTreeMap::new(),
         }

@@ -88,6 +88,24 @@ impl SqliteJobStore {
         }
         self.writer.close().await;
     }
+
+    /// Runs `update` (an `UPDATE … RETURNING` of one job's columns) and, if it matched, the
+    /// event `composer` makes of the change, in one transaction.
+    async fn change_with_event(
+        &self,
+        update: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        change: JobChange,
+        now: Micros,
+        composer: &dyn EventComposer,
+    ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
+        let mut transaction = self.writer.begin().await?;
+        let Some(row) = update.fetch_optional(&mut *transaction).await? else { return Ok(None) };
+        let job = to_job(&row)?;
+        let event = composer.compose(change, &job);
+        let stored = outbox::append(&mut transaction, &job, event, now).await?;
+        transaction.commit().await?;
+        Ok(Some((job, stored)))
+    }
 }
 
 /// Folds the WAL into the database file regularly, on a connection of its own.
@@ -146,8 +164,7 @@ impl JobStore for SqliteJobStore {
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
         let (output, error) = outcome_columns(outcome);
-        let mut transaction = self.writer.begin().await?;
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \
              updated_at = ?5, finished_at = ?5, lease_owner = NULL \
              WHERE id = ?6 AND status = 'working' RETURNING ",
@@ -158,15 +175,8 @@ impl JobStore for SqliteJobStore {
         .bind(error.map(|e| e.code.as_str()))
         .bind(error.map(|e| e.message.as_str()))
         .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = to_job(&row)?;
-        let event = composer.compose(JobChange::Ended, &job);
-        let stored = outbox::append(&mut transaction, &job, event, now).await?;
-        transaction.commit().await?;
-        Ok(Some((job, stored)))
+        .bind(id.as_str());
+        self.change_with_event(query, JobChange::Ended, now, composer).await
     }
 
     async fn progress(
@@ -176,23 +186,15 @@ impl JobStore for SqliteJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let mut transaction = self.writer.begin().await?;
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "UPDATE jobs SET progress = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'working' \
              RETURNING ",
             job_columns!()
         ))
         .bind(progress.to_string())
         .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = to_job(&row)?;
-        let event = composer.compose(JobChange::Progress, &job);
-        let stored = outbox::append(&mut transaction, &job, event, now).await?;
-        transaction.commit().await?;
-        Ok(Some((job, stored)))
+        .bind(id.as_str());
+        self.change_with_event(query, JobChange::Progress, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -155,7 +155,7 @@ impl ComfyUiProvider {
         };
         let base = Url::parse(config.base_url.trim()).map_err(|_| bad_url())?;
         Ok(Self {
-            api: Api::new(context.http.clone(), credential, config.request_timeout),
+            api: Api::new(context.http.clone(), credential, *config.request_timeout),
             endpoints,
             shown_url: shown_url(&base),
             workflow,
@@ -163,8 +163,8 @@ impl ComfyUiProvider {
             negative_prompt: config.negative_prompt.clone(),
             model,
             client_id: random_uuid(),
-            poll_interval: config.poll_interval,
-            typical_latency: config.typical_latency,
+            poll_interval: *config.poll_interval,
+            typical_latency: *config.typical_latency,
             remote: !is_loopback(&base),
         })
     }

@@ -61,8 +61,8 @@ impl EndpointProvider {
             }
             _ => None,
         };
-        let api = Api::new(context.http.clone(), credential, config.request_timeout);
-        Ok(Self { api, url, typical_latency: config.typical_latency })
+        let api = Api::new(context.http.clone(), credential, *config.request_timeout);
+        Ok(Self { api, url, typical_latency: *config.typical_latency })
     }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
@@ -90,9 +90,6 @@ impl ImageProvider for EndpointProvider {
         self.typical_latency
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let body = serde_json::json!({

@@ -84,10 +84,7 @@ impl ProviderSpec for Gemini {
         &[EnvVar::plain("GEMINI_API_KEY", "api_key"), EnvVar::plain("GOOGLE_API_KEY", "api_key")];
 
     fn check(settings: &GeminiConfig) -> Result<(), SetupError> {
-        match crate::settings::http_url(&settings.base_url) {
-            Some(_) => Ok(()),
-            None => Err(SetupError::base_url(Self::NAME, &settings.base_url)),
-        }
+        spec::check_base_url::<Self>(&settings.base_url)
     }
 
     fn build(
@@ -115,9 +112,9 @@ impl GeminiProvider {
         }
         let endpoint = endpoint_url(&config.base_url, model)
             .ok_or_else(|| SetupError::base_url(Gemini::NAME, &config.base_url))?;
-        let mut api = Api::new(context.http.clone(), Some(credential), config.request_timeout);
+        let mut api = Api::new(context.http.clone(), Some(credential), *config.request_timeout);
         api.parsing = context.parsing.clone();
-        Ok(Self { api, endpoint, model: model.to_owned(), typical_latency: config.typical_latency })
+        Ok(Self { api, endpoint, model: model.to_owned(), typical_latency: *config.typical_latency })
     }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
@@ -214,9 +211,6 @@ impl ImageProvider for GeminiProvider {
         self.typical_latency
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         self.generate_content(&GenerateContentBody::generate(request)).await

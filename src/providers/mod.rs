@@ -312,8 +312,11 @@ pub trait ImageProvider: Send + Sync + fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     /// How long a typical image takes, for the `eta_ms` callers see.
     fn typical_latency(&self) -> Duration;
-    /// True when the provider talks to a service outside this machine (MCP `openWorldHint`).
-    fn is_remote(&self) -> bool;
+    /// True when the provider talks to a service outside this machine (MCP `openWorldHint`):
+    /// most do, so only a provider that draws in-process (`sketch`) says otherwise.
+    fn is_remote(&self) -> bool {
+        true
+    }
     /// Draw one image. Dropping the future cancels the work.
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
 

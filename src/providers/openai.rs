@@ -86,7 +86,7 @@ impl OpenAiProvider {
             endpoint_url(&config.base_url, path)
                 .ok_or_else(|| SetupError::base_url(OpenAi::NAME, &config.base_url))
         };
-        let mut api = Api::new(context.http.clone(), Some(credential), config.request_timeout);
+        let mut api = Api::new(context.http.clone(), Some(credential), *config.request_timeout);
         api.parsing = context.parsing.clone();
         Ok(Self {
             api,
@@ -95,7 +95,7 @@ impl OpenAiProvider {
             model: config.model.clone(),
             quality: config.quality.clone(),
             partial_images: config.partial_images().min(OpenAiConfig::MAX_PARTIAL_IMAGES),
-            typical_latency: config.typical_latency,
+            typical_latency: *config.typical_latency,
         })
     }
 
@@ -174,9 +174,6 @@ impl ImageProvider for OpenAiProvider {
         self.typical_latency
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let post = self.api.http.post(self.generations.clone()).json(&self.request_body(request));

@@ -121,16 +121,16 @@ impl ReplicateProvider {
             None => endpoint(&format!("v1/models/{owner}/{name}/predictions"))?,
         };
         Ok(Self {
-            api: Api::new(context.http.clone(), Some(credential.clone()), config.request_timeout),
+            api: Api::new(context.http.clone(), Some(credential.clone()), *config.request_timeout),
             credential,
             origin: create_url.origin(),
             create_url,
             predictions_url,
             version: version.map(str::to_owned),
             model: format!("{owner}/{name}"),
-            poll_interval: config.poll_interval,
-            deadline: config.deadline,
-            typical_latency: config.typical_latency,
+            poll_interval: *config.poll_interval,
+            deadline: *config.deadline,
+            typical_latency: *config.typical_latency,
         })
     }
 
@@ -301,9 +301,6 @@ impl ImageProvider for ReplicateProvider {
         self.typical_latency
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let started = Instant::now();

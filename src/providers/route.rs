@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::settings::HumanDuration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +14,7 @@ use serde::{Deserialize, Serialize};
 pub struct RoutePolicy {
     /// Longest one attempt may take (polling included); unset: the provider's own request
     /// timeout and the job's timeout bound it.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "Option<crate::settings::HumanDuration>")]
-    pub timeout: Option<Duration>,
+    pub timeout: Option<HumanDuration>,
     /// Requests in flight to this provider across all jobs; unset: only the job lanes bound it.
     pub concurrency: Option<usize>,
     /// Attempts per job on this provider, the first included; unset: `jobs.max_attempts`.

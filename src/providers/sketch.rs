@@ -51,7 +51,7 @@ impl ProviderSpec for Sketch {
 impl SketchProvider {
     /// Takes the simulated latency and the seed mixed into every drawing.
     pub fn new(config: &SketchConfig) -> Self {
-        Self { latency: config.latency, seed: config.seed, partial_images: config.partial_images }
+        Self { latency: *config.latency, seed: config.seed, partial_images: config.partial_images }
     }
 }
 
@@ -541,7 +541,7 @@ mod tests {
         // Real time, short latency: paused time would need tokio's `test-util` feature.
         let latency = Duration::from_millis(300);
         let provider =
-            SketchProvider::new(&SketchConfig { latency, seed: 5, partial_images: false });
+            SketchProvider::new(&SketchConfig { latency: latency.into(), seed: 5, partial_images: false });
         let prompt = "night over the ocean";
         let request = ImageRequest { prompt: prompt.into(), width: 96, height: 64, seed: 9 };
         let early = tokio::time::timeout(latency / 2, provider.generate(&request)).await;
@@ -557,7 +557,7 @@ mod tests {
 
     fn instant() -> SketchProvider {
         SketchProvider::new(&SketchConfig {
-            latency: Duration::ZERO,
+            latency: Duration::ZERO.into(),
             seed: 0,
             partial_images: false,
         })
@@ -643,7 +643,7 @@ mod tests {
     async fn edit_waits_out_the_latency_like_generate() {
         let latency = Duration::from_secs(2);
         let provider =
-            SketchProvider::new(&SketchConfig { latency, seed: 0, partial_images: false });
+            SketchProvider::new(&SketchConfig { latency: latency.into(), seed: 0, partial_images: false });
         let request = edit_request(source("a cat", 32, 32), "make it blue", 32, 32);
         // Paused time jumps to the earliest timer: the caller's deadline comes first.
         let early = tokio::time::timeout(latency / 2, provider.edit(&request)).await;
@@ -656,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn generate_rejects_impossible_sizes() {
         let provider = SketchProvider::new(&SketchConfig {
-            latency: Duration::ZERO,
+            latency: Duration::ZERO.into(),
             seed: 0,
             partial_images: false,
         });
@@ -669,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn partials_show_a_blurry_preview_before_the_picture() {
         let latency = Duration::from_millis(100);
-        let config = SketchConfig { latency, seed: 1, partial_images: true };
+        let config = SketchConfig { latency: latency.into(), seed: 1, partial_images: true };
         let provider = SketchProvider::new(&config);
         let request = ImageRequest { prompt: "a fox".into(), width: 128, height: 96, seed: 0 };
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

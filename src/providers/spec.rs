@@ -100,6 +100,14 @@ impl SetupError {
     }
 }
 
+/// `url` as provider `P`'s `base_url`: an absolute http(s) URL, else the error saying so.
+pub fn check_base_url<P: ProviderSpec>(url: &str) -> Result<(), SetupError> {
+    match crate::settings::http_url(url) {
+        Some(_) => Ok(()),
+        None => Err(SetupError::base_url(P::NAME, url)),
+    }
+}
+
 /// The key of provider `P`: set and not blank, else the error naming the variable to set
 /// (its first [`EnvVar`] for `api_key`).
 pub fn required_key<P: ProviderSpec>(key: Option<&Secret>) -> Result<&Secret, SetupError> {

@@ -87,10 +87,7 @@ impl ProviderSpec for Stability {
     const ENV: &'static [EnvVar] = &[EnvVar::plain("STABILITY_API_KEY", "api_key")];
 
     fn check(settings: &StabilityConfig) -> Result<(), SetupError> {
-        match crate::settings::http_url(&settings.base_url) {
-            Some(_) => Ok(()),
-            None => Err(SetupError::base_url(Self::NAME, &settings.base_url)),
-        }
+        spec::check_base_url::<Self>(&settings.base_url)
     }
 
     fn build(
@@ -128,12 +125,12 @@ impl StabilityProvider {
                 .ok_or_else(|| SetupError::base_url(Stability::NAME, &config.base_url))
         };
         Ok(Self {
-            api: Api::new(context.http.clone(), Some(credential), config.request_timeout),
+            api: Api::new(context.http.clone(), Some(credential), *config.request_timeout),
             endpoint: endpoint(endpoint_name)?,
             edit_endpoint: endpoint("sd3")?,
             sd3_model,
             model,
-            typical_latency: config.typical_latency,
+            typical_latency: *config.typical_latency,
         })
     }
 
@@ -245,9 +242,6 @@ impl ImageProvider for StabilityProvider {
         self.typical_latency
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
 
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         self.send(&self.endpoint, self.form(request), &self.model).await

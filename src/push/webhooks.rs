@@ -64,8 +64,8 @@ impl Dispatcher {
     pub fn new(push: &PushConfig, store: Arc<dyn JobStore>) -> Result<Dispatcher, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("offstage-webhooks/", env!("CARGO_PKG_VERSION")))
-            .timeout(push.webhook_timeout)
-            .connect_timeout(push.webhook_timeout)
+            .timeout(*push.webhook_timeout)
+            .connect_timeout(*push.webhook_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(
                 netguard::GuardedResolver { allow_private: push.allow_private_webhooks }.shared(),
@@ -119,7 +119,7 @@ impl Dispatcher {
         let now = Micros::now();
         // A claimed delivery is not due again until after its attempt could have timed out, so
         // a crash mid-attempt costs one retry, not the delivery.
-        let retry_at = now.plus(self.push.webhook_timeout * 3);
+        let retry_at = now.plus(*self.push.webhook_timeout * 3);
         let due = match self.store.claim_deliveries(now, retry_at, BATCH).await {
             Ok(due) => due,
             Err(error) => {
@@ -204,7 +204,7 @@ impl Dispatcher {
         let now = Micros::now();
         let age =
             Duration::from_micros(u64::try_from(now.0 - delivery.first_queued_at.0).unwrap_or(0));
-        if age >= self.push.webhook_give_up_after {
+        if age >= *self.push.webhook_give_up_after {
             return DeliveryOutcome::GaveUp { status, error };
         }
         let exponent = delivery.attempts.saturating_sub(1).min(12);
@@ -212,7 +212,7 @@ impl Dispatcher {
             .push
             .webhook_retry_base
             .saturating_mul(4u32.saturating_pow(exponent))
-            .min(self.push.webhook_retry_max)
+            .min(*self.push.webhook_retry_max)
             .mul_f64(rand::random_range(0.8..1.2));
         DeliveryOutcome::Retry { at: now.plus(pause), status, error }
     }

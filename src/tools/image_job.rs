@@ -16,7 +16,7 @@ use crate::{
         files::Stored,
         pipeline::{Ingested, PipelineError},
     },
-    jobs::{Job, runner::JobFailure},
+    jobs::{Job, JobId, runner::JobFailure},
     providers::{
         GeneratedImage, ImageRequest, PartialImage, Partials,
         router::{Rejected, RouteError, RouteFailure, Routed},
@@ -80,9 +80,24 @@ async fn show_partial(services: &Services, job: &Job, partial: PartialImage, num
     }
 }
 
+/// What an image job's attempt ends with: the output of the image the route kept, or the
+/// failure of a route that gave up.
+pub fn finished(
+    job: &Job,
+    routed: Result<Routed<Kept>, RouteFailure<JobFailure>>,
+) -> Result<Value, JobFailure> {
+    routed.map(output).map_err(|failure| route_failure(job, failure))
+}
+
+/// Deletes what an image job stored (its placeholder, partials and image), when the job is
+/// cancelled before it ends or purged after.
+pub async fn discard(services: &Services, id: &JobId) {
+    services.pipeline.files().delete(id).await;
+}
+
 /// The job failure for a route that gave up: the spoken sentence of the error chosen, and every
 /// attempt kept with the job. The router already retried; the runner does not retry again.
-pub fn route_failure(job: &Job, failure: RouteFailure<JobFailure>) -> JobFailure {
+fn route_failure(job: &Job, failure: RouteFailure<JobFailure>) -> JobFailure {
     let RouteFailure { error, attempts } = failure;
     let detail = Some(json!({ "attempts": attempts }));
     match error {
@@ -190,7 +205,7 @@ pub async fn stored_earlier(services: &Services, job: &Job) -> Option<Value> {
 }
 
 /// The job's output for an image the route kept.
-pub fn output(routed: Routed<Kept>) -> Value {
+fn output(routed: Routed<Kept>) -> Value {
     let output = ImageJobOutput {
         image: routed.value.ingested.info,
         bytes: routed.value.bytes,

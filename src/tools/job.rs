@@ -38,7 +38,7 @@ pub async fn start(services: &Services, request: JobRequest<'_>) -> Result<ToolO
     let JobRequest { tool, produces, input, same_call, caller, started } = request;
     let dedupe = caller.conversation.as_ref().map(|conversation| Dedupe {
         key: dedupe_key(tool, conversation, &same_call),
-        window: services.push.dedupe_window,
+        window: *services.push.dedupe_window,
     });
     let new = NewJob {
         tool: tool.to_owned(),
@@ -135,27 +135,9 @@ fn already_line(tool: &str, job: &Job, eta: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{JobId, Micros};
 
     fn job() -> Job {
-        Job {
-            id: JobId::generate(),
-            tool: "t".to_owned(),
-            produces: JobOutput::Json,
-            owner: "o".to_owned(),
-            input: json!({}),
-            status: JobStatus::Working,
-            output: None,
-            progress: None,
-            error: None,
-            attempts: 0,
-            eta_ms: 0,
-            created_at: Micros(0),
-            updated_at: Micros(0),
-            started_at: None,
-            finished_at: None,
-            context: JobContext::default(),
-        }
+        Job::working("t", 0)
     }
 
     #[test]

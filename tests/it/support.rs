@@ -36,10 +36,10 @@ pub(crate) struct TestServer {
 
 pub(crate) fn test_config(dir: &Path) -> Config {
     let mut config = Config::for_data_dir(dir);
-    config.providers.sketch.latency = SKETCH_LATENCY;
+    config.providers.sketch.latency = SKETCH_LATENCY.into();
     // Event sequences in tests are exact; `partial_images.rs` turns previews on.
     config.providers.sketch.partial_images = false;
-    config.jobs.lease = Duration::from_secs(1);
+    config.jobs.lease = Duration::from_secs(1).into();
     config
 }
 

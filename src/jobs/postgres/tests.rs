@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde_json::json;
 
 use super::*;
-use crate::jobs::{JobContext, JobOutput, JobStatus, events::BareEvents, testdb::TestDb};
+use crate::jobs::{events::BareEvents, testdb::TestDb};
 
 /// `count` stores on one fresh database, opened at once (so their migrations race).
 async fn stores(count: usize) -> Option<(TestDb, Vec<PgJobStore>)> {
@@ -20,27 +20,14 @@ async fn stores(count: usize) -> Option<(TestDb, Vec<PgJobStore>)> {
 }
 
 fn job(owner: &str, conversation: Option<&str>, created_at: i64) -> Job {
-    Job {
-        id: JobId::generate(),
-        tool: "t".to_owned(),
-        produces: JobOutput::Json,
+    let mut job = Job {
         owner: owner.to_owned(),
         input: json!({ "prompt": "a fox" }),
-        status: JobStatus::Working,
-        output: None,
-        progress: None,
-        error: None,
-        attempts: 0,
         eta_ms: 1_000,
-        created_at: Micros(created_at),
-        updated_at: Micros(created_at),
-        started_at: None,
-        finished_at: None,
-        context: JobContext {
-            conversation: conversation.map(str::to_owned),
-            ..JobContext::default()
-        },
-    }
+        ..Job::working("t", created_at)
+    };
+    job.context.conversation = conversation.map(str::to_owned);
+    job
 }
 
 async fn put(store: &PgJobStore, job: &Job, instance: &str) -> StoredEvent {

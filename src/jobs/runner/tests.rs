@@ -155,11 +155,11 @@ fn quick() -> JobsConfig {
     JobsConfig {
         concurrency: 2,
         queue: 8,
-        timeout: PATIENCE,
+        timeout: PATIENCE.into(),
         max_attempts: 3,
-        retry_base: Duration::from_millis(10),
-        retry_max: Duration::from_millis(40),
-        lease: Duration::from_millis(300),
+        retry_base: Duration::from_millis(10).into(),
+        retry_max: Duration::from_millis(40).into(),
+        lease: Duration::from_millis(300).into(),
         ..JobsConfig::default()
     }
 }
@@ -327,22 +327,13 @@ async fn orphan(fixture: &Fixture, attempts: u32) -> Job {
 async fn owned_by(fixture: &Fixture, instance: &str, attempts: u32) -> Job {
     let now = Micros::now();
     let job = Job {
-        id: JobId::generate(),
-        tool: TOOL.to_owned(),
-        produces: JobOutput::Json,
         owner: "alice".to_owned(),
         input: json!({ "orphan": true }),
-        status: JobStatus::Working,
-        output: None,
-        progress: None,
-        error: None,
         attempts,
         eta_ms: 50,
         created_at: now,
         updated_at: now,
-        started_at: None,
-        finished_at: None,
-        context: JobContext::default(),
+        ..Job::working(TOOL, 0)
     };
     let created = BareEvents.compose(JobChange::Created, &job);
     fixture.store.insert(&job, instance, None, created).await.expect("insert");
@@ -653,7 +644,7 @@ async fn a_providers_retry_after_is_honoured() {
 async fn the_job_timeout_fails_a_hanging_job() {
     let fixture = Fixture::new().await;
     let script = Script::new([Step::Sleep(Duration::from_secs(3600))]);
-    let config = JobsConfig { timeout: Duration::from_millis(100), ..quick() };
+    let config = JobsConfig { timeout: Duration::from_millis(100).into(), ..quick() };
     let runner = fixture.runner(config, &script);
 
     let started = Instant::now();
@@ -996,7 +987,7 @@ async fn without_resume_a_recovered_job_fails_as_interrupted() {
 async fn finished_jobs_are_purged_after_retention() {
     let fixture = Fixture::new().await;
     let script = Script::new([]);
-    let config = JobsConfig { retention: Duration::from_millis(200), ..quick() };
+    let config = JobsConfig { retention: Duration::from_millis(200).into(), ..quick() };
     let runner = fixture.runner(config, &script);
 
     // The maintenance loop is not started yet, so nothing can be purged until it is.

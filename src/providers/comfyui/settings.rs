@@ -1,16 +1,14 @@
 //! `[providers.comfyui]`: where ComfyUI listens, which workflow it runs, and the check that an
 //! operator's workflow file is one the provider can fill in (API format, with `{{prompt}}`).
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{providers::spec::SetupError, settings::Secret};
+use crate::{
+    providers::spec::{self, SetupError}, settings::{HumanDuration, Secret}};
 
 /// The placeholder every workflow must contain somewhere, so the user's words reach the model.
 pub(super) const PROMPT_PLACEHOLDER: &str = "{{prompt}}";
@@ -32,17 +30,11 @@ pub struct ComfyUiConfig {
     /// What any workflow's `{{negative}}` becomes.
     pub negative_prompt: String,
     /// How often `/history` is asked whether the image is done.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub poll_interval: Duration,
+    pub poll_interval: HumanDuration,
     /// One HTTP request's limit; the job's own timeout bounds the whole generation.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
     /// From `COMFYUI_API_KEY`: a bearer token for a ComfyUI behind an authenticating proxy.
     /// ComfyUI itself has no keys. Never logged.
     #[serde(skip_serializing)]
@@ -56,9 +48,9 @@ impl Default for ComfyUiConfig {
             workflow: None,
             checkpoint: "sd_xl_base_1.0.safetensors".to_owned(),
             negative_prompt: "blurry, low quality, watermark, text".to_owned(),
-            poll_interval: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(30),
-            typical_latency: Duration::from_secs(20),
+            poll_interval: HumanDuration::from_millis(500),
+            request_timeout: HumanDuration::from_secs(30),
+            typical_latency: HumanDuration::from_secs(20),
             api_key: None,
         }
     }
@@ -69,9 +61,7 @@ impl ComfyUiConfig {
     /// is chosen, like every provider's base URL, so a typo fails at start rather than at a
     /// switch.
     pub(crate) fn check(&self) -> Result<(), SetupError> {
-        if crate::settings::http_url(&self.base_url).is_none() {
-            return Err(SetupError::base_url("comfyui", &self.base_url));
-        }
+        spec::check_base_url::<super::ComfyUi>(&self.base_url)?;
         if let Some(path) = &self.workflow {
             read_workflow(path).map_err(|message| SetupError::invalid("comfyui", "workflow", message))?;
         }

@@ -1,11 +1,10 @@
 //! `[providers.endpoint]`: the settings of an image service of your own.
 
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::Secret;
+use crate::settings::{HumanDuration, Secret};
 
 /// An image service of your own that answers `POST {base_url}/generate` with image bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
@@ -18,13 +17,9 @@ pub struct EndpointConfig {
     #[serde(skip_serializing)]
     pub api_key: Option<Secret>,
     /// One HTTP request's limit; the job's own timeout bounds all attempts.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
 }
 
 impl Default for EndpointConfig {
@@ -32,8 +27,8 @@ impl Default for EndpointConfig {
         Self {
             base_url: String::new(),
             api_key: None,
-            request_timeout: Duration::from_secs(60),
-            typical_latency: Duration::from_secs(5),
+            request_timeout: HumanDuration::from_secs(60),
+            typical_latency: HumanDuration::from_secs(5),
         }
     }
 }

@@ -1,11 +1,10 @@
 //! `[providers.gemini]`: the Gemini API's settings.
 
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::Secret;
+use crate::settings::{HumanDuration, Secret};
 
 /// Gemini image models through `POST {base_url}/v1beta/models/{model}:generateContent`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
@@ -19,13 +18,9 @@ pub struct GeminiConfig {
     /// A model that can answer with images, such as `gemini-2.5-flash-image`.
     pub model: String,
     /// One HTTP request's limit; the job's own timeout bounds all attempts.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
 }
 
 impl Default for GeminiConfig {
@@ -34,8 +29,8 @@ impl Default for GeminiConfig {
             api_key: None,
             base_url: "https://generativelanguage.googleapis.com".to_owned(),
             model: "gemini-2.5-flash-image".to_owned(),
-            request_timeout: Duration::from_secs(120),
-            typical_latency: Duration::from_secs(15),
+            request_timeout: HumanDuration::from_secs(120),
+            typical_latency: HumanDuration::from_secs(15),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `[providers.openai]`: the OpenAI Images API's settings and the checks they must pass.
 
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{providers::spec::SetupError, settings::Secret};
+use crate::{
+    providers::spec::{self, SetupError}, settings::{HumanDuration, Secret}};
 
 /// OpenAI Images API (`POST {base_url}/v1/images/generations`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
@@ -24,13 +24,9 @@ pub struct OpenAiConfig {
     /// Unset means 2 for `gpt-image-*` models and 0 for the rest; `dall-e-*` cannot stream.
     pub partial_images: Option<u8>,
     /// One HTTP request's limit; the job's own timeout bounds all attempts.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
 }
 
 impl OpenAiConfig {
@@ -46,9 +42,7 @@ impl OpenAiConfig {
     /// The base URL, and `partial_images`: documented as 0 to 3, and only `gpt-image-*` models
     /// stream at all.
     pub(crate) fn check(&self) -> Result<(), SetupError> {
-        if crate::settings::http_url(&self.base_url).is_none() {
-            return Err(SetupError::base_url("openai", &self.base_url));
-        }
+        spec::check_base_url::<super::OpenAi>(&self.base_url)?;
         let invalid = |message| Err(SetupError::invalid("openai", "partial_images", message));
         match self.partial_images {
             Some(count) if count > Self::MAX_PARTIAL_IMAGES => invalid(format!(
@@ -72,8 +66,8 @@ impl Default for OpenAiConfig {
             model: "gpt-image-1".to_owned(),
             quality: "auto".to_owned(),
             partial_images: None,
-            request_timeout: Duration::from_secs(180),
-            typical_latency: Duration::from_secs(25),
+            request_timeout: HumanDuration::from_secs(180),
+            typical_latency: HumanDuration::from_secs(25),
         }
     }
 }

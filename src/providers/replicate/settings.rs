@@ -5,7 +5,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{providers::spec::SetupError, settings::Secret};
+use crate::{
+    providers::spec::{self, SetupError}, settings::{HumanDuration, Secret}};
 
 /// Models hosted on Replicate: `POST {base_url}/v1/models/{owner}/{name}/predictions` (or
 /// `/v1/predictions` with a pinned version), then the prediction polled until it ends.
@@ -22,22 +23,14 @@ pub struct ReplicateConfig {
     /// `owner/name:version` to pin a version.
     pub model: String,
     /// Wait between two polls of a running prediction.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub poll_interval: Duration,
+    pub poll_interval: HumanDuration,
     /// Longest one prediction may take. Sent as `Cancel-After`, so Replicate stops it even if
     /// offstage is gone; past it offstage stops polling and reports a timeout.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub deadline: Duration,
+    pub deadline: HumanDuration,
     /// One HTTP request's limit (create, one poll, the download).
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
 }
 
 impl Default for ReplicateConfig {
@@ -46,10 +39,10 @@ impl Default for ReplicateConfig {
             api_key: None,
             base_url: "https://api.replicate.com".to_owned(),
             model: "black-forest-labs/flux-schnell".to_owned(),
-            poll_interval: Duration::from_millis(500),
-            deadline: Duration::from_secs(120),
-            request_timeout: Duration::from_secs(30),
-            typical_latency: Duration::from_secs(4),
+            poll_interval: HumanDuration::from_millis(500),
+            deadline: HumanDuration::from_secs(120),
+            request_timeout: HumanDuration::from_secs(30),
+            typical_latency: HumanDuration::from_secs(4),
         }
     }
 }
@@ -57,9 +50,7 @@ impl Default for ReplicateConfig {
 impl ReplicateConfig {
     pub(crate) fn check(&self) -> Result<(), SetupError> {
         let invalid = |field, message: &str| Err(SetupError::invalid("replicate", field, message));
-        if crate::settings::http_url(&self.base_url).is_none() {
-            return Err(SetupError::base_url("replicate", &self.base_url));
-        }
+        spec::check_base_url::<super::Replicate>(&self.base_url)?;
         // Every poll is a request against the account's rate limit.
         if self.poll_interval < Duration::from_millis(100) {
             return invalid("poll_interval", "must be at least 100ms");

@@ -84,9 +84,6 @@ impl ImageProvider for Scripted {
     fn typical_latency(&self) -> Duration {
         Duration::from_secs(1)
     }
-    fn is_remote(&self) -> bool {
-        true
-    }
     async fn generate(&self, _request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         self.answer().await
     }

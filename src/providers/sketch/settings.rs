@@ -1,9 +1,9 @@
 //! `[providers.sketch]`: the offline provider's settings.
 
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use crate::settings::HumanDuration;
 
 /// The built-in offline provider.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct SketchConfig {
     /// Simulated provider latency before the image is drawn, so the async path behaves as
     /// with a real provider. `0s` draws at once.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub latency: Duration,
+    pub latency: HumanDuration,
     /// Mixed into every drawing: the same prompt and seed always give the same image.
     pub seed: u64,
     /// Show a blurry preview halfway through, as streaming providers show partial images.
@@ -22,6 +20,6 @@ pub struct SketchConfig {
 
 impl Default for SketchConfig {
     fn default() -> Self {
-        Self { latency: Duration::from_secs(3), seed: 0, partial_images: true }
+        Self { latency: HumanDuration::from_secs(3), seed: 0, partial_images: true }
     }
 }

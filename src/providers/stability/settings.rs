@@ -1,11 +1,10 @@
 //! `[providers.stability]`: Stability AI's settings.
 
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::Secret;
+use crate::settings::{HumanDuration, Secret};
 
 /// Stability AI's Stable Image models through
 /// `POST {base_url}/v2beta/stable-image/generate/{model}`.
@@ -20,13 +19,9 @@ pub struct StabilityConfig {
     /// `core`, `ultra`, or an SD3 model such as `sd3.5-large` (sent to the `sd3` endpoint).
     pub model: String,
     /// One HTTP request's limit; the job's own timeout bounds all attempts.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub request_timeout: Duration,
+    pub request_timeout: HumanDuration,
     /// Typical generation time, reported to callers as `eta_ms`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "crate::settings::HumanDuration")]
-    pub typical_latency: Duration,
+    pub typical_latency: HumanDuration,
 }
 
 impl Default for StabilityConfig {
@@ -35,8 +30,8 @@ impl Default for StabilityConfig {
             api_key: None,
             base_url: "https://api.stability.ai".to_owned(),
             model: "core".to_owned(),
-            request_timeout: Duration::from_secs(120),
-            typical_latency: Duration::from_secs(10),
+            request_timeout: HumanDuration::from_secs(120),
+            typical_latency: HumanDuration::from_secs(10),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     providers::EditRequest,
     tools::{
         Annotations, Caller, Services, ToolError,
-        image_job::{check, output, route_failure, stored_earlier},
+        image_job::{check, discard, finished, stored_earlier},
         image_record::{ImageJobInput, ImageJobOutput},
         typed::JobTool,
     },
@@ -267,17 +267,12 @@ impl JobTool for EditImage {
             height,
             seed: 0,
         };
-        let routed = self
-            .services
-            .router
-            .edit_checked(&request, check(&self.services, job))
-            .await
-            .map_err(|failure| route_failure(job, failure))?;
-        Ok(output(routed))
+        let routed = self.services.router.edit_checked(&request, check(&self.services, job));
+        finished(job, routed.await)
     }
 
     async fn discard(&self, id: &JobId) {
-        self.services.pipeline.files().delete(id).await;
+        discard(&self.services, id).await;
     }
 
     fn typical_duration(&self) -> Duration {

@@ -14,7 +14,7 @@ use crate::{
     providers::ImageRequest,
     tools::{
         Annotations, Services, ToolError,
-        image_job::{generate_showing_partials, output, route_failure, stored_earlier},
+        image_job::{discard, finished, generate_showing_partials, stored_earlier},
         image_record::ImageJobInput,
         typed::JobTool,
     },
@@ -107,14 +107,11 @@ impl JobTool for GenerateImage {
         }
         let (width, height) = input.size.dimensions();
         let request = ImageRequest { prompt: input.prompt, width, height, seed: 0 };
-        let routed = generate_showing_partials(&self.services, job, &request)
-            .await
-            .map_err(|failure| route_failure(job, failure))?;
-        Ok(output(routed))
+        finished(job, generate_showing_partials(&self.services, job, &request).await)
     }
 
     async fn discard(&self, id: &JobId) {
-        self.services.pipeline.files().delete(id).await;
+        discard(&self.services, id).await;
     }
 
     fn typical_duration(&self) -> Duration {

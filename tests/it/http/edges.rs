@@ -85,8 +85,8 @@ async fn broken_and_short_bodies_are_the_clients_error() {
 #[tokio::test]
 async fn slow_heads_bodies_and_silent_connections_are_closed() {
     let server = TestServer::start_with(|config| {
-        config.limits.header_timeout = Duration::from_millis(400);
-        config.limits.body_timeout = Duration::from_millis(400);
+        config.limits.header_timeout = Duration::from_millis(400).into();
+        config.limits.body_timeout = Duration::from_millis(400).into();
     })
     .await;
     // Nothing at all, and half a head: closed once the head is late.
@@ -109,7 +109,7 @@ async fn slow_heads_bodies_and_silent_connections_are_closed() {
 async fn connections_over_the_cap_get_a_json_503_and_the_rest_keep_working() {
     let server = TestServer::start_with(|config| {
         config.limits.max_connections = 8;
-        config.limits.header_timeout = Duration::from_secs(30);
+        config.limits.header_timeout = Duration::from_secs(30).into();
     })
     .await;
     let mut held = Vec::new();

@@ -19,7 +19,7 @@ async fn json_error(response: reqwest::Response, status: u16, code: &str) {
 #[tokio::test]
 async fn placeholders_match_every_size_and_finished_images_are_cacheable() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = std::time::Duration::from_secs(2);
+        config.providers.sketch.latency = std::time::Duration::from_secs(2).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;
@@ -71,8 +71,8 @@ async fn placeholders_match_every_size_and_finished_images_are_cacheable() {
 #[tokio::test]
 async fn failed_jobs_serve_a_failure_image() {
     let server = TestServer::start_with(|config| {
-        config.jobs.timeout = std::time::Duration::from_millis(100);
-        config.providers.sketch.latency = std::time::Duration::from_secs(5);
+        config.jobs.timeout = std::time::Duration::from_millis(100).into();
+        config.providers.sketch.latency = std::time::Duration::from_secs(5).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;

@@ -139,7 +139,7 @@ async fn unknown_widths_and_formats_get_a_json_400_that_names_the_choices() {
 #[tokio::test]
 async fn working_jobs_answer_rendition_queries_with_the_placeholder() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = std::time::Duration::from_secs(30);
+        config.providers.sketch.latency = std::time::Duration::from_secs(30).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;

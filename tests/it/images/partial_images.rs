@@ -13,7 +13,7 @@ use crate::support::{TestServer, call, job_id, modern_client, structured};
 async fn each_partial_image_becomes_the_placeholder_and_a_progress_event() {
     let server = TestServer::start_with(|config| {
         config.providers.sketch.partial_images = true;
-        config.providers.sketch.latency = Duration::from_millis(1200);
+        config.providers.sketch.latency = Duration::from_millis(1200).into();
     })
     .await;
     let mut events = server.events(None, "", None).await;

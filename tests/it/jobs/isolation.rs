@@ -16,7 +16,7 @@ use crate::support::{
 async fn a_second_token_sees_nothing_of_the_first_tokens_jobs() {
     let server = TestServer::start_with(|config| {
         config.security.tokens = vec!["alpha".to_owned(), "beta".to_owned()];
-        config.providers.sketch.latency = Duration::from_millis(1500);
+        config.providers.sketch.latency = Duration::from_millis(1500).into();
     })
     .await;
     let (alpha, mut alpha_inbox) = legacy_client(&server.url(), Some("alpha")).await;

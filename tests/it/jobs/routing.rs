@@ -24,7 +24,7 @@ async fn server(
         config.fallback = fallback;
         config.providers.openai.api_key = Some("sk-test-secret".into());
         config.providers.openai.base_url = base_url;
-        config.providers.openai.request_timeout = Duration::from_millis(500);
+        config.providers.openai.request_timeout = Duration::from_millis(500).into();
         if let Some(base) = gemini_base {
             config.providers.gemini.api_key = Some("AIza-test-secret".into());
             config.providers.gemini.base_url = base;
@@ -33,8 +33,8 @@ async fn server(
             "openai".to_owned(),
             RoutePolicy { attempts: Some(openai_attempts), ..RoutePolicy::default() },
         );
-        config.jobs.retry_base = Duration::from_millis(10);
-        config.providers.sketch.latency = Duration::ZERO;
+        config.jobs.retry_base = Duration::from_millis(10).into();
+        config.providers.sketch.latency = Duration::ZERO.into();
     })
     .await
 }
@@ -188,7 +188,7 @@ async fn a_broken_image_is_that_providers_failure_and_falls_back() {
             config.providers.openai.api_key = Some("sk-test-secret".into());
             config.providers.openai.base_url = base_url;
             config.images.max_bytes = 2 * 1024 * 1024;
-            config.providers.sketch.latency = Duration::ZERO;
+            config.providers.sketch.latency = Duration::ZERO.into();
         })
         .await;
         let view = run(&server).await;

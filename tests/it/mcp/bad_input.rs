@@ -118,7 +118,7 @@ async fn a_full_queue_answers_busy_at_once_instead_of_hanging() {
     let server = TestServer::start_with(|config| {
         config.jobs.concurrency = 1;
         config.jobs.queue = 1;
-        config.providers.sketch.latency = Duration::from_secs(60);
+        config.providers.sketch.latency = Duration::from_secs(60).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;

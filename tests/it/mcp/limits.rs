@@ -100,7 +100,7 @@ async fn sessions_are_capped_per_token_and_in_total() {
 async fn sessions_that_never_finish_the_handshake_are_closed() {
     let server = TestServer::start_with(|config| {
         tokens(config);
-        config.limits.session_init_timeout = Duration::from_millis(300);
+        config.limits.session_init_timeout = Duration::from_millis(300).into();
         config.limits.sessions_per_token = 5;
     })
     .await;

@@ -11,7 +11,7 @@ use crate::support::{TestServer, call, job_id, legacy_client, modern_client, str
 #[tokio::test]
 async fn waiting_reports_progress_and_returns_when_the_job_ends() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = Duration::from_millis(1500);
+        config.providers.sketch.latency = Duration::from_millis(1500).into();
     })
     .await;
     let (legacy, legacy_inbox) = legacy_client(&server.url(), None).await;
@@ -43,8 +43,8 @@ async fn waiting_reports_progress_and_returns_when_the_job_ends() {
 #[tokio::test]
 async fn no_wait_outlasts_the_reply_bound() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = Duration::from_secs(30);
-        config.tools.reply_within = Duration::from_millis(1200);
+        config.providers.sketch.latency = Duration::from_secs(30).into();
+        config.tools.reply_within = Duration::from_millis(1200).into();
     })
     .await;
     let (client, mut inbox) = legacy_client(&server.url(), None).await;
@@ -68,7 +68,7 @@ async fn no_wait_outlasts_the_reply_bound() {
 #[tokio::test]
 async fn a_short_wait_returns_the_working_job_after_the_wait() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = Duration::from_secs(30);
+        config.providers.sketch.latency = Duration::from_secs(30).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;

@@ -72,7 +72,7 @@ async fn listening_after_the_job_ended_still_announces_it() {
 #[tokio::test]
 async fn cancelling_a_job_ends_it_and_notifies_listeners() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = std::time::Duration::from_secs(30);
+        config.providers.sketch.latency = std::time::Duration::from_secs(30).into();
     })
     .await;
     let (client, _inbox) = modern_client(&server.url(), None).await;

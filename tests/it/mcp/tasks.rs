@@ -95,7 +95,7 @@ async fn notifications_tasks_push_the_finished_task_on_a_listen_stream() {
 async fn tasks_are_cancelled_through_tasks_cancel_and_only_by_their_owner() {
     let server = TestServer::start_with(|config| {
         config.security.tokens = vec!["alpha".to_owned(), "beta".to_owned()];
-        config.providers.sketch.latency = Duration::from_secs(30);
+        config.providers.sketch.latency = Duration::from_secs(30).into();
     })
     .await;
     let (alpha, _) = tasks_client(&server.url(), Some("alpha")).await;
@@ -162,7 +162,7 @@ async fn requests_without_the_extension_and_legacy_sessions_get_the_placeholder(
 #[tokio::test]
 async fn a_task_cancelled_with_cancel_job_is_pushed_as_cancelled() {
     let server = TestServer::start_with(|config| {
-        config.providers.sketch.latency = Duration::from_secs(30);
+        config.providers.sketch.latency = Duration::from_secs(30).into();
     })
     .await;
     let (client, _) = tasks_client(&server.url(), None).await;

@@ -43,7 +43,7 @@ pub(crate) const ROW: Row = Row {
     landscape_request,
 };
 
-super::contract::configure!(comfyui, poll_interval = Duration::from_millis(10));
+super::contract::configure!(comfyui, poll_interval = Duration::from_millis(10).into());
 super::contract::capped!(comfyui, ComfyUiProvider);
 
 /// ComfyUI has no rate limits, quotas or safety system of its own; a key is refused by the
@@ -86,8 +86,8 @@ fn landscape_request(stand_in: &Spawned, _: &Row) {
 fn config(base_url: &str) -> ComfyUiConfig {
     ComfyUiConfig {
         base_url: base_url.to_owned(),
-        poll_interval: Duration::from_millis(5),
-        request_timeout: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(5).into(),
+        request_timeout: Duration::from_secs(10).into(),
         ..ComfyUiConfig::default()
     }
 }
@@ -484,7 +484,7 @@ async fn running_out_of_gpu_memory_is_retried() {
 async fn a_job_that_outlives_its_timeout_fails_and_its_prompt_is_taken_back() {
     let stand_in = standin::spawn(vec![Reply::Running]).await;
     let (view, _) = jobs::run_at(&ROW, &stand_in.base_url, "landscape", |config| {
-        config.jobs.timeout = Duration::from_millis(700);
+        config.jobs.timeout = Duration::from_millis(700).into();
     })
     .await;
     assert_eq!(view["status"], "failed", "{view}");

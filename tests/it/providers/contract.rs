@@ -184,9 +184,9 @@ macro_rules! configure {
             let settings = &mut providers.$name;
             settings.base_url.clone_from(&setup.base_url);
             settings.api_key = setup.key.map(Into::into);
-            settings.request_timeout = setup.request_timeout;
+            settings.request_timeout = setup.request_timeout.into();
             if let Some(latency) = setup.typical_latency {
-                settings.typical_latency = latency;
+                settings.typical_latency = latency.into();
             }
             $(settings.$field = $value;)*
         }

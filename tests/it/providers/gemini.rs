@@ -75,7 +75,7 @@ fn config(base_url: &str) -> GeminiConfig {
     GeminiConfig {
         api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
-        request_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10).into(),
         ..GeminiConfig::default()
     }
 }

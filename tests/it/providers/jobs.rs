@@ -30,7 +30,7 @@ pub(crate) async fn server(
     TestServer::start_with(move |config| {
         config.provider = name;
         configure(&mut config.providers, &setup);
-        config.jobs.retry_base = Duration::from_millis(20);
+        config.jobs.retry_base = Duration::from_millis(20).into();
         adjust(config);
     })
     .await

@@ -44,7 +44,7 @@ pub(crate) const ROW: Row = Row {
     landscape_request,
 };
 
-super::contract::configure!(replicate, poll_interval = Duration::from_millis(100));
+super::contract::configure!(replicate, poll_interval = Duration::from_millis(100).into());
 super::contract::capped!(replicate, ReplicateProvider);
 
 fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
@@ -85,8 +85,8 @@ fn config(base_url: &str) -> ReplicateConfig {
     ReplicateConfig {
         api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
-        poll_interval: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(100).into(),
+        request_timeout: Duration::from_secs(10).into(),
         ..ReplicateConfig::default()
     }
 }
@@ -170,7 +170,7 @@ async fn a_pinned_version_is_created_through_predictions_with_the_seed() {
     let stand_in = standin::spawn(vec![Reply::Prediction(plan)]).await;
     let config = ReplicateConfig {
         model: format!("{MODEL}:{VERSION}"),
-        deadline: Duration::from_millis(90_500),
+        deadline: Duration::from_millis(90_500).into(),
         ..config(&format!("{}/", stand_in.base_url))
     };
     let request = ImageRequest { seed: 42, ..request(1080, 1920) };
@@ -309,7 +309,8 @@ async fn an_oversized_output_file_is_refused() {
 #[tokio::test]
 async fn a_prediction_past_its_deadline_times_out_and_is_cancelled() {
     let stand_in = standin::spawn(vec![Reply::stalled()]).await;
-    let config = ReplicateConfig { deadline: Duration::from_secs(1), ..config(&stand_in.base_url) };
+    let config =
+        ReplicateConfig { deadline: Duration::from_secs(1).into(), ..config(&stand_in.base_url) };
     let error = provider(config).generate(&request(1024, 1024)).await.expect_err("a timeout");
     assert!(matches!(error, ProviderError::Timeout), "{error:?}");
     assert!(stand_in.count(Kind::Poll) >= 1, "it polled before giving up");
@@ -447,7 +448,7 @@ async fn cancelling_the_job_cancels_the_prediction() {
 async fn a_job_out_of_time_fails_and_cancels_the_prediction() {
     let stand_in = standin::spawn(vec![Reply::stalled()]).await;
     let server = jobs::server(&ROW, &stand_in.base_url, |config| {
-        config.jobs.timeout = Duration::from_millis(600);
+        config.jobs.timeout = Duration::from_millis(600).into();
     })
     .await;
     let (client, _) = modern_client(&server.url(), None).await;

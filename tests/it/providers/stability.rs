@@ -78,7 +78,7 @@ fn config(base_url: &str) -> StabilityConfig {
     StabilityConfig {
         api_key: Some(KEY.into()),
         base_url: base_url.to_owned(),
-        request_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10).into(),
         ..StabilityConfig::default()
     }
 }

@@ -111,9 +111,10 @@ async fn without_a_header_the_mcp_session_is_the_conversation() {
 
 #[tokio::test]
 async fn a_repeated_call_returns_the_job_already_under_way() {
-    let server =
-        TestServer::start_with(|config| config.providers.sketch.latency = Duration::from_secs(5))
-            .await;
+    let server = TestServer::start_with(|config| {
+        config.providers.sketch.latency = Duration::from_secs(5).into()
+    })
+    .await;
     let (voice, _) =
         legacy_client_with(&server.url(), None, &[("Offstage-Conversation", "call-9")]).await;
     let (other, _) =
@@ -147,9 +148,10 @@ async fn a_repeated_call_returns_the_job_already_under_way() {
 
 #[tokio::test]
 async fn repeats_outside_the_window_start_a_new_job() {
-    let server =
-        TestServer::start_with(|config| config.push.dedupe_window = Duration::from_millis(300))
-            .await;
+    let server = TestServer::start_with(|config| {
+        config.push.dedupe_window = Duration::from_millis(300).into()
+    })
+    .await;
     let (voice, _) =
         legacy_client_with(&server.url(), None, &[("Offstage-Conversation", "call-11")]).await;
     let job = job_id(&generate(&voice, "a red fox").await);

@@ -187,7 +187,8 @@ async fn streams_filter_by_conversation_and_job() {
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments() {
     let server =
-        TestServer::start_with(|config| config.push.keep_alive = Duration::from_secs(1)).await;
+        TestServer::start_with(|config| config.push.keep_alive = Duration::from_secs(1).into())
+            .await;
     let mut stream = server.events(None, "", None).await;
     assert!(stream.next_within(Duration::from_millis(2500)).await.is_none());
     assert!(stream.comments >= 1, "a keep-alive comment arrived");

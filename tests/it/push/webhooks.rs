@@ -163,8 +163,8 @@ async fn accept(State(receiver): State<Receiver>, headers: HeaderMap, body: Byte
 
 fn fast_retries(config: &mut Config) {
     config.push.allow_private_webhooks = true;
-    config.push.webhook_retry_base = Duration::from_millis(50);
-    config.push.webhook_timeout = Duration::from_secs(2);
+    config.push.webhook_retry_base = Duration::from_millis(50).into();
+    config.push.webhook_timeout = Duration::from_secs(2).into();
 }
 
 #[tokio::test]
@@ -221,7 +221,7 @@ async fn a_restart_between_attempts_loses_nothing() {
     let server = TestServer::start_with(|config| {
         fast_retries(config);
         // Long enough that the retry is due only after the restart.
-        config.push.webhook_retry_base = Duration::from_secs(2);
+        config.push.webhook_retry_base = Duration::from_secs(2).into();
         config.push.webhooks = vec![receiver.config(None)];
     })
     .await;
@@ -272,7 +272,7 @@ async fn a_webhook_resolving_to_a_private_address_is_refused_unless_allowed() {
     // `localhost` is a name, so only the delivery-time check can catch it.
     let url = receiver.url.replace("127.0.0.1", "localhost");
     let server = TestServer::start_with(|config| {
-        config.push.webhook_retry_base = Duration::from_millis(50);
+        config.push.webhook_retry_base = Duration::from_millis(50).into();
         config.push.webhooks = vec![WebhookConfig { url: url.clone(), ..receiver.config(None) }];
     })
     .await;

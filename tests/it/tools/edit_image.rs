@@ -96,7 +96,7 @@ async fn origin(redirect_to: Option<String>) -> Origin {
 async fn server(allowed: Vec<SocketAddr>) -> TestServer {
     TestServer::start_with(move |config| {
         config.tools.image_hosts = allowed;
-        config.providers.sketch.latency = Duration::from_millis(200);
+        config.providers.sketch.latency = Duration::from_millis(200).into();
     })
     .await
 }

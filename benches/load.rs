@@ -1,23 +1,32 @@
 //! Load benchmark: `cargo bench --bench load`. Starts the release `offstage serve` as its own
 //! process on loopback and drives it with rmcp clients, measuring
 //!
-//! 1. `generate_image` reply latency (p50/p99) and calls/s at 1 and 16 concurrent clients, for
-//!    legacy sessions and 2026-07-28 stateless requests, plus `job_status` as a protocol
-//!    baseline (the peers' "echo");
-//! 2. the delay from a job's completion (its `finished_at`, stamped when the result is
-//!    committed) to the `notifications/resources/updated` a subscribed client receives;
+//! 1. offstage beside a bare rmcp server (`load/bare.rs`, a child process of this benchmark),
+//!    same client, same run: `generate_image` and `job_status` calls/s, p50/p99 and server CPU
+//!    per call (from /proc) at 16 and 1 clients, for legacy sessions and 2026-07-28 stateless
+//!    requests, with the ratios; and the memory of an idle legacy session on each;
+//! 2. push while 8 image jobs a second finish against a stand-in provider (our own cost), and
+//!    the sketch provider's drawing time beside it; then the older completion →
+//!    `notifications/resources/updated` table with jobs of 200 ms;
 //! 3. with a PostgreSQL server (`BENCH_PG`, default the machine's on 127.0.0.1:5432 as
 //!    `postgres`; each run makes a fresh database and drops it): the same replies on the
 //!    PostgreSQL store next to SQLite, the delay from completion on one instance to the
 //!    notification on another, and the time from kill -9 of an instance to the last of its
 //!    jobs taken over.
 //!
-//! `BENCH_SECONDS` sets the length of each throughput run (default 10); `BENCH_ONLY=stores`
-//! runs only part 3.
+//! `BENCH_SECONDS` sets the length of each throughput run (default 10); `BENCH_ONLY=side`,
+//! `push` or `stores` runs only that part; `BENCH_OFFSTAGE=<path>` measures another build of
+//! `offstage` (an earlier commit's) against the same baseline.
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
 
+#[path = "load/bare.rs"]
+mod bare;
 mod common;
+#[path = "load/push_under_load.rs"]
+mod push_under_load;
+#[path = "load/side_by_side.rs"]
+mod side_by_side;
 #[path = "load/stores.rs"]
 mod stores;
 
@@ -137,6 +146,18 @@ struct Run {
     histogram: Histogram<u64>,
     calls: u64,
     elapsed: Duration,
+    /// The server process's CPU time (user + system) over the timed part.
+    cpu: Duration,
+}
+
+impl Run {
+    fn per_second(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_call_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
+    }
 }
 
 /// Each call's arguments: a prompt made unique per call, so a legacy session (its own
@@ -151,16 +172,17 @@ fn unique(args: &JsonObject, n: u64) -> JsonObject {
 
 /// `concurrency` clients call `tool` in a loop for `seconds`; latencies in microseconds.
 async fn throughput(
-    url: &str,
+    server: &ServerProcess,
     era: Era,
     concurrency: usize,
     tool: &str,
     args: JsonObject,
     seconds: u64,
 ) -> Run {
+    let url = server.mcp();
     let mut clients = Vec::new();
     for _ in 0..concurrency {
-        clients.push(Arc::new(connect(url, era).await.0));
+        clients.push(Arc::new(connect(&url, era).await.0));
     }
     // Warm up connections and code paths.
     for client in &clients {
@@ -169,6 +191,7 @@ async fn throughput(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let cpu_before = server.cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in &clients {
@@ -193,25 +216,13 @@ async fn throughput(
         histogram.add(task.await.unwrap()).unwrap();
     }
     let elapsed = started.elapsed();
+    let cpu = server.cpu().saturating_sub(cpu_before);
     for client in clients {
         if let Ok(client) = Arc::try_unwrap(client) {
             let _ = client.cancel().await;
         }
     }
-    Run { calls: histogram.len(), histogram, elapsed }
-}
-
-fn row(label: &str, era: Era, concurrency: usize, run: &Run) -> String {
-    let h = &run.histogram;
-    format!(
-        "| {label} | {} | {concurrency} | {:.0} | {} | {} | {} | {} |",
-        era.label(),
-        run.calls as f64 / run.elapsed.as_secs_f64(),
-        h.value_at_quantile(0.50),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.max(),
-    )
+    Run { calls: histogram.len(), histogram, elapsed, cpu }
 }
 
 fn finished_at_micros(view: &Value) -> i64 {
@@ -279,33 +290,21 @@ async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogr
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 =
-        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "stores") {
-        stores::run(seconds).await;
+    if std::env::var(bare::ROLE).is_ok_and(|role| role == "bare") {
+        bare::serve().await;
         return;
     }
-    println!("## generate_image reply latency (µs) and throughput, {seconds} s per run\n");
-    println!("| tool | client | concurrency | calls/s | p50 | p99 | p99.9 | max |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for era in [Era::Legacy, Era::Stateless] {
-        // Jobs sleep far longer than the run, so replies are measured without jobs finishing
-        // (and without image encoding competing for the two cores).
-        let server = start_server("600s").await;
-        for concurrency in [1, 16] {
-            let args = arguments(json!({"prompt": "a red fox in the snow", "size": "square"}));
-            let run =
-                throughput(&server.mcp(), era, concurrency, "generate_image", args, seconds).await;
-            println!("{}", row("generate_image", era, concurrency, &run));
-        }
-        let (client, _) = connect(&server.mcp(), era).await;
-        let job =
-            call(&client, "generate_image", &arguments(json!({"prompt": "status target"}))).await;
-        let args = arguments(json!({"job_id": job["job_id"]}));
-        let run = throughput(&server.mcp(), era, 16, "job_status", args, seconds).await;
-        println!("{}", row("job_status", era, 16, &run));
-        let _ = client.cancel().await;
+    let seconds: u64 =
+        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    match only.as_str() {
+        "side" => return side_by_side::run(seconds).await,
+        "push" => return push_under_load::run(seconds).await,
+        "stores" => return stores::run(seconds).await,
+        _ => {}
     }
+    side_by_side::run(seconds).await;
+    push_under_load::run(seconds).await;
 
     println!("\n## Job completion → notifications/resources/updated (µs)\n");
     println!("| client | jobs in flight | jobs | p50 | p99 | max |");

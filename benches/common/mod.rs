@@ -40,16 +40,24 @@ impl ServerProcess {
     /// (`dir` may already hold a config file the args name). Returns once `/healthz` answers.
     pub(crate) async fn start(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_offstage"))
+        // `BENCH_OFFSTAGE` runs another build (an earlier commit's, for before/after tables).
+        let binary = std::env::var("BENCH_OFFSTAGE")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_offstage").to_owned());
+        let mut command = Command::new(binary);
+        command
             .args(["serve", "--log", "warn"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(args)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn offstage");
+            .stdout(Stdio::null());
+        Self::spawn(command, port, dir).await
+    }
+
+    /// Runs `command`, a server that will listen on `port`; returns once `/healthz` answers.
+    pub(crate) async fn spawn(mut command: Command, port: u16, dir: tempfile::TempDir) -> Self {
+        let child = command.spawn().expect("spawn the server");
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if reqwest::get(format!("{base}/healthz")).await.is_ok() {
@@ -79,6 +87,14 @@ impl ServerProcess {
         let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
         Duration::from_millis(ticks * 10)
+    }
+
+    /// The server's resident memory now, in KiB (`VmRSS` in /proc/<pid>/status).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 }
 

@@ -43,8 +43,8 @@ impl Database {
 pub(crate) async fn run(seconds: u64) {
     println!("\n## SQLite and PostgreSQL stores, same run (legacy sessions; µs)\n");
     let Some(db) = Database::create().await else { return };
-    println!("| tool | store | concurrency | calls/s | p50 | p99 | p99.9 | max |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| tool | store | concurrency | calls/s | p50 | p99 | p99.9 | max | CPU µs/call |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let stores: [(&str, Vec<(&str, &str)>); 2] =
         [("SQLite", vec![]), ("PostgreSQL", vec![("OFFSTAGE_DATABASE_URL", db.url.as_str())])];
     for (store, env) in &stores {
@@ -52,7 +52,7 @@ pub(crate) async fn run(seconds: u64) {
         let args = arguments(json!({"prompt": "a red fox in the snow", "size": "square"}));
         for concurrency in [1, 16] {
             let run = throughput(
-                &server.mcp(),
+                &server,
                 Era::Legacy,
                 concurrency,
                 "generate_image",
@@ -67,15 +67,9 @@ pub(crate) async fn run(seconds: u64) {
             call(&client, "generate_image", &arguments(json!({"prompt": "status target"}))).await;
         let args = arguments(json!({"job_id": job["job_id"]}));
         for concurrency in [1, 16] {
-            let run = throughput(
-                &server.mcp(),
-                Era::Legacy,
-                concurrency,
-                "job_status",
-                args.clone(),
-                seconds,
-            )
-            .await;
+            let run =
+                throughput(&server, Era::Legacy, concurrency, "job_status", args.clone(), seconds)
+                    .await;
             println!("{}", store_row("job_status", store, concurrency, &run));
         }
         let _ = client.cancel().await;
@@ -95,12 +89,13 @@ pub(crate) async fn run(seconds: u64) {
 fn store_row(tool: &str, store: &str, concurrency: usize, run: &Run) -> String {
     let h = &run.histogram;
     format!(
-        "| {tool} | {store} | {concurrency} | {:.0} | {} | {} | {} | {} |",
-        run.calls as f64 / run.elapsed.as_secs_f64(),
+        "| {tool} | {store} | {concurrency} | {:.0} | {} | {} | {} | {} | {:.0} |",
+        run.per_second(),
         h.value_at_quantile(0.50),
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max(),
+        run.cpu_per_call_us(),
     )
 }
 

@@ -55,7 +55,19 @@ where
     for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::<DB>::new(
+    let mut query = QueryBuilder::<DB>::new("");
+    push_jobs(&mut query, rows);
+    query
+}
+
+/// Adds the statement inserting `rows`' jobs to `query`.
+pub(super) fn push_jobs<DB: Database>(query: &mut QueryBuilder<DB>, rows: &[PendingInsert])
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    query.push(
         "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
          updated_at, lease_owner, conversation, delivery, call_id, dedupe_key, produces) ",
     );
@@ -77,7 +89,6 @@ where
             .push_bind(insert.dedupe_key.clone())
             .push_bind(job.produces.as_str().to_owned());
     });
-    query
 }
 
 /// How one store writes a batch: in one transaction, answering events in the rows' order.

@@ -17,7 +17,7 @@ use std::{
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::{Job, JobId, JobStatus, Micros};
+use super::{Job, JobId, JobStatus, Micros, endings::Endings, recent::Recent};
 
 /// Room for bursts: a slow listener only loses events after this many unread ones.
 const CAPACITY: usize = 16 * 1024;
@@ -132,6 +132,10 @@ const GAP_PATIENCE: Duration = Duration::from_millis(50);
 pub struct JobEvents {
     sender: broadcast::Sender<Arc<JobEvent>>,
     order: Arc<Mutex<Reorder>>,
+    /// Told of every ending as it is published, before any listener hears of it.
+    endings: Arc<Endings>,
+    /// Every published job, when the store is one only this process writes.
+    recent: Option<Arc<Recent>>,
 }
 
 #[derive(Debug, Default)]
@@ -178,14 +182,39 @@ impl Reorder {
 
 impl Default for JobEvents {
     fn default() -> Self {
-        JobEvents { sender: broadcast::channel(CAPACITY).0, order: Arc::default() }
+        JobEvents {
+            sender: broadcast::channel(CAPACITY).0,
+            order: Arc::default(),
+            endings: Arc::default(),
+            recent: None,
+        }
     }
 }
 
 impl JobEvents {
+    /// Fan-out that also remembers each published job ([`Recent`]): for a store only this
+    /// process writes, where every change of a job passes through here.
+    pub(super) fn remembering_jobs() -> JobEvents {
+        JobEvents { recent: Some(Arc::default()), ..JobEvents::default() }
+    }
+
+    /// The jobs as their latest published change left them, when remembered at all.
+    pub(super) fn recent(&self) -> Option<&Recent> {
+        self.recent.as_deref()
+    }
+
     /// Publishes a committed change. Having no listener is normal and not an error.
     pub fn publish(&self, change: JobChange, job: Job, event: StoredEvent) {
+        if change == JobChange::Ended
+            && let Some(conversation) = &job.context.conversation
+        {
+            self.endings.ended(&job.owner, conversation);
+        }
         let event = Arc::new(JobEvent { change, job, event });
+        // Before any listener hears of it, so whoever learns of a change reads it.
+        if let Some(recent) = &self.recent {
+            recent.published(&event);
+        }
         let mut order = self.order.lock().expect("event order lock poisoned");
         let id = event.event.id;
         let next = match order.next {
@@ -214,6 +243,11 @@ impl JobEvents {
         if order.next.is_none() {
             order.next = Some(id + 1);
         }
+    }
+
+    /// What the published endings say about each conversation.
+    pub fn endings(&self) -> &Endings {
+        &self.endings
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<JobEvent>> {

@@ -7,10 +7,12 @@
 mod batch;
 #[cfg(test)]
 mod contract;
+pub mod endings;
 pub mod events;
 mod follow;
 mod migrations;
 pub mod postgres;
+mod recent;
 mod row;
 pub mod runner;
 pub mod settings;

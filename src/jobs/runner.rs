@@ -29,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::settings::JobsConfig;
 use super::{
     Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
+    endings::RecentKeys,
     events::{BareEvents, EventComposer, JobChange, JobEvents},
     store::{JobStore, Lease, StoreError},
 };
@@ -89,6 +90,9 @@ pub struct Dedupe {
     /// Same tool, same normalised arguments, same conversation.
     pub key: String,
     pub window: Duration,
+    /// Every job with this key is created by this process (its conversation is one of this
+    /// process's sessions), so a key it has not used within the window needs no store lookup.
+    pub local: bool,
 }
 
 /// What `submit` did.
@@ -143,6 +147,8 @@ struct Inner {
     events: JobEvents,
     composer: Arc<dyn EventComposer>,
     dedupe_stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Keys of local conversations used within the window.
+    recent_keys: RecentKeys,
     /// One lane per tool; replaced whole when a tool is registered again (hot reload). A job
     /// keeps the lane it was admitted to until it ends.
     lanes: std::sync::RwLock<HashMap<String, Arc<Lane>>>,
@@ -256,12 +262,19 @@ impl JobRunnerBuilder {
     pub fn build(self) -> JobRunner {
         let instance =
             format!("{}-{}", std::process::id(), ulid::Ulid::generate()).to_ascii_lowercase();
+        // Only this process writes such a store, so every change of a job passes through it.
+        let events = if self.store.wakeups().is_none() {
+            JobEvents::remembering_jobs()
+        } else {
+            JobEvents::default()
+        };
         JobRunner {
             inner: Arc::new(Inner {
                 store: self.store,
-                events: JobEvents::default(),
+                events,
                 composer: self.composer,
                 dedupe_stripes: (0..DEDUPE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                recent_keys: RecentKeys::default(),
                 lanes: std::sync::RwLock::new(self.lanes),
                 running: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(Vec::new()),
@@ -339,9 +352,16 @@ impl JobRunner {
             Some(dedupe) => {
                 let stripe = &inner.dedupe_stripes[stripe_of(&dedupe.key)];
                 let guard = stripe.lock().await;
-                let since = Micros::now().minus(dedupe.window);
-                if let Some(job) =
-                    inner.store.find_duplicate(&new.owner, &dedupe.key, since).await?
+                let now = Micros::now();
+                // Under the stripe's lock, so a repeat arriving meanwhile waits for this insert
+                // and then finds it in the store.
+                let first_use =
+                    dedupe.local && inner.recent_keys.first_use(&dedupe.key, dedupe.window, now);
+                if !first_use
+                    && let Some(job) = inner
+                        .store
+                        .find_duplicate(&new.owner, &dedupe.key, now.minus(dedupe.window))
+                        .await?
                 {
                     return Ok(Submitted { job, duplicate: true });
                 }
@@ -380,7 +400,12 @@ impl JobRunner {
         Ok(Submitted { job, duplicate: false })
     }
 
+    /// The job as committed: from [`super::recent`] when this process wrote its latest change
+    /// to a store only it writes, else from the store.
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.inner.events.recent().and_then(|recent| recent.get(id)) {
+            return Ok(Some(job));
+        }
         self.inner.store.get(id).await
     }
 
@@ -520,7 +545,12 @@ impl Inner {
         let started = Instant::now();
         loop {
             let current = match self.store.start_attempt(&job.id, Micros::now()).await {
-                Ok(Some(current)) => current,
+                Ok(Some(current)) => {
+                    if let Some(recent) = self.events.recent() {
+                        recent.attempted(&current);
+                    }
+                    current
+                }
                 Ok(None) => return None,
                 // The job is ours and still working: keep trying within its time budget rather
                 // than leave it working with nobody driving it.
@@ -685,6 +715,9 @@ impl Inner {
             Ok(purged) => purged,
             Err(error) => return tracing::warn!(%error, "could not purge old jobs"),
         };
+        if let Some(recent) = self.events.recent() {
+            recent.forget(purged.iter().map(|job| &job.id));
+        }
         for job in &purged {
             if let Some(lane) = self.lane(&job.tool) {
                 lane.handler.discard(&job.id).await;

@@ -58,18 +58,26 @@ impl SqliteJobStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        // A connection to a local file cannot go stale, so acquiring one skips sqlx's ping: a
+        // round trip to the connection's thread that would cost every query about as much as
+        // the query itself.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         super::migrations::sqlite().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let checkpointer =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         let closed = Arc::new(tokio_util::sync::CancellationToken::new());
         tokio::spawn(checkpoint(checkpointer, closed.as_ref().clone()));
         let (inserts, pending) = mpsc::channel(4 * MAX_BATCH);

@@ -113,6 +113,8 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
         };
     if caller.conversation.is_none() {
         caller.conversation = session_key(ctx);
+        // An HTTP session's id exists only in this process; stdio's name outlives a restart.
+        caller.local_conversation = caller.conversation.as_deref().is_some_and(|c| c != "stdio");
     }
     // An id, not content: anything longer is not a realtime call id and is not stored.
     caller.call_id = ctx

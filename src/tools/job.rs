@@ -39,6 +39,7 @@ pub async fn start(services: &Services, request: JobRequest<'_>) -> Result<ToolO
     let dedupe = caller.conversation.as_ref().map(|conversation| Dedupe {
         key: dedupe_key(tool, conversation, &same_call),
         window: *services.push.dedupe_window,
+        local: caller.local_conversation,
     });
     let new = NewJob {
         tool: tool.to_owned(),

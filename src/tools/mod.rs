@@ -119,6 +119,10 @@ pub struct Caller {
     /// Whether finished jobs lead this caller's tool results; off when its host app delivers
     /// them itself (the piggy-back header).
     pub piggyback: bool,
+    /// True when the conversation is one of this process's own sessions, so that every job in
+    /// it is created and run here and what the process remembers of it is the whole story
+    /// ([`crate::jobs::endings`]). False for a conversation an app names.
+    pub local_conversation: bool,
 }
 
 impl Caller {
@@ -140,7 +144,14 @@ impl Caller {
     }
 
     fn owned_by(owner: String) -> Caller {
-        Caller { owner, conversation: None, delivery: None, call_id: None, piggyback: true }
+        Caller {
+            owner,
+            conversation: None,
+            delivery: None,
+            call_id: None,
+            piggyback: true,
+            local_conversation: false,
+        }
     }
 }
 

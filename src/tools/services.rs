@@ -62,11 +62,25 @@ impl Services {
         let Some(conversation) = caller.conversation.as_ref().filter(|_| caller.piggyback) else {
             return Vec::new();
         };
+        // Every ending in one of this process's sessions is published here first, so once the
+        // store had nothing for it, nothing is news until the next ending.
+        let endings = self.runner.events().endings();
+        let owner = &caller.owner;
+        if caller.local_conversation && endings.nothing_to_announce(owner, conversation) {
+            return Vec::new();
+        }
+        let mark = caller.local_conversation.then(|| endings.mark(owner, conversation));
         let store = self.runner.store();
         match store
             .take_unannounced(&caller.owner, conversation, Micros::now(), MAX_ANNOUNCED)
             .await
         {
+            Ok(jobs) if jobs.is_empty() => {
+                if let Some(mark) = mark {
+                    endings.clean(owner, conversation, mark);
+                }
+                Vec::new()
+            }
             Ok(jobs) => jobs.iter().map(|job| (job.id.clone(), view::announcement(job))).collect(),
             Err(error) => {
                 tracing::warn!(%error, "could not read jobs to announce");

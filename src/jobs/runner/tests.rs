@@ -1022,36 +1022,61 @@ async fn estimates_grow_with_the_queue() {
     }
 }
 
-/// Job `n`, recognised as a repeat by `key` within `window`.
-fn keyed_job(n: u32, key: &str, window: Duration) -> NewJob {
-    NewJob { dedupe: Some(Dedupe { key: key.to_owned(), window }), ..new_job(n) }
+/// Job `n`, recognised as a repeat by `key` within `window`; `local` when its conversation is
+/// one of this process's, so the runner's memory of keys answers before the store.
+fn keyed_job(n: u32, key: &str, window: Duration, local: bool) -> NewJob {
+    NewJob { dedupe: Some(Dedupe { key: key.to_owned(), window, local }), ..new_job(n) }
 }
 
-#[tokio::test]
-async fn a_repeated_call_within_the_window_returns_the_same_job() {
+/// Each dedupe test runs twice: once with keys the store is asked about, once with keys of a
+/// local conversation, whose answers must be the same.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn store() {
+                super::$name(false).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn local() {
+                super::$name(true).await;
+            }
+        }
+    )*};
+}
+
+both_ways!(
+    a_repeated_call_within_the_window_returns_the_same_job,
+    a_repeated_call_after_a_failure_or_the_window_makes_a_new_job,
+    concurrent_repeated_calls_make_exactly_one_job,
+);
+
+async fn a_repeated_call_within_the_window_returns_the_same_job(local: bool) {
     let fixture = Fixture::new().await;
     let script = Script::new([Step::Gate]);
     let runner = fixture.runner(quick(), &script);
     let window = Duration::from_secs(60);
 
-    let first = submit_new(&runner, keyed_job(1, "k", window)).await;
+    let first = submit_new(&runner, keyed_job(1, "k", window, local)).await;
     assert!(!first.duplicate);
-    let again = submit_new(&runner, keyed_job(2, "k", window)).await;
+    let again = submit_new(&runner, keyed_job(2, "k", window, local)).await;
     assert_eq!((again.duplicate, &again.job.id), (true, &first.job.id), "while it works");
     assert_eq!(again.job.input, json!({ "n": 1 }), "the existing job, as stored");
 
     script.release.notify_one();
     let done = ended(&runner, &first.job.id).await;
     assert_eq!(done.status, JobStatus::Completed);
-    let after = submit_new(&runner, keyed_job(3, "k", window)).await;
+    let after = submit_new(&runner, keyed_job(3, "k", window, local)).await;
     assert_eq!(after, Submitted { job: done, duplicate: true }, "and once it has completed");
     assert_eq!(fixture.row_count().await, 1);
     assert_eq!(script.calls().len(), 1, "the work was done once");
 
     // Another key, another owner or no key at all: a new job each time.
-    let other_key = submit_new(&runner, keyed_job(4, "other", window)).await;
+    let other_key = submit_new(&runner, keyed_job(4, "other", window, local)).await;
     let other_owner =
-        submit_new(&runner, NewJob { owner: "bob".to_owned(), ..keyed_job(5, "k", window) }).await;
+        submit_new(&runner, NewJob { owner: "bob".to_owned(), ..keyed_job(5, "k", window, local) })
+            .await;
     let unkeyed = submit_new(&runner, new_job(6)).await;
     for submitted in [&other_key, &other_owner, &unkeyed] {
         assert!(!submitted.duplicate, "{:?}", submitted.job.input);
@@ -1060,33 +1085,31 @@ async fn a_repeated_call_within_the_window_returns_the_same_job() {
     assert_eq!(fixture.row_count().await, 4);
 }
 
-#[tokio::test]
-async fn a_repeated_call_after_a_failure_or_the_window_makes_a_new_job() {
+async fn a_repeated_call_after_a_failure_or_the_window_makes_a_new_job(local: bool) {
     let fixture = Fixture::new().await;
     let script = Script::new([failure("content_policy", false, None)]);
     let runner = fixture.runner(quick(), &script);
     let window = Duration::from_millis(200);
 
-    let failed = submit_new(&runner, keyed_job(1, "k", window)).await;
+    let failed = submit_new(&runner, keyed_job(1, "k", window, local)).await;
     assert_eq!(ended(&runner, &failed.job.id).await.status, JobStatus::Failed);
     // Asking again after a failure means trying again.
-    let retried = submit_new(&runner, keyed_job(2, "k", window)).await;
+    let retried = submit_new(&runner, keyed_job(2, "k", window, local)).await;
     assert!(!retried.duplicate);
     assert_ne!(retried.job.id, failed.job.id);
     assert_eq!(ended(&runner, &retried.job.id).await.status, JobStatus::Completed);
-    assert_eq!(submit_new(&runner, keyed_job(3, "k", window)).await.job.id, retried.job.id);
+    assert_eq!(submit_new(&runner, keyed_job(3, "k", window, local)).await.job.id, retried.job.id);
 
     // Past the window even a completed job is old news.
     tokio::time::sleep(window + Duration::from_millis(50)).await;
-    let later = submit_new(&runner, keyed_job(4, "k", window)).await;
+    let later = submit_new(&runner, keyed_job(4, "k", window, local)).await;
     assert!(!later.duplicate);
     assert_ne!(later.job.id, retried.job.id);
     assert_eq!(ended(&runner, &later.job.id).await.status, JobStatus::Completed);
     assert_eq!(fixture.row_count().await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_repeated_calls_make_exactly_one_job() {
+async fn concurrent_repeated_calls_make_exactly_one_job(local: bool) {
     let fixture = Fixture::new().await;
     let script = Script::new([Step::Gate]);
     // Fewer places than callers: repeats must not take a place in the queue either.
@@ -1096,7 +1119,7 @@ async fn concurrent_repeated_calls_make_exactly_one_job() {
 
     let calls = (0..16).map(|n| {
         let runner = runner.clone();
-        tokio::spawn(async move { runner.submit(keyed_job(n, "same", window)).await })
+        tokio::spawn(async move { runner.submit(keyed_job(n, "same", window, local)).await })
     });
     let results = futures::future::join_all(calls).await;
     let submitted: Vec<Submitted> =

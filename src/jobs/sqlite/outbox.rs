@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
 
 use crate::jobs::{
     Job, JobId, Micros,
@@ -34,15 +34,14 @@ pub(super) async fn append_many(
     append_at(transaction, items, |job| job.created_at).await
 }
 
-/// Appends events (and their deliveries), each stamped with the time `at` gives its job.
-async fn append_at(
-    transaction: &mut Transaction<'_, Sqlite>,
+/// Adds to `query` the statement inserting `items`' events, each stamped with the time `at`
+/// gives its job, answering `id, job_id` ([`stored_events`] reads them).
+pub(super) fn push_events(
+    query: &mut QueryBuilder<Sqlite>,
     items: &[(&Job, &NewEvent)],
     at: impl Fn(&Job) -> Micros,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (job_id, owner, conversation, kind, payload, created_at) ",
-    );
+) {
+    query.push("INSERT INTO events (job_id, owner, conversation, kind, payload, created_at) ");
     query.push_values(items, |mut row, (job, event)| {
         row.push_bind(job.id.as_str().to_owned())
             .push_bind(job.owner.clone())
@@ -52,31 +51,54 @@ async fn append_at(
             .push_bind(at(job).0);
     });
     query.push(" RETURNING id, job_id");
-    let rows = query.build().fetch_all(&mut **transaction).await?;
+}
+
+/// The stored events of `items`, from the `id, job_id` rows [`push_events`] answered.
+pub(super) fn stored_events(
+    rows: &[SqliteRow],
+    items: &[(&Job, &NewEvent)],
+    at: impl Fn(&Job) -> Micros,
+) -> Result<Vec<StoredEvent>, StoreError> {
     // RETURNING gives no order guarantee: match ids back to jobs.
     let mut ids = HashMap::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         ids.insert(row.try_get::<String, _>("job_id")?, row.try_get::<i64, _>("id")?);
     }
-    let mut stored = Vec::with_capacity(items.len());
+    items
+        .iter()
+        .map(|(job, event)| {
+            let id = ids.get(job.id.as_str()).copied().ok_or_else(|| StoreError::Corrupt {
+                id: job.id.to_string(),
+                reason: "event insert returned no id".to_owned(),
+            })?;
+            Ok(StoredEvent {
+                id,
+                job_id: job.id.clone(),
+                owner: job.owner.clone(),
+                conversation: job.context.conversation.clone(),
+                kind: event.kind.clone(),
+                payload: event.payload.clone(),
+                created_at: at(job),
+            })
+        })
+        .collect()
+}
+
+/// Appends events (and their deliveries), each stamped with the time `at` gives its job.
+async fn append_at(
+    transaction: &mut Transaction<'_, Sqlite>,
+    items: &[(&Job, &NewEvent)],
+    at: impl Fn(&Job) -> Micros,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new("");
+    push_events(&mut query, items, &at);
+    let rows = query.build().fetch_all(&mut **transaction).await?;
+    let stored = stored_events(&rows, items, &at)?;
     let mut deliveries = Vec::new();
-    for (job, event) in items {
-        let id = ids.get(job.id.as_str()).copied().ok_or_else(|| StoreError::Corrupt {
-            id: job.id.to_string(),
-            reason: "event insert returned no id".to_owned(),
-        })?;
+    for ((job, event), stored) in items.iter().zip(&stored) {
         for endpoint in &event.webhooks {
-            deliveries.push((id, &job.id, endpoint.as_str(), at(job)));
+            deliveries.push((stored.id, &job.id, endpoint.as_str(), at(job)));
         }
-        stored.push(StoredEvent {
-            id,
-            job_id: job.id.clone(),
-            owner: job.owner.clone(),
-            conversation: job.context.conversation.clone(),
-            kind: event.kind.clone(),
-            payload: event.payload.clone(),
-            created_at: at(job),
-        });
     }
     if !deliveries.is_empty() {
         let mut query = QueryBuilder::<Sqlite>::new(

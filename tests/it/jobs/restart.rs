@@ -175,8 +175,9 @@ async fn a_job_whose_image_was_stored_before_the_crash_is_not_drawn_again() {
         .unwrap();
     sqlx::query(
         "INSERT INTO jobs (id, tool, owner, input, status, attempts, eta_ms, created_at, \
-         updated_at, started_at, lease_owner) VALUES (?1, 'generate_image', 'local', \
-         '{\"prompt\":\"a red fox\",\"size\":\"square\"}', 'working', 1, 1000, 1, 1, 1, 'dead')",
+         updated_at, started_at, lease_owner, produces) VALUES (?1, 'generate_image', 'local', \
+         '{\"prompt\":\"a red fox\",\"size\":\"square\"}', 'working', 1, 1000, 1, 1, 1, 'dead', \
+         'image')",
     )
     .bind(id)
     .execute(&mut connection)

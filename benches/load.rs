@@ -237,6 +237,35 @@ async fn read_job(client: &Client, uri: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
+/// Subscribes to `uri` in `era`'s way and waits for its `resources/updated`; when it arrived,
+/// in µs since the epoch.
+async fn await_update(
+    client: &Client,
+    updates: &mut mpsc::UnboundedReceiver<(String, i64)>,
+    era: Era,
+    uri: &str,
+) -> i64 {
+    match era {
+        Era::Legacy => {
+            #[allow(deprecated)]
+            client.subscribe(SubscribeRequestParams::new(uri.to_owned())).await.unwrap();
+            let (got, at) = updates.recv().await.unwrap();
+            assert_eq!(got, uri);
+            at
+        }
+        Era::Stateless => {
+            let filter =
+                SubscriptionFilter::builder().resource_subscription(uri.to_owned()).build();
+            let mut subscription = client.listen(filter).await.unwrap();
+            let notification = subscription.next().await.unwrap().unwrap();
+            let at = now_micros();
+            assert!(matches!(notification, ServerNotification::ResourceUpdatedNotification(_)));
+            let _ = subscription.cancel().await;
+            at
+        }
+    }
+}
+
 /// Completion → notification delay over `jobs` jobs, `workers` at a time.
 async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogram<u64> {
     let mut tasks = Vec::new();
@@ -249,29 +278,7 @@ async fn push_delay(url: &str, era: Era, jobs: usize, workers: usize) -> Histogr
             for n in 0..jobs / workers {
                 let job = call(&client, "generate_image", &unique(&args, n as u64)).await;
                 let uri = format!("offstage://jobs/{}", job["job_id"].as_str().unwrap());
-                let received = match era {
-                    Era::Legacy => {
-                        #[allow(deprecated)]
-                        client.subscribe(SubscribeRequestParams::new(uri.clone())).await.unwrap();
-                        let (got, at) = updates.recv().await.unwrap();
-                        assert_eq!(got, uri);
-                        at
-                    }
-                    Era::Stateless => {
-                        let filter = SubscriptionFilter::builder()
-                            .resource_subscription(uri.clone())
-                            .build();
-                        let mut subscription = client.listen(filter).await.unwrap();
-                        let notification = subscription.next().await.unwrap().unwrap();
-                        let at = now_micros();
-                        assert!(matches!(
-                            notification,
-                            ServerNotification::ResourceUpdatedNotification(_)
-                        ));
-                        let _ = subscription.cancel().await;
-                        at
-                    }
-                };
+                let received = await_update(&client, &mut updates, era, &uri).await;
                 let view = read_job(&client, &uri).await;
                 assert_eq!(view["status"], "completed");
                 let delay = (received - finished_at_micros(&view)).max(1) as u64;

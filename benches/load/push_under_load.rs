@@ -112,25 +112,7 @@ async fn paced(server: &ServerProcess, era: Era, seconds: u64) -> (Histogram<u64
                 tick.tick().await;
                 let job = call(&client, "generate_image", &unique(&args, n)).await;
                 let uri = format!("offstage://jobs/{}", job["job_id"].as_str().unwrap());
-                let received = match era {
-                    Era::Legacy => {
-                        #[allow(deprecated)]
-                        client.subscribe(SubscribeRequestParams::new(uri.clone())).await.unwrap();
-                        let (got, at) = updates.recv().await.unwrap();
-                        assert_eq!(got, uri);
-                        at
-                    }
-                    Era::Stateless => {
-                        let filter = SubscriptionFilter::builder()
-                            .resource_subscription(uri.clone())
-                            .build();
-                        let mut subscription = client.listen(filter).await.unwrap();
-                        let _ = subscription.next().await.unwrap().unwrap();
-                        let at = now_micros();
-                        let _ = subscription.cancel().await;
-                        at
-                    }
-                };
+                let received = await_update(&client, &mut updates, era, &uri).await;
                 let view = read_job(&client, &uri).await;
                 assert_eq!(view["status"], "completed", "{view}");
                 let finished = micros_of(&view, "finished_at").unwrap();

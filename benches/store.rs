@@ -11,7 +11,7 @@ use offstage::jobs::{
     Job, JobContext, JobId, JobOutput, JobStatus, Micros,
     events::{BareEvents, EventComposer, JobChange},
     sqlite::SqliteJobStore,
-    store::{JobStore, Lease},
+    store::{Insert, JobStore, Lease},
 };
 
 const INSERTS: usize = 40_000;
@@ -57,7 +57,7 @@ async fn main() {
                     // Every insert writes its job's creation event in the same transaction.
                     let event = BareEvents.compose(JobChange::Created, &job);
                     let sent = Instant::now();
-                    store.insert(&job, "bench", None, event).await.unwrap();
+                    store.insert(Insert::new(&job, "bench", event)).await.unwrap();
                     histogram.record(sent.elapsed().as_micros() as u64).unwrap();
                 }
                 histogram

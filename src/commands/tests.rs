@@ -1,6 +1,7 @@
 //! `tools check` and the server's start with the README's own "Add a tool" example dropped
 //! into the shipped `tools/` directory: the default profile is full, so the new tool goes to
-//! `extra` and both say where; a profile the operator lists over budget is still refused.
+//! `extra` and both say where; one too long for any profile is held back with the numbers;
+//! a profile the operator lists over budget is still refused.
 
 use std::path::Path;
 
@@ -117,4 +118,41 @@ async fn a_listed_profile_over_budget_is_still_refused_with_the_numbers() {
     let StartError::OverBudget(problems) = &refused else { panic!("{refused}") };
     assert!(problems.contains("profile voice: 7 tools, over the limit of 6"), "{problems}");
     assert!(problems.contains("tokens, over the per-profile budget of 600"), "{problems}");
+}
+
+#[tokio::test]
+async fn a_tool_too_long_for_the_per_tool_budget_is_held_back_and_the_server_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_the_example(dir.path());
+    let wordy = readme_example().replace(
+        "description = \"A fact about a number.",
+        &format!(
+            "description = \"{}A fact about a number.",
+            "Numbers are fun to talk about. ".repeat(30)
+        ),
+    );
+    std::fs::write(config.tools.dir.join("get_fact.toml"), wordy).unwrap();
+
+    let printed = check(&config).await;
+    let out = &printed.stdout;
+    assert!(!printed.success, "tools check names the problem:\n{out}");
+    let error = out
+        .lines()
+        .find(|line| line.starts_with("error: ") && line.contains("get_fact.toml"))
+        .unwrap_or_else(|| panic!("no error for get_fact.toml:\n{out}"));
+    assert!(
+        error.contains("tokens, over the per-tool budget of 120, so it is not served"),
+        "{error}"
+    );
+    assert!(!out.contains("over budget:"), "no profile is over budget:\n{out}");
+
+    let server = Server::start(config).await.expect("the server starts without the long tool");
+    let url = format!("http://{}/v1/tools", server.local_addr());
+    let listed: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let profiles = listed["profiles"].to_string();
+    assert!(!profiles.contains("get_fact"), "held back from every profile: {listed}");
+    let problems = listed["problems"].to_string();
+    assert!(problems.contains("get_fact.toml") && problems.contains("per-tool budget"), "{listed}");
+    assert!(listed["profiles"][DEFAULT_PROFILE].as_array().is_some_and(|tools| tools.len() == 6));
+    server.stop().await;
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Job,
     events::{NewEvent, StoredEvent},
-    store::StoreError,
+    store::{Insert, StoreError},
 };
 
 /// The most inserts written by one transaction (14 binds each, far below either database's
@@ -31,17 +31,14 @@ pub(super) struct PendingInsert {
 /// Queues an insert for the writer and waits until its batch committed.
 pub(super) async fn queue(
     inserts: &mpsc::Sender<PendingInsert>,
-    job: &Job,
-    instance: &str,
-    dedupe_key: Option<&str>,
-    event: NewEvent,
+    new: Insert<'_>,
 ) -> Result<StoredEvent, StoreError> {
     let (done, answer) = oneshot::channel();
     let pending = PendingInsert {
-        job: job.clone(),
-        instance: instance.into(),
-        dedupe_key: dedupe_key.map(str::to_owned),
-        event,
+        job: new.job.clone(),
+        instance: new.instance.into(),
+        dedupe_key: new.dedupe_key.map(str::to_owned),
+        event: new.event,
         done,
     };
     inserts.send(pending).await.map_err(|_| StoreError::Closed)?;

@@ -18,7 +18,7 @@ use super::{
     events::{BareEvents, EventComposer, JobChange, NewEvent, StoredEvent},
     postgres::PgJobStore,
     sqlite::SqliteJobStore,
-    store::{EventFilter, JobStore, Lease, PurgedJob, StoreError},
+    store::{EventFilter, Insert, JobStore, Lease, PurgedJob, StoreError},
     testdb::TestDb,
 };
 
@@ -204,7 +204,7 @@ async fn insert(store: &Harness, tool: &str, created_at: i64, instance: &str) ->
 
 /// Inserts `job` as the runner does, with its bare creation event and no dedupe key.
 async fn put(store: &Harness, job: &Job, instance: &str) -> Result<StoredEvent, StoreError> {
-    store.insert(job, instance, None, BareEvents.compose(JobChange::Created, job)).await
+    store.insert(Insert::new(job, instance, BareEvents.compose(JobChange::Created, job))).await
 }
 
 /// Ends a job with its bare event, returning the job only: what most tests look at.

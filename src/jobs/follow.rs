@@ -67,6 +67,7 @@ mod tests {
         Job,
         events::{BareEvents, EventComposer as _},
         postgres::PgJobStore,
+        store::Insert,
         testdb::TestDb,
     };
 
@@ -85,7 +86,7 @@ mod tests {
         tokio::spawn(follow(store, events.clone(), never, 0, shutdown.clone()));
         let job = Job::working("t", 1);
         let created = BareEvents.compose(JobChange::Created, &job);
-        let stored = writer.insert(&job, "elsewhere", None, created).await.unwrap();
+        let stored = writer.insert(Insert::new(&job, "elsewhere", created)).await.unwrap();
         let got = tokio::time::timeout(POLL_EVERY * 3, heard.recv())
             .await
             .expect("published within a few poll intervals")

@@ -17,6 +17,7 @@ mod row;
 pub mod runner;
 pub mod settings;
 pub mod sqlite;
+mod statements;
 pub mod store;
 #[cfg(test)]
 mod testdb;

@@ -33,10 +33,10 @@ use super::{
     Job, JobId, Micros, Outcome,
     batch::{MAX_BATCH, PendingInsert, WriteBatch, insert_jobs, queue, write_inserts},
     events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, outcome_columns, to_job, to_purged},
+    row::{job_columns, limit, to_job, to_purged},
     store::{
-        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
-        StoreError,
+        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, Insert, JobStore, Lease,
+        PurgedJob, StoreError,
     },
 };
 
@@ -126,37 +126,23 @@ impl WriteBatch for PgBatch {
     }
 }
 
+// The statements both stores run as they are.
+mod shared {
+    crate::jobs::statements::statements!(sqlx::Postgres);
+}
+
 #[async_trait]
 impl JobStore for PgJobStore {
-    async fn insert(
-        &self,
-        job: &Job,
-        instance: &str,
-        dedupe_key: Option<&str>,
-        event: NewEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        queue(&self.inserts, job, instance, dedupe_key, event).await
+    async fn insert(&self, new: Insert<'_>) -> Result<StoredEvent, StoreError> {
+        queue(&self.inserts, new).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::get(&self.pool, id).await
     }
 
     async fn start_attempt(&self, id: &JobId, now: Micros) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE jobs SET attempts = attempts + 1, started_at = COALESCE(started_at, $1), \
-             updated_at = $1 WHERE id = $2 AND status = 'working' RETURNING ",
-            job_columns!()
-        ))
-        .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::start_attempt(&self.pool, id, now).await
     }
 
     async fn finish(
@@ -166,20 +152,8 @@ impl JobStore for PgJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let (output, error) = outcome_columns(outcome);
-        let query = sqlx::query(concat!(
-            "UPDATE jobs SET status = $1, output = $2, error_code = $3, error_message = $4, \
-             updated_at = $5, finished_at = $5, lease_owner = NULL \
-             WHERE id = $6 AND status = 'working' RETURNING ",
-            job_columns!()
-        ))
-        .bind(outcome.status().as_str())
-        .bind(output)
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(now.0)
-        .bind(id.as_str());
-        self.change_with_event(query, JobChange::Ended, now, composer).await
+        self.change_with_event(shared::finish(id, outcome, now), JobChange::Ended, now, composer)
+            .await
     }
 
     async fn progress(
@@ -189,40 +163,16 @@ impl JobStore for PgJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let query = sqlx::query(concat!(
-            "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'working' \
-             RETURNING ",
-            job_columns!()
-        ))
-        .bind(progress.to_string())
-        .bind(now.0)
-        .bind(id.as_str());
-        self.change_with_event(query, JobChange::Progress, now, composer).await
+        let update = shared::progress(id, progress, now);
+        self.change_with_event(update, JobChange::Progress, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO instances (id, alive_until) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
-        )
-        .bind(lease.instance.as_ref())
-        .bind(lease.until.0)
-        .execute(&self.pool)
-        .await?;
-        // Rows of instances dead for a day own nothing any more (their jobs were claimed).
-        sqlx::query("DELETE FROM instances WHERE alive_until < $1")
-            .bind(lease.until.minus(Duration::from_secs(24 * 3600)).0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        shared::heartbeat(&self.pool, lease).await
     }
 
     async fn release(&self, instance: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET alive_until = 0 WHERE id = $1")
-            .bind(instance)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        shared::release(&self.pool, instance).await
     }
 
     async fn claim_orphans(
@@ -292,18 +242,7 @@ impl JobStore for PgJobStore {
         dedupe_key: &str,
         since: Micros,
     ) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE dedupe_key = $1 AND owner = $2 AND created_at >= $3 \
-              AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
-        ))
-        .bind(dedupe_key)
-        .bind(owner)
-        .bind(since.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::find_duplicate(&self.pool, owner, dedupe_key, since).await
     }
 
     async fn take_unannounced(
@@ -347,12 +286,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn mark_announced(&self, id: &JobId, now: Micros) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET announced_at = $1 WHERE id = $2 AND announced_at IS NULL")
-            .bind(now.0)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        shared::mark_announced(&self.pool, id, now).await
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {
@@ -366,7 +300,7 @@ impl JobStore for PgJobStore {
         filter: &EventFilter,
         limit_to: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        outbox::events_after(&self.pool, owner, after, filter, limit_to).await
+        shared::events_after(&self.pool, owner, after, filter, limit_to).await
     }
 
     async fn events_between(
@@ -375,7 +309,7 @@ impl JobStore for PgJobStore {
         before: i64,
         limit_to: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        outbox::events_between(&self.pool, after, before, limit_to).await
+        shared::events_between(&self.pool, after, before, limit_to).await
     }
 
     async fn changes_after(
@@ -405,11 +339,11 @@ impl JobStore for PgJobStore {
         outcome: &DeliveryOutcome,
         now: Micros,
     ) -> Result<(), StoreError> {
-        outbox::settle_delivery(&self.pool, id, outcome, now).await
+        shared::settle_delivery(&self.pool, id, outcome, now).await
     }
 
     async fn deliveries_of(&self, job: &JobId) -> Result<Vec<DeliveryState>, StoreError> {
-        outbox::deliveries_of(&self.pool, job).await
+        shared::deliveries_of(&self.pool, job).await
     }
 }
 

@@ -173,11 +173,7 @@ pub(super) struct DeliveryRow {
     delivered_at: Option<i64>,
 }
 
-/// The columns [`DeliveryRow`] reads.
-pub(super) const DELIVERY_COLUMNS: &str =
-    "event_id, endpoint, status, attempts, last_status, last_error, delivered_at";
-
-/// Where a delivery of `job`'s events stands, from a row of [`DELIVERY_COLUMNS`].
+/// Where a delivery of `job`'s events stands, from a row of [`DeliveryRow`]'s columns.
 pub(super) fn to_delivery<'r, R: Row>(row: &'r R, job: &JobId) -> Result<DeliveryState, StoreError>
 where
     DeliveryRow: FromRow<'r, R>,

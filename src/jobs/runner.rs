@@ -31,7 +31,7 @@ use super::{
     Job, JobContext, JobError, JobId, JobOutput, JobStatus, Micros, Outcome,
     endings::RecentKeys,
     events::{BareEvents, EventComposer, JobChange, JobEvents},
-    store::{JobStore, Lease, StoreError},
+    store::{Insert, JobStore, Lease, StoreError},
 };
 
 /// Work behind one tool. The runner knows jobs only through this trait.
@@ -394,7 +394,10 @@ impl JobRunner {
         };
         let event = inner.composer.compose(JobChange::Created, &job);
         let dedupe_key = new.dedupe.as_ref().map(|dedupe| dedupe.key.as_str());
-        let stored = inner.store.insert(&job, &inner.instance, dedupe_key, event).await?;
+        let stored = inner
+            .store
+            .insert(Insert { dedupe_key, ..Insert::new(&job, &inner.instance, event) })
+            .await?;
         inner.events.publish(JobChange::Created, job.clone(), stored);
         inner.spawn(job.clone(), Some(permit));
         Ok(Submitted { job, duplicate: false })

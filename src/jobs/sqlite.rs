@@ -25,11 +25,11 @@ use tokio::sync::mpsc;
 use super::{
     Job, JobId, Micros, Outcome,
     batch::{MAX_BATCH, PendingInsert, queue, write_inserts},
-    events::{EventComposer, JobChange, NewEvent, StoredEvent},
-    row::{job_columns, limit, outcome_columns, to_job, to_purged},
+    events::{EventComposer, JobChange, StoredEvent},
+    row::{job_columns, limit, to_job, to_purged},
     store::{
-        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, JobStore, Lease, PurgedJob,
-        StoreError,
+        DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, Insert, JobStore, Lease,
+        PurgedJob, StoreError,
     },
 };
 
@@ -131,37 +131,23 @@ async fn checkpoint(pool: SqlitePool, closed: tokio_util::sync::CancellationToke
     pool.close().await;
 }
 
+// The statements both stores run as they are.
+mod shared {
+    crate::jobs::statements::statements!(sqlx::Sqlite);
+}
+
 #[async_trait]
 impl JobStore for SqliteJobStore {
-    async fn insert(
-        &self,
-        job: &Job,
-        instance: &str,
-        dedupe_key: Option<&str>,
-        event: NewEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        queue(&self.inserts, job, instance, dedupe_key, event).await
+    async fn insert(&self, new: Insert<'_>) -> Result<StoredEvent, StoreError> {
+        queue(&self.inserts, new).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::get(&self.reader, id).await
     }
 
     async fn start_attempt(&self, id: &JobId, now: Micros) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE jobs SET attempts = attempts + 1, started_at = COALESCE(started_at, ?1), \
-             updated_at = ?1 WHERE id = ?2 AND status = 'working' RETURNING ",
-            job_columns!()
-        ))
-        .bind(now.0)
-        .bind(id.as_str())
-        .fetch_optional(&self.writer)
-        .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::start_attempt(&self.writer, id, now).await
     }
 
     async fn finish(
@@ -171,20 +157,8 @@ impl JobStore for SqliteJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let (output, error) = outcome_columns(outcome);
-        let query = sqlx::query(concat!(
-            "UPDATE jobs SET status = ?1, output = ?2, error_code = ?3, error_message = ?4, \
-             updated_at = ?5, finished_at = ?5, lease_owner = NULL \
-             WHERE id = ?6 AND status = 'working' RETURNING ",
-            job_columns!()
-        ))
-        .bind(outcome.status().as_str())
-        .bind(output)
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(now.0)
-        .bind(id.as_str());
-        self.change_with_event(query, JobChange::Ended, now, composer).await
+        self.change_with_event(shared::finish(id, outcome, now), JobChange::Ended, now, composer)
+            .await
     }
 
     async fn progress(
@@ -194,40 +168,16 @@ impl JobStore for SqliteJobStore {
         now: Micros,
         composer: &dyn EventComposer,
     ) -> Result<Option<(Job, StoredEvent)>, StoreError> {
-        let query = sqlx::query(concat!(
-            "UPDATE jobs SET progress = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'working' \
-             RETURNING ",
-            job_columns!()
-        ))
-        .bind(progress.to_string())
-        .bind(now.0)
-        .bind(id.as_str());
-        self.change_with_event(query, JobChange::Progress, now, composer).await
+        let update = shared::progress(id, progress, now);
+        self.change_with_event(update, JobChange::Progress, now, composer).await
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO instances (id, alive_until) VALUES (?, ?) \
-             ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
-        )
-        .bind(lease.instance.as_ref())
-        .bind(lease.until.0)
-        .execute(&self.writer)
-        .await?;
-        // Rows of processes dead for a day own nothing any more (their jobs were claimed).
-        sqlx::query("DELETE FROM instances WHERE alive_until < ?")
-            .bind(lease.until.minus(Duration::from_secs(24 * 3600)).0)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        shared::heartbeat(&self.writer, lease).await
     }
 
     async fn release(&self, instance: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET alive_until = 0 WHERE id = ?")
-            .bind(instance)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        shared::release(&self.writer, instance).await
     }
 
     async fn claim_orphans(
@@ -280,18 +230,7 @@ impl JobStore for SqliteJobStore {
         dedupe_key: &str,
         since: Micros,
     ) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE dedupe_key = ? AND owner = ? AND created_at >= ? \
-              AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
-        ))
-        .bind(dedupe_key)
-        .bind(owner)
-        .bind(since.0)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(to_job).transpose()
+        shared::find_duplicate(&self.reader, owner, dedupe_key, since).await
     }
 
     async fn take_unannounced(
@@ -333,12 +272,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn mark_announced(&self, id: &JobId, now: Micros) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET announced_at = ? WHERE id = ? AND announced_at IS NULL")
-            .bind(now.0)
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        shared::mark_announced(&self.writer, id, now).await
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {
@@ -357,7 +291,7 @@ impl JobStore for SqliteJobStore {
         filter: &EventFilter,
         limit_to: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        outbox::events_after(&self.reader, owner, after, filter, limit_to).await
+        shared::events_after(&self.reader, owner, after, filter, limit_to).await
     }
 
     async fn events_between(
@@ -366,7 +300,7 @@ impl JobStore for SqliteJobStore {
         before: i64,
         limit_to: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        outbox::events_between(&self.reader, after, before, limit_to).await
+        shared::events_between(&self.reader, after, before, limit_to).await
     }
 
     async fn claim_deliveries(
@@ -384,10 +318,10 @@ impl JobStore for SqliteJobStore {
         outcome: &DeliveryOutcome,
         now: Micros,
     ) -> Result<(), StoreError> {
-        outbox::settle_delivery(&self.writer, id, outcome, now).await
+        shared::settle_delivery(&self.writer, id, outcome, now).await
     }
 
     async fn deliveries_of(&self, job: &JobId) -> Result<Vec<DeliveryState>, StoreError> {
-        outbox::deliveries_of(&self.reader, job).await
+        shared::deliveries_of(&self.reader, job).await
     }
 }

@@ -16,6 +16,23 @@ use super::{
     events::{EventComposer, NewEvent, StoredEvent},
 };
 
+/// A job to persist: its new `working` row, the process that runs it, the key a repeat of the
+/// same call is recognised by, and its creation event.
+#[derive(Debug, Clone)]
+pub struct Insert<'a> {
+    pub job: &'a Job,
+    pub instance: &'a str,
+    pub dedupe_key: Option<&'a str>,
+    pub event: NewEvent,
+}
+
+impl<'a> Insert<'a> {
+    /// A job without a dedupe key.
+    pub fn new(job: &'a Job, instance: &'a str, event: NewEvent) -> Self {
+        Insert { job, instance, dedupe_key: None, event }
+    }
+}
+
 /// One process's claim to be alive until a point in time.
 ///
 /// Every job a process drives names it as owner. The process renews its lease (one heartbeat,
@@ -121,13 +138,7 @@ pub enum StoreError {
 pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// Persists a new `working` job owned by `instance`, with its creation event. Visible to
     /// `get` once this returns.
-    async fn insert(
-        &self,
-        job: &Job,
-        instance: &str,
-        dedupe_key: Option<&str>,
-        event: NewEvent,
-    ) -> Result<StoredEvent, StoreError>;
+    async fn insert(&self, new: Insert<'_>) -> Result<StoredEvent, StoreError>;
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
 

@@ -14,7 +14,7 @@ mod cancel;
 mod settings;
 mod workflow;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -78,10 +78,7 @@ pub struct ComfyUiProvider {
 
 /// The registry's entry: `[providers.comfyui]`, and `COMFYUI_API_KEY` for an authenticating
 /// proxy in front of it (ComfyUI has no keys of its own). `auto` never picks it.
-#[derive(Debug)]
-pub struct ComfyUi;
-
-impl ProviderSpec for ComfyUi {
+impl ProviderSpec for ComfyUiProvider {
     const NAME: &'static str = "comfyui";
     type Settings = ComfyUiConfig;
     const ENV: &'static [EnvVar] = &[EnvVar::plain("COMFYUI_API_KEY", "api_key")];
@@ -90,29 +87,10 @@ impl ProviderSpec for ComfyUi {
         settings.check()
     }
 
-    fn build(
-        settings: &ComfyUiConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(ComfyUiProvider::new(settings, context)?))
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Endpoints {
-    prompt: Url,
-    /// `{base}/history`, to which the prompt id is appended as a path segment.
-    history: Url,
-    view: Url,
-    queue: Url,
-    interrupt: Url,
-}
-
-impl ComfyUiProvider {
     /// Checks the base URL, the key and the workflow once, so that a bad configuration fails
     /// at start.
-    pub fn new(config: &ComfyUiConfig, context: &Context) -> Result<Self, SetupError> {
-        let provider = ComfyUi::NAME;
+    fn build(config: &ComfyUiConfig, context: &Context) -> Result<Self, SetupError> {
+        let provider = Self::NAME;
         let bad_url = || SetupError::base_url(provider, &config.base_url);
         let endpoint =
             |path: &str| super::http::endpoint_url(&config.base_url, path).ok_or_else(bad_url);
@@ -125,7 +103,7 @@ impl ComfyUiProvider {
         };
         // ComfyUI has no keys; one is only there for an authenticating proxy in front of it.
         let credential = match config.api_key.as_ref().filter(|key| !key.is_blank()) {
-            Some(key) => Some(spec::credential_of::<ComfyUi>(key, AUTHORIZATION, Some("Bearer"))?),
+            Some(key) => Some(spec::credential_of::<Self>(key, AUTHORIZATION, Some("Bearer"))?),
             None => None,
         };
         let bad_workflow = |message: String| SetupError::invalid(provider, "workflow", message);
@@ -168,6 +146,19 @@ impl ComfyUiProvider {
             remote: !is_loopback(&base),
         })
     }
+}
+
+#[derive(Debug, Clone)]
+struct Endpoints {
+    prompt: Url,
+    /// `{base}/history`, to which the prompt id is appended as a path segment.
+    history: Url,
+    view: Url,
+    queue: Url,
+    interrupt: Url,
+}
+
+impl ComfyUiProvider {
 
     /// Replaces the image size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {

@@ -5,7 +5,7 @@
 
 mod settings;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{StatusCode, header::AUTHORIZATION};
@@ -19,10 +19,7 @@ use super::{
 };
 
 /// The registry's entry: `[providers.endpoint]`. `auto` never picks it.
-#[derive(Debug)]
-pub struct Endpoint;
-
-impl ProviderSpec for Endpoint {
+impl ProviderSpec for EndpointProvider {
     const NAME: &'static str = "endpoint";
     type Settings = EndpointConfig;
     const ENV: &'static [EnvVar] = &[EnvVar::plain("OFFSTAGE_ENDPOINT_API_KEY", "api_key")];
@@ -35,11 +32,17 @@ impl ProviderSpec for Endpoint {
         }
     }
 
-    fn build(
-        settings: &EndpointConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(EndpointProvider::new(settings, context)?))
+    fn build(config: &EndpointConfig, context: &Context) -> Result<Self, SetupError> {
+        let url = generate_url(&config.base_url)?;
+        // The key is optional: a service on this machine often has none.
+        let credential = match &config.api_key {
+            Some(key) if !key.is_blank() => {
+                Some(spec::credential_of::<Self>(key, AUTHORIZATION, Some("Bearer"))?)
+            }
+            _ => None,
+        };
+        let api = Api::new(context.http.clone(), credential, *config.request_timeout);
+        Ok(Self { api, url, typical_latency: *config.typical_latency })
     }
 }
 
@@ -52,18 +55,6 @@ pub struct EndpointProvider {
 }
 
 impl EndpointProvider {
-    pub fn new(config: &EndpointConfig, context: &Context) -> Result<Self, SetupError> {
-        let url = generate_url(&config.base_url)?;
-        // The key is optional: a service on this machine often has none.
-        let credential = match &config.api_key {
-            Some(key) if !key.is_blank() => {
-                Some(spec::credential_of::<Endpoint>(key, AUTHORIZATION, Some("Bearer"))?)
-            }
-            _ => None,
-        };
-        let api = Api::new(context.http.clone(), credential, *config.request_timeout);
-        Ok(Self { api, url, typical_latency: *config.typical_latency })
-    }
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {
@@ -75,15 +66,15 @@ impl EndpointProvider {
 /// Where requests go: `{base_url}/generate`.
 fn generate_url(base_url: &str) -> Result<Url, SetupError> {
     if base_url.trim().is_empty() {
-        return Err(SetupError::invalid(Endpoint::NAME, "base_url", "set it to your service's URL"));
+        return Err(SetupError::invalid(EndpointProvider::NAME, "base_url", "set it to your service's URL"));
     }
-    endpoint_url(base_url, "generate").ok_or_else(|| SetupError::base_url(Endpoint::NAME, base_url))
+    endpoint_url(base_url, "generate").ok_or_else(|| SetupError::base_url(EndpointProvider::NAME, base_url))
 }
 
 #[async_trait]
 impl ImageProvider for EndpointProvider {
     fn name(&self) -> &'static str {
-        Endpoint::NAME
+        Self::NAME
     }
 
     fn typical_latency(&self) -> Duration {
@@ -105,7 +96,7 @@ impl ImageProvider for EndpointProvider {
             if bytes.is_empty() {
                 return Err(ProviderError::InvalidResponse("an empty image body".to_owned()));
             }
-            return Ok(GeneratedImage { bytes: bytes.into(), model: Endpoint::NAME.to_owned() });
+            return Ok(GeneratedImage { bytes: bytes.into(), model: Self::NAME.to_owned() });
         }
         let retry_after = parse_retry_after(response.headers());
         let body = self.api.read_error(&mut response).await?;

@@ -17,7 +17,7 @@
 
 mod settings;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -72,10 +72,7 @@ pub struct GeminiProvider {
 
 /// The registry's entry: `[providers.gemini]`, `GEMINI_API_KEY` (else `GOOGLE_API_KEY`).
 /// `auto` never picks it.
-#[derive(Debug)]
-pub struct Gemini;
-
-impl ProviderSpec for Gemini {
+impl ProviderSpec for GeminiProvider {
     const NAME: &'static str = "gemini";
     type Settings = GeminiConfig;
     // Google's SDKs read either variable; ours prefers the Gemini-specific one, so that a
@@ -87,20 +84,11 @@ impl ProviderSpec for Gemini {
         spec::check_base_url::<Self>(&settings.base_url)
     }
 
-    fn build(
-        settings: &GeminiConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(GeminiProvider::new(settings, context)?))
-    }
-}
-
-impl GeminiProvider {
     /// Checks the key, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(config: &GeminiConfig, context: &Context) -> Result<Self, SetupError> {
-        Gemini::check(config)?;
+    fn build(config: &GeminiConfig, context: &Context) -> Result<Self, SetupError> {
+        Self::check(config)?;
         let header = http::HeaderName::from_static("x-goog-api-key");
-        let credential = spec::credential::<Gemini>(config.api_key.as_ref(), header, None)?;
+        let credential = spec::credential::<Self>(config.api_key.as_ref(), header, None)?;
         // Google's own examples name models both ways (`models/gemini-…` and `gemini-…`).
         let model = config.model.trim();
         let model = model.strip_prefix("models/").unwrap_or(model);
@@ -108,14 +96,17 @@ impl GeminiProvider {
             && model.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
         if !model_is_a_name {
             let message = format!("`{}` is not a model name", config.model);
-            return Err(SetupError::invalid(Gemini::NAME, "model", message));
+            return Err(SetupError::invalid(Self::NAME, "model", message));
         }
         let endpoint = endpoint_url(&config.base_url, model)
-            .ok_or_else(|| SetupError::base_url(Gemini::NAME, &config.base_url))?;
+            .ok_or_else(|| SetupError::base_url(Self::NAME, &config.base_url))?;
         let mut api = Api::new(context.http.clone(), Some(credential), *config.request_timeout);
         api.parsing = context.parsing.clone();
         Ok(Self { api, endpoint, model: model.to_owned(), typical_latency: *config.typical_latency })
     }
+}
+
+impl GeminiProvider {
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {

@@ -12,15 +12,15 @@ pub mod router;
 pub mod spec;
 pub mod threads;
 
-// The one list of providers: each line is a provider's module (its folder) and its spec.
+// The one list of providers: each line is a provider's module (its folder) and its type.
 registry::registry! {
-    sketch::Sketch,
-    openai::OpenAi,
-    gemini::Gemini,
-    stability::Stability,
-    replicate::Replicate,
-    comfyui::ComfyUi,
-    endpoint::Endpoint,
+    sketch::SketchProvider,
+    openai::OpenAiProvider,
+    gemini::GeminiProvider,
+    stability::StabilityProvider,
+    replicate::ReplicateProvider,
+    comfyui::ComfyUiProvider,
+    endpoint::EndpointProvider,
 }
 
 use std::{fmt, sync::Arc, time::Duration};

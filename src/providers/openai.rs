@@ -13,7 +13,7 @@ mod edit;
 mod settings;
 mod stream;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{RequestBuilder, StatusCode, header::CONTENT_TYPE};
@@ -41,10 +41,7 @@ pub struct OpenAiProvider {
 }
 
 /// The registry's entry: `[providers.openai]`, `OPENAI_API_KEY` and `OPENAI_BASE_URL`.
-#[derive(Debug)]
-pub struct OpenAi;
-
-impl ProviderSpec for OpenAi {
+impl ProviderSpec for OpenAiProvider {
     const NAME: &'static str = "openai";
     type Settings = OpenAiConfig;
     const ENV: &'static [EnvVar] = &[
@@ -66,25 +63,16 @@ impl ProviderSpec for OpenAi {
         settings.check()
     }
 
-    fn build(
-        settings: &OpenAiConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(OpenAiProvider::new(settings, context)?))
-    }
-}
-
-impl OpenAiProvider {
-    pub fn new(config: &OpenAiConfig, context: &Context) -> Result<Self, SetupError> {
+    fn build(config: &OpenAiConfig, context: &Context) -> Result<Self, SetupError> {
         config.check()?;
-        let credential = spec::credential::<OpenAi>(
+        let credential = spec::credential::<Self>(
             config.api_key.as_ref(),
             http::header::AUTHORIZATION,
             Some("Bearer"),
         )?;
         let endpoint = |path| {
             endpoint_url(&config.base_url, path)
-                .ok_or_else(|| SetupError::base_url(OpenAi::NAME, &config.base_url))
+                .ok_or_else(|| SetupError::base_url(Self::NAME, &config.base_url))
         };
         let mut api = Api::new(context.http.clone(), Some(credential), *config.request_timeout);
         api.parsing = context.parsing.clone();
@@ -98,6 +86,9 @@ impl OpenAiProvider {
             typical_latency: *config.typical_latency,
         })
     }
+}
+
+impl OpenAiProvider {
 
     /// Replaces [`MAX_RESPONSE_BYTES`](super::http::MAX_RESPONSE_BYTES), which also caps each
     /// streamed event; tests use it to reach the cap without 64 MiB bodies.

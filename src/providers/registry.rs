@@ -66,7 +66,7 @@ macro_rules! registry {
             ) -> Result<Arc<dyn ImageProvider>, SetupError> {
                 $(
                     if name == <$name::$spec as ProviderSpec>::NAME {
-                        return <$name::$spec as ProviderSpec>::build(&self.$name, context);
+                        return Ok(Arc::new(<$name::$spec as ProviderSpec>::build(&self.$name, context)?));
                     }
                 )+
                 Err(SetupError::Unknown { name: name.to_owned() })

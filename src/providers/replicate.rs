@@ -14,7 +14,7 @@
 mod settings;
 mod wire;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -80,10 +80,7 @@ pub struct ReplicateProvider {
 
 /// The registry's entry: `[providers.replicate]` and `REPLICATE_API_TOKEN`. `auto` never
 /// picks it.
-#[derive(Debug)]
-pub struct Replicate;
-
-impl ProviderSpec for Replicate {
+impl ProviderSpec for ReplicateProvider {
     const NAME: &'static str = "replicate";
     type Settings = ReplicateConfig;
     /// The variable Replicate's own clients and examples read.
@@ -93,25 +90,16 @@ impl ProviderSpec for Replicate {
         settings.check()
     }
 
-    fn build(
-        settings: &ReplicateConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(ReplicateProvider::new(settings, context)?))
-    }
-}
-
-impl ReplicateProvider {
     /// Checks the token, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(config: &ReplicateConfig, context: &Context) -> Result<Self, SetupError> {
+    fn build(config: &ReplicateConfig, context: &Context) -> Result<Self, SetupError> {
         config.check()?;
         let credential =
-            spec::credential::<Replicate>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
+            spec::credential::<Self>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
         let Some((owner, name, version)) = parse_model(&config.model) else {
             let message = format!("`{}` is not a model name", config.model);
-            return Err(SetupError::invalid(Replicate::NAME, "model", message));
+            return Err(SetupError::invalid(Self::NAME, "model", message));
         };
-        let bad_base_url = || SetupError::base_url(Replicate::NAME, &config.base_url);
+        let bad_base_url = || SetupError::base_url(Self::NAME, &config.base_url);
         let endpoint = |path: &str| {
             super::http::endpoint_url(&config.base_url, path).ok_or_else(bad_base_url)
         };
@@ -133,6 +121,9 @@ impl ReplicateProvider {
             typical_latency: *config.typical_latency,
         })
     }
+}
+
+impl ReplicateProvider {
 
     /// Replaces the output size cap; tests use it to reach the cap without 64 MiB files.
     pub fn with_body_limit(mut self, limit: usize) -> Self {

@@ -8,7 +8,7 @@ mod edit;
 mod settings;
 
 use std::f32::consts::TAU;
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,15 +36,12 @@ pub struct SketchProvider {
 
 /// The registry's entry: `[providers.sketch]`, needing nothing; what `auto` picks when no
 /// provider with a key is configured.
-#[derive(Debug)]
-pub struct Sketch;
-
-impl ProviderSpec for Sketch {
+impl ProviderSpec for SketchProvider {
     const NAME: &'static str = "sketch";
     type Settings = SketchConfig;
 
-    fn build(settings: &SketchConfig, _: &Context) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(SketchProvider::new(settings)))
+    fn build(settings: &SketchConfig, _: &Context) -> Result<Self, SetupError> {
+        Ok(Self::new(settings))
     }
 }
 

@@ -2,15 +2,16 @@
 //! variables that fill them, whether `auto` may pick it, its checks and its construction.
 //! Each provider implements [`ProviderSpec`] in its own file; [`super::registry`] lists them.
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{ImageProvider, Parsing, http::Credential};
 use crate::settings::Secret;
 
-/// One provider kind, as configuration and the server see it.
-pub trait ProviderSpec: 'static {
+/// One provider kind, as configuration and the server see it, implemented by the provider
+/// itself: what configuration reads, checks and builds is the type that draws.
+pub trait ProviderSpec: ImageProvider + Sized + 'static {
     /// The name in `provider`, `fallback`, `[providers.<name>]` and `[routing.<name>]`.
     const NAME: &'static str;
     /// `[providers.<name>]`: every field documented, every default in `Default`.
@@ -42,10 +43,7 @@ pub trait ProviderSpec: 'static {
 
     /// Builds the provider; the one place its key is required. Configuration calls it for
     /// every provider in the route, so that what cannot be built is refused at start.
-    fn build(
-        settings: &Self::Settings,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError>;
+    fn build(settings: &Self::Settings, context: &Context) -> Result<Self, SetupError>;
 }
 
 /// An environment variable read into one setting of a provider.

@@ -19,7 +19,7 @@
 
 mod settings;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{
@@ -77,10 +77,7 @@ pub struct StabilityProvider {
 }
 
 /// The registry's entry: `[providers.stability]` and `STABILITY_API_KEY`. `auto` never picks it.
-#[derive(Debug)]
-pub struct Stability;
-
-impl ProviderSpec for Stability {
+impl ProviderSpec for StabilityProvider {
     const NAME: &'static str = "stability";
     type Settings = StabilityConfig;
     /// The variable Stability's own examples and SDKs read.
@@ -90,20 +87,11 @@ impl ProviderSpec for Stability {
         spec::check_base_url::<Self>(&settings.base_url)
     }
 
-    fn build(
-        settings: &StabilityConfig,
-        context: &Context,
-    ) -> Result<Arc<dyn ImageProvider>, SetupError> {
-        Ok(Arc::new(StabilityProvider::new(settings, context)?))
-    }
-}
-
-impl StabilityProvider {
     /// Checks the key, model and base URL once, so that a bad configuration fails at start.
-    pub fn new(config: &StabilityConfig, context: &Context) -> Result<Self, SetupError> {
-        Stability::check(config)?;
+    fn build(config: &StabilityConfig, context: &Context) -> Result<Self, SetupError> {
+        Self::check(config)?;
         let credential =
-            spec::credential::<Stability>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
+            spec::credential::<Self>(config.api_key.as_ref(), AUTHORIZATION, Some("Bearer"))?;
         let (endpoint_name, sd3_model, model) = match config.model.trim() {
             "core" | "stable-image-core" => ("core", None, "stable-image-core".to_owned()),
             "ultra" | "stable-image-ultra" => ("ultra", None, "stable-image-ultra".to_owned()),
@@ -117,12 +105,12 @@ impl StabilityProvider {
             }
             _ => {
                 let message = format!("`{}` is not a model name", config.model);
-                return Err(SetupError::invalid(Stability::NAME, "model", message));
+                return Err(SetupError::invalid(Self::NAME, "model", message));
             }
         };
         let endpoint = |name| {
             endpoint_url(&config.base_url, name)
-                .ok_or_else(|| SetupError::base_url(Stability::NAME, &config.base_url))
+                .ok_or_else(|| SetupError::base_url(Self::NAME, &config.base_url))
         };
         Ok(Self {
             api: Api::new(context.http.clone(), Some(credential), *config.request_timeout),
@@ -133,6 +121,9 @@ impl StabilityProvider {
             typical_latency: *config.typical_latency,
         })
     }
+}
+
+impl StabilityProvider {
 
     /// Replaces the response size cap; tests use it to reach the cap without 64 MiB bodies.
     pub fn with_body_limit(mut self, limit: usize) -> Self {

@@ -89,6 +89,12 @@ pub fn finished(
     routed.map(output).map_err(|failure| route_failure(job, failure))
 }
 
+/// A prompt as a repeat of the call would be recognised: case and spacing do not make a
+/// different picture.
+pub fn same_words(prompt: &str) -> String {
+    prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
 /// Deletes what an image job stored (its placeholder, partials and image), when the job is
 /// cancelled before it ends or purged after.
 pub async fn discard(services: &Services, id: &JobId) {

@@ -43,6 +43,13 @@ pub struct Annotations {
     pub open_world: bool,
 }
 
+impl Annotations {
+    /// A tool that makes something new each call (a picture…) and destroys nothing.
+    pub fn creates(open_world: bool) -> Annotations {
+        Annotations { read_only: false, destructive: false, idempotent: false, open_world }
+    }
+}
+
 /// How a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -22,7 +22,7 @@ from helpers import readme_snippets, snippet, snippet_page
 # fails the first test. The client snippets share one conversation (their header), so each test
 # asks for its own picture: a repeated request would rightly get the job already made.
 TESTED = {"openai-realtime", "openai-agents", "gemini-live", "pipecat", "livekit", "mcp-http",
-          "mcp-stdio", "add-a-tool"}
+          "mcp-stdio", "add-a-tool", "roll-dice"}
 
 
 def run_snippet(name: str, base: str) -> dict:
@@ -48,6 +48,13 @@ def test_the_add_a_tool_manifest_is_a_manifest():
     # The check can fail: a mode the format does not know is refused.
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate({**manifest, "mode": "later"})
+
+
+def test_the_roll_dice_example_is_the_file_the_rust_tests_compile():
+    # src/tools/builtin/tests.rs calls it; here: the README shows that very file.
+    language, code = readme_snippets()["roll-dice"]
+    assert language == "rust" and snippet_page("roll-dice") == "README.md"
+    assert code == (ROOT / "src" / "tools" / "builtin" / "roll_dice.rs").read_text()
 
 
 def test_openai_realtime_session_update_passes_the_sdk_types(offstage):

@@ -6,18 +6,8 @@ use std::path::Path;
 use figment::Jail;
 use object_store::aws::AmazonS3ConfigKey;
 
-use crate::config::{Config, ConfigError, ConfigSources, Overrides};
-
-/// Sources as the CLI builds them without flags, the data directory inside the jail.
-fn sources(jail: &Jail) -> ConfigSources {
-    ConfigSources {
-        config_file: None,
-        overrides: Overrides {
-            data_dir: Some(jail.directory().join("data")),
-            ..Overrides::default()
-        },
-    }
-}
+use super::sources;
+use crate::config::{Config, ConfigError};
 
 #[test]
 fn the_aws_variables_fill_in_and_settings_win() {

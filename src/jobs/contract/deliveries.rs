@@ -25,7 +25,7 @@ impl EventComposer for Hooks {
 /// Inserts `job` with its creation event sent to `endpoints`.
 async fn put_hooked(store: &Harness, job: &Job, endpoints: &'static [&str]) -> StoredEvent {
     let created = Hooks(endpoints).compose(JobChange::Created, job);
-    store.insert(job, "i", None, created).await.expect("insert")
+    store.insert(Insert::new(job, "i", created)).await.expect("insert")
 }
 
 /// Ends `job` with its event sent to `endpoints`.

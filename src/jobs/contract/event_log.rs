@@ -20,7 +20,10 @@ async fn end(store: &Harness, job: &Job, outcome: Outcome, now: i64) -> (Job, St
 /// Inserts `job` with a dedupe key.
 async fn put_keyed(store: &Harness, job: &Job, key: &str) {
     let created = BareEvents.compose(JobChange::Created, job);
-    store.insert(job, "i", Some(key), created).await.expect("insert");
+    store
+        .insert(Insert { dedupe_key: Some(key), ..Insert::new(job, "i", created) })
+        .await
+        .expect("insert");
 }
 
 /// Makes the database refuse every new event, as a full disk or a bug in an event would.

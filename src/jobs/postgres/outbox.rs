@@ -8,11 +8,8 @@ use super::listen::CHANNEL;
 use crate::jobs::{
     Job, JobId, Micros,
     events::{NewEvent, StoredEvent},
-    row::{
-        ClaimedRow, DELIVERY_COLUMNS, EVENT_COLUMNS, job_columns, limit, to_delivery, to_event,
-        to_job, with_events,
-    },
-    store::{DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, StoreError},
+    row::{ClaimedRow, EVENT_COLUMNS, job_columns, limit, to_event, to_job, with_events},
+    store::{DueDelivery, StoreError},
 };
 
 /// Appends events (and their deliveries) inside `transaction`, each stamped with the time `at`
@@ -88,54 +85,13 @@ pub(super) async fn append(
     Ok(stored)
 }
 
-pub(super) async fn events_after(
-    pool: &PgPool,
-    owner: &str,
-    after: i64,
-    filter: &EventFilter,
-    limit_to: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let query = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE owner = $1 AND id > $2 \
-         AND ($3::text IS NULL OR conversation = $3) AND ($4::text IS NULL OR job_id = $4) \
-         ORDER BY id LIMIT $5"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(query))
-        .bind(owner)
-        .bind(after)
-        .bind(filter.conversation.as_deref())
-        .bind(filter.job.as_ref().map(JobId::as_str))
-        .bind(limit(limit_to))
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(to_event).collect()
-}
-
-pub(super) async fn events_between(
-    pool: &PgPool,
-    after: i64,
-    before: i64,
-    limit_to: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let query = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(query))
-        .bind(after)
-        .bind(before)
-        .bind(limit(limit_to))
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(to_event).collect()
-}
-
 /// Every owner's events after `after`, each with its job as it is now (`None` once purged).
 pub(super) async fn changes_after(
     pool: &PgPool,
     after: i64,
     limit_to: usize,
 ) -> Result<Vec<(StoredEvent, Option<Job>)>, StoreError> {
-    let events = events_between(pool, after, i64::MAX, limit_to).await?;
+    let events = super::shared::events_between(pool, after, i64::MAX, limit_to).await?;
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -201,51 +157,4 @@ pub(super) async fn claim_deliveries(
     let events = sqlx::query(sqlx::AssertSqlSafe(query)).bind(event_ids).fetch_all(pool).await?;
     let events = events.iter().map(to_event).collect::<Result<_, _>>()?;
     Ok(with_events(claimed, events))
-}
-
-pub(super) async fn settle_delivery(
-    pool: &PgPool,
-    id: &str,
-    outcome: &DeliveryOutcome,
-    now: Micros,
-) -> Result<(), StoreError> {
-    let query = match outcome {
-        DeliveryOutcome::Delivered { status } => sqlx::query(
-            "UPDATE deliveries SET status = 'delivered', last_status = $1, last_error = NULL, \
-             delivered_at = $2, updated_at = $2 WHERE id = $3 AND status = 'pending'",
-        )
-        .bind(i64::from(*status))
-        .bind(now.0)
-        .bind(id),
-        DeliveryOutcome::Retry { at, status, error } => sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $1, last_status = $2, last_error = $3, \
-             updated_at = $4 WHERE id = $5 AND status = 'pending'",
-        )
-        .bind(at.0)
-        .bind(status.map(i64::from))
-        .bind(error.as_str())
-        .bind(now.0)
-        .bind(id),
-        DeliveryOutcome::GaveUp { status, error } => sqlx::query(
-            "UPDATE deliveries SET status = 'failed', last_status = $1, last_error = $2, \
-             updated_at = $3 WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(status.map(i64::from))
-        .bind(error.as_str())
-        .bind(now.0)
-        .bind(id),
-    };
-    query.execute(pool).await?;
-    Ok(())
-}
-
-pub(super) async fn deliveries_of(
-    pool: &PgPool,
-    job: &JobId,
-) -> Result<Vec<DeliveryState>, StoreError> {
-    let query = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE job_id = $1 ORDER BY created_at, endpoint"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(query)).bind(job.as_str()).fetch_all(pool).await?;
-    rows.iter().map(|row| to_delivery(row, job)).collect()
 }

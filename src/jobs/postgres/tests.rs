@@ -32,7 +32,7 @@ fn job(owner: &str, conversation: Option<&str>, created_at: i64) -> Job {
 
 async fn put(store: &PgJobStore, job: &Job, instance: &str) -> StoredEvent {
     let event = BareEvents.compose(JobChange::Created, job);
-    store.insert(job, instance, None, event).await.expect("insert")
+    store.insert(Insert::new(job, instance, event)).await.expect("insert")
 }
 
 fn lease(instance: &str, until: i64) -> Lease {

@@ -336,7 +336,7 @@ async fn owned_by(fixture: &Fixture, instance: &str, attempts: u32) -> Job {
         ..Job::working(TOOL, 0)
     };
     let created = BareEvents.compose(JobChange::Created, &job);
-    fixture.store.insert(&job, instance, None, created).await.expect("insert");
+    fixture.store.insert(Insert::new(&job, instance, created)).await.expect("insert");
     job
 }
 
@@ -374,14 +374,8 @@ impl Spy {
 
 #[async_trait]
 impl JobStore for Spy {
-    async fn insert(
-        &self,
-        job: &Job,
-        instance: &str,
-        dedupe_key: Option<&str>,
-        event: NewEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        self.store.insert(job, instance, dedupe_key, event).await
+    async fn insert(&self, new: Insert<'_>) -> Result<StoredEvent, StoreError> {
+        self.store.insert(new).await
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {

@@ -6,13 +6,10 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction, sqlite::SqliteRow};
 
 use crate::jobs::{
-    Job, JobId, Micros,
+    Job, Micros,
     events::{NewEvent, StoredEvent},
-    row::{
-        CLAIMED_COLUMNS, ClaimedRow, DELIVERY_COLUMNS, EVENT_COLUMNS, limit, to_delivery, to_event,
-        with_events,
-    },
-    store::{DeliveryOutcome, DeliveryState, DueDelivery, EventFilter, StoreError},
+    row::{CLAIMED_COLUMNS, ClaimedRow, EVENT_COLUMNS, limit, to_event, with_events},
+    store::{DueDelivery, StoreError},
 };
 
 /// Appends one event (and its deliveries) inside `transaction`.
@@ -121,46 +118,6 @@ async fn append_at(
     Ok(stored)
 }
 
-pub(super) async fn events_after(
-    reader: &SqlitePool,
-    owner: &str,
-    after: i64,
-    filter: &EventFilter,
-    limit_to: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
-         WHERE owner = ?1 AND id > ?2 AND (?3 IS NULL OR conversation = ?3) \
-         AND (?4 IS NULL OR job_id = ?4) ORDER BY id LIMIT ?5",
-    )
-    .bind(owner)
-    .bind(after)
-    .bind(filter.conversation.as_deref())
-    .bind(filter.job.as_ref().map(JobId::as_str))
-    .bind(limit(limit_to))
-    .fetch_all(reader)
-    .await?;
-    rows.iter().map(to_event).collect()
-}
-
-pub(super) async fn events_between(
-    reader: &SqlitePool,
-    after: i64,
-    before: i64,
-    limit_to: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
-         WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3",
-    )
-    .bind(after)
-    .bind(before)
-    .bind(limit(limit_to))
-    .fetch_all(reader)
-    .await?;
-    rows.iter().map(to_event).collect()
-}
-
 pub(super) async fn purge_events_before(
     writer: &SqlitePool,
     cutoff: Micros,
@@ -204,51 +161,4 @@ pub(super) async fn claim_deliveries(
     let events = sqlx::query(sqlx::AssertSqlSafe(query)).bind(ids).fetch_all(writer).await?;
     let events = events.iter().map(to_event).collect::<Result<_, _>>()?;
     Ok(with_events(claimed, events))
-}
-
-pub(super) async fn settle_delivery(
-    writer: &SqlitePool,
-    id: &str,
-    outcome: &DeliveryOutcome,
-    now: Micros,
-) -> Result<(), StoreError> {
-    let query = match outcome {
-        DeliveryOutcome::Delivered { status } => sqlx::query(
-            "UPDATE deliveries SET status = 'delivered', last_status = ?, last_error = NULL, \
-             delivered_at = ?2, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
-        )
-        .bind(i64::from(*status))
-        .bind(now.0)
-        .bind(id),
-        DeliveryOutcome::Retry { at, status, error } => sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = ?, last_status = ?, last_error = ?, \
-             updated_at = ? WHERE id = ? AND status = 'pending'",
-        )
-        .bind(at.0)
-        .bind(status.map(i64::from))
-        .bind(error.as_str())
-        .bind(now.0)
-        .bind(id),
-        DeliveryOutcome::GaveUp { status, error } => sqlx::query(
-            "UPDATE deliveries SET status = 'failed', last_status = ?, last_error = ?, \
-             updated_at = ? WHERE id = ? AND status = 'pending'",
-        )
-        .bind(status.map(i64::from))
-        .bind(error.as_str())
-        .bind(now.0)
-        .bind(id),
-    };
-    query.execute(writer).await?;
-    Ok(())
-}
-
-pub(super) async fn deliveries_of(
-    reader: &SqlitePool,
-    job: &JobId,
-) -> Result<Vec<DeliveryState>, StoreError> {
-    let query = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY created_at, endpoint"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(query)).bind(job.as_str()).fetch_all(reader).await?;
-    rows.iter().map(|row| to_delivery(row, job)).collect()
 }

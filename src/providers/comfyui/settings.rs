@@ -61,7 +61,7 @@ impl ComfyUiConfig {
     /// is chosen, like every provider's base URL, so a typo fails at start rather than at a
     /// switch.
     pub(crate) fn check(&self) -> Result<(), SetupError> {
-        spec::check_base_url::<super::ComfyUi>(&self.base_url)?;
+        spec::check_base_url::<super::ComfyUiProvider>(&self.base_url)?;
         if let Some(path) = &self.workflow {
             read_workflow(path).map_err(|message| SetupError::invalid("comfyui", "workflow", message))?;
         }

@@ -42,7 +42,7 @@ impl OpenAiConfig {
     /// The base URL, and `partial_images`: documented as 0 to 3, and only `gpt-image-*` models
     /// stream at all.
     pub(crate) fn check(&self) -> Result<(), SetupError> {
-        spec::check_base_url::<super::OpenAi>(&self.base_url)?;
+        spec::check_base_url::<super::OpenAiProvider>(&self.base_url)?;
         let invalid = |message| Err(SetupError::invalid("openai", "partial_images", message));
         match self.partial_images {
             Some(count) if count > Self::MAX_PARTIAL_IMAGES => invalid(format!(

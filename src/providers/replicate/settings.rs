@@ -50,7 +50,7 @@ impl Default for ReplicateConfig {
 impl ReplicateConfig {
     pub(crate) fn check(&self) -> Result<(), SetupError> {
         let invalid = |field, message: &str| Err(SetupError::invalid("replicate", field, message));
-        spec::check_base_url::<super::Replicate>(&self.base_url)?;
+        spec::check_base_url::<super::ReplicateProvider>(&self.base_url)?;
         // Every poll is a request against the account's rate limit.
         if self.poll_interval < Duration::from_millis(100) {
             return invalid("poll_interval", "must be at least 100ms");

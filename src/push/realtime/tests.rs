@@ -1,4 +1,5 @@
-//! Snapshots of the realtime payloads, and checks against the documented wire shapes.
+//! Snapshots of the realtime payloads (`snapshots/`), and checks against the documented wire
+//! shapes.
 
 use std::collections::HashSet;
 
@@ -55,10 +56,10 @@ fn payloads_for(status: &str, delivery: DeliveryHint, call_id: Option<&str>) -> 
     })
 }
 
-fn check(actual: &Value, expected: &Value) {
+fn check(name: &str, actual: &Value, expected: &Value) {
     assert!(
         actual == expected,
-        "payloads differ\n--- actual\n{}\n--- expected\n{}",
+        "{name}: payloads differ\n--- actual\n{}\n--- expected\n{}",
         serde_json::to_string_pretty(actual).unwrap(),
         serde_json::to_string_pretty(expected).unwrap(),
     );
@@ -85,277 +86,37 @@ fn event_types(payloads: &Value) -> Vec<&str> {
     openai_events(payloads).iter().map(|event| event["type"].as_str().unwrap()).collect()
 }
 
-#[test]
-fn completed_image_with_interrupt_cancels_adds_and_responds() {
-    check(
-        &payloads_for("completed", DeliveryHint::Interrupt, Some(CALL)),
-        &json!({
-          "openai": [
-            {"type": "response.cancel", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_cancel"},
-            {
-              "type": "conversation.item.create",
-              "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_item",
-              "item": {
-                "type": "message",
-                "role": "user",
-                "content": [
-                  {
-                    "type": "input_text",
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  },
-                  {
-                    "type": "input_image",
-                    "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }
-                ]
-              }
-            },
-            {"type": "response.create", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_response"}
-          ],
-          "gemini": {
-            "tool_response": {
-              "toolResponse": {
-                "functionResponses": [{
-                  "id": "function-call-4716",
-                  "name": "generate_image",
-                  "response": {
-                    "output": {
-                      "job_id": "01jz8k3m5n6p7q8r9s0t1v2w3x",
-                      "tool": "generate_image",
-                      "status": "completed",
-                      "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image",
-                      "created_at": "2026-11-20T10:00:00.000000Z",
-                      "finished_at": "2026-11-20T10:00:25.000000Z"
-                    },
-                    "scheduling": "INTERRUPT"
-                  },
-                  "scheduling": "INTERRUPT",
-                  "willContinue": false
-                }]
-              }
-            },
-            "client_content": {
-              "clientContent": {
-                "turns": [{
-                  "role": "user",
-                  "parts": [{
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }]
-                }],
-                "turnComplete": true
-              }
-            }
-          }
-        }),
-    );
-}
+/// Five endings and their payloads as users read them: each is a file in `snapshots/`, the
+/// wire format `docs/realtime.md` describes. `OFFSTAGE_UPDATE_SNAPSHOTS=1` rewrites the files
+/// after a deliberate change (review the diff).
+const SNAPSHOTS: [(&str, &str, DeliveryHint, Option<&str>); 5] = [
+    // cancels the reply in progress, adds the result, asks for a reply
+    ("completed_interrupt", "completed", DeliveryHint::Interrupt, Some(CALL)),
+    // no call to answer: no Gemini tool response
+    ("completed_when_idle_without_call_id", "completed", DeliveryHint::WhenIdle, None),
+    // only adds to the context
+    ("completed_silent", "completed", DeliveryHint::Silent, Some(CALL)),
+    // says why, and answers the call with the error
+    ("failed_when_idle", "failed", DeliveryHint::WhenIdle, Some(CALL)),
+    ("failed_interrupt_without_call_id", "failed", DeliveryHint::Interrupt, None),
+];
 
 #[test]
-fn completed_image_when_idle_without_call_id_adds_and_responds() {
-    check(
-        &payloads_for("completed", DeliveryHint::WhenIdle, None),
-        &json!({
-          "openai": [
-            {
-              "type": "conversation.item.create",
-              "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_item",
-              "item": {
-                "type": "message",
-                "role": "user",
-                "content": [
-                  {
-                    "type": "input_text",
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  },
-                  {
-                    "type": "input_image",
-                    "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }
-                ]
-              }
-            },
-            {"type": "response.create", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_response"}
-          ],
-          "gemini": {
-            "tool_response": null,
-            "client_content": {
-              "clientContent": {
-                "turns": [{
-                  "role": "user",
-                  "parts": [{
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }]
-                }],
-                "turnComplete": true
-              }
-            }
-          }
-        }),
-    );
-}
-
-#[test]
-fn completed_image_silent_only_adds_to_the_context() {
-    check(
-        &payloads_for("completed", DeliveryHint::Silent, Some(CALL)),
-        &json!({
-          "openai": [
-            {
-              "type": "conversation.item.create",
-              "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_item",
-              "item": {
-                "type": "message",
-                "role": "user",
-                "content": [
-                  {
-                    "type": "input_text",
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  },
-                  {
-                    "type": "input_image",
-                    "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }
-                ]
-              }
-            }
-          ],
-          "gemini": {
-            "tool_response": {
-              "toolResponse": {
-                "functionResponses": [{
-                  "id": "function-call-4716",
-                  "name": "generate_image",
-                  "response": {
-                    "output": {
-                      "job_id": "01jz8k3m5n6p7q8r9s0t1v2w3x",
-                      "tool": "generate_image",
-                      "status": "completed",
-                      "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image",
-                      "created_at": "2026-11-20T10:00:00.000000Z",
-                      "finished_at": "2026-11-20T10:00:25.000000Z"
-                    },
-                    "scheduling": "SILENT"
-                  },
-                  "scheduling": "SILENT",
-                  "willContinue": false
-                }]
-              }
-            },
-            "client_content": {
-              "clientContent": {
-                "turns": [{
-                  "role": "user",
-                  "parts": [{
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x completed] The image of “a red fox in the snow” is ready. Image: https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image"
-                  }]
-                }],
-                "turnComplete": false
-              }
-            }
-          }
-        }),
-    );
-}
-
-#[test]
-fn failed_job_says_why_and_answers_the_call_with_an_error() {
-    check(
-        &payloads_for("failed", DeliveryHint::WhenIdle, Some(CALL)),
-        &json!({
-          "openai": [
-            {
-              "type": "conversation.item.create",
-              "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_item",
-              "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{
-                  "type": "input_text",
-                  "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x failed] The image of “a red fox in the snow” failed: The image service refused that description; try describing it differently."
-                }]
-              }
-            },
-            {"type": "response.create", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_response"}
-          ],
-          "gemini": {
-            "tool_response": {
-              "toolResponse": {
-                "functionResponses": [{
-                  "id": "function-call-4716",
-                  "name": "generate_image",
-                  "response": {
-                    "error": {
-                      "message": "The image of “a red fox in the snow” failed: The image service refused that description; try describing it differently.",
-                      "job": {
-                        "job_id": "01jz8k3m5n6p7q8r9s0t1v2w3x",
-                        "tool": "generate_image",
-                        "status": "failed",
-                        "image_url": "https://offstage.example.com/v1/jobs/01jz8k3m5n6p7q8r9s0t1v2w3x/image",
-                        "error": "The image service refused that description; try describing it differently.",
-                        "created_at": "2026-11-20T10:00:00.000000Z",
-                        "finished_at": "2026-11-20T10:00:25.000000Z"
-                      }
-                    },
-                    "scheduling": "WHEN_IDLE"
-                  },
-                  "scheduling": "WHEN_IDLE",
-                  "willContinue": false
-                }]
-              }
-            },
-            "client_content": {
-              "clientContent": {
-                "turns": [{
-                  "role": "user",
-                  "parts": [{
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x failed] The image of “a red fox in the snow” failed: The image service refused that description; try describing it differently."
-                  }]
-                }],
-                "turnComplete": true
-              }
-            }
-          }
-        }),
-    );
-}
-
-#[test]
-fn failed_job_without_call_id_has_no_tool_response() {
-    check(
-        &payloads_for("failed", DeliveryHint::Interrupt, None),
-        &json!({
-          "openai": [
-            {"type": "response.cancel", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_cancel"},
-            {
-              "type": "conversation.item.create",
-              "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_item",
-              "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{
-                  "type": "input_text",
-                  "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x failed] The image of “a red fox in the snow” failed: The image service refused that description; try describing it differently."
-                }]
-              }
-            },
-            {"type": "response.create", "event_id": "offstage_01jz8k3m5n6p7q8r9s0t1v2w3x_response"}
-          ],
-          "gemini": {
-            "tool_response": null,
-            "client_content": {
-              "clientContent": {
-                "turns": [{
-                  "role": "user",
-                  "parts": [{
-                    "text": "[offstage job 01jz8k3m5n6p7q8r9s0t1v2w3x failed] The image of “a red fox in the snow” failed: The image service refused that description; try describing it differently."
-                  }]
-                }],
-                "turnComplete": true
-              }
-            }
-          }
-        }),
-    );
+#[expect(clippy::disallowed_methods, reason = "the test's own switch, not configuration")]
+fn payloads_match_their_snapshots() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/push/realtime/snapshots");
+    let update = std::env::var_os("OFFSTAGE_UPDATE_SNAPSHOTS").is_some();
+    for (name, status, hint, call_id) in SNAPSHOTS {
+        let actual = payloads_for(status, hint, call_id);
+        let path = dir.join(format!("{name}.json"));
+        if update {
+            let text = serde_json::to_string_pretty(&actual).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected: Value = serde_json::from_str(&expected).unwrap();
+        check(name, &actual, &expected);
+    }
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::{
     providers::EditRequest,
     tools::{
         Annotations, Caller, Services, ToolError,
-        image_job::{check, discard, finished, stored_earlier},
+        image_job::{self, check, discard, finished, stored_earlier},
         image_record::{ImageJobInput, ImageJobOutput},
         typed::JobTool,
     },
@@ -192,13 +192,8 @@ impl JobTool for EditImage {
     const PRODUCES: JobOutput = JobOutput::Image;
 
     fn annotations(&self) -> Annotations {
-        Annotations {
-            read_only: false,
-            destructive: false,
-            idempotent: false,
-            // It may fetch any public URL, and providers may be remote.
-            open_world: true,
-        }
+        // It may fetch any public URL, and providers may be remote.
+        Annotations::creates(true)
     }
 
     fn prepare(&self, input: EditImageInput) -> Result<EditJobInput, ToolError> {
@@ -235,9 +230,7 @@ impl JobTool for EditImage {
     }
 
     fn same_call(&self, input: &EditJobInput) -> Value {
-        let instruction =
-            input.prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-        json!([instruction, input.source])
+        json!([image_job::same_words(&input.prompt), input.source])
     }
 
     fn started(&self, _input: &EditJobInput) -> String {

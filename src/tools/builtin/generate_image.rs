@@ -14,7 +14,7 @@ use crate::{
     providers::ImageRequest,
     tools::{
         Annotations, Services, ToolError,
-        image_job::{discard, finished, generate_showing_partials, stored_earlier},
+        image_job::{self, discard, finished, generate_showing_partials, stored_earlier},
         image_record::ImageJobInput,
         typed::JobTool,
     },
@@ -78,13 +78,8 @@ impl JobTool for GenerateImage {
     const PRODUCES: JobOutput = JobOutput::Image;
 
     fn annotations(&self) -> Annotations {
-        Annotations {
-            read_only: false,
-            destructive: false,
-            idempotent: false,
-            // Truthful per deployment: the built-in sketch provider never leaves the machine.
-            open_world: self.services.router.is_remote(),
-        }
+        // Truthful per deployment: the built-in sketch provider never leaves the machine.
+        Annotations::creates(self.services.router.is_remote())
     }
 
     fn prepare(&self, input: GenerateImageInput) -> Result<ImageJobInput, ToolError> {
@@ -93,8 +88,7 @@ impl JobTool for GenerateImage {
 
     /// Case and spacing of the prompt do not make a different picture.
     fn same_call(&self, input: &ImageJobInput) -> Value {
-        let prompt = input.prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-        json!([prompt, input.size])
+        json!([image_job::same_words(&input.prompt), input.size])
     }
 
     fn started(&self, _input: &ImageJobInput) -> String {

@@ -36,3 +36,9 @@ fn job<T: JobTool>(tool: T, services: &Arc<Services>) -> Arc<dyn Tool> {
 fn inline<T: InlineTool>(tool: T) -> Arc<dyn Tool> {
     Arc::new(Inline::new(tool))
 }
+
+// README's worked example of a Rust tool: compiled and called by the tests, never offered.
+#[cfg(test)]
+pub mod roll_dice;
+#[cfg(test)]
+mod tests;

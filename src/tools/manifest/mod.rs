@@ -12,6 +12,10 @@ pub mod reload;
 pub mod template;
 pub mod tool;
 
+#[cfg(test)]
+#[path = "tests/support.rs"]
+mod test_support;
+
 pub use format::{
     Backend, BackendError, ExecContext, INHERITED_ENV, Manifest, ManifestError, Param, ParamType,
     RawManifest, json_schema, load_dir, parse,

@@ -1,7 +1,7 @@
 //! `tools/` into the registry: loaded at startup, reloaded whenever the directory changes. A
 //! valid change is swapped in whole; a broken manifest is reported (file, line, field) while
-//! the last good version of that file keeps serving; a change that would break a budget is
-//! refused whole.
+//! the last good version of that file keeps serving, and so is one too long for the per-tool
+//! budget; a change that would break a profile's budget is refused whole.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +17,7 @@ use super::{ManifestError, load_dir, tool::Backends, tool::ManifestTool};
 use crate::{
     config::ToolsConfig,
     jobs::runner::JobRunner,
-    tools::{Catalog, Registry, Services, Tool, registry::register_handlers},
+    tools::{Catalog, Registry, Services, Tool, listing::tokens, registry::register_handlers},
 };
 
 /// Changes arriving this close together are one reload (editors write files in steps).
@@ -72,6 +72,23 @@ impl Loader {
             }
             let path = manifest.path().to_owned();
             let tool = ManifestTool::new(manifest, self.services.clone(), self.backends.clone());
+            // Too long for any profile: held back like a broken manifest (the previous version
+            // keeps serving), so that adding a tool never stops a working server.
+            let (tokens, limit) =
+                (tokens::of_definition(tool.definition()), self.config.budgets.per_tool);
+            if tokens > limit {
+                errors.push(ManifestError {
+                    path,
+                    line: None,
+                    field: Some("description".to_owned()),
+                    message: format!(
+                        "{tokens} tokens, over the per-tool budget of {limit}, so it is not \
+                         served: shorten its description or its parameters' descriptions, or \
+                         raise per_tool under [tools.budgets]"
+                    ),
+                });
+                continue;
+            }
             good.insert(path, Arc::new(tool));
         }
         for error in &errors {

@@ -81,7 +81,19 @@ pub struct ManifestTool {
 
 impl ManifestTool {
     pub fn new(manifest: Manifest, services: Arc<Services>, backends: Backends) -> ManifestTool {
-        let definition = ToolDefinition {
+        let definition = ManifestTool::definition_of(&manifest);
+        let inline_slots = match manifest.mode() {
+            Mode::Inline { .. } => manifest
+                .concurrency()
+                .map(|limit| Arc::new(Semaphore::new(usize::try_from(limit).unwrap_or(1).max(1)))),
+            Mode::Job => None,
+        };
+        ManifestTool { manifest, definition, services, backends, inline_slots }
+    }
+
+    /// What models read of `manifest`, and the profiles it asks for.
+    pub fn definition_of(manifest: &Manifest) -> ToolDefinition {
+        ToolDefinition {
             asks_for: manifest.profiles().into(),
             ..ToolDefinition::from_source(
                 manifest.name(),
@@ -90,14 +102,7 @@ impl ManifestTool {
                 manifest.annotations(),
                 manifest.mode(),
             )
-        };
-        let inline_slots = match manifest.mode() {
-            Mode::Inline { .. } => manifest
-                .concurrency()
-                .map(|limit| Arc::new(Semaphore::new(usize::try_from(limit).unwrap_or(1).max(1)))),
-            Mode::Job => None,
-        };
-        ManifestTool { manifest, definition, services, backends, inline_slots }
+        }
     }
 
     pub fn manifest(&self) -> &Manifest {

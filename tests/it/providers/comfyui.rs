@@ -92,15 +92,7 @@ fn config(base_url: &str) -> ComfyUiConfig {
     }
 }
 
-/// The provider exactly as the server builds it.
-fn build(config: ComfyUiConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
-    let providers = ProvidersConfig { comfyui: config, ..ProvidersConfig::default() };
-    providers.build("comfyui", &Context::default())
-}
-
-fn provider(config: ComfyUiConfig) -> Arc<dyn ImageProvider> {
-    build(config).expect("a valid provider configuration")
-}
+super::contract::built!(comfyui, ComfyUiConfig);
 
 fn request(prompt: &str, width: u32, height: u32, seed: u64) -> ImageRequest {
     ImageRequest { prompt: prompt.to_owned(), width, height, seed }

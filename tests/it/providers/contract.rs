@@ -197,13 +197,36 @@ macro_rules! configure {
 macro_rules! capped {
     ($name:ident, $provider:ty) => {
         fn capped(providers: &ProvidersConfig, limit: usize) -> Arc<dyn ImageProvider> {
-            let provider = <$provider>::new(&providers.$name, &Context::default());
+            let provider = <$provider as offstage::providers::ProviderSpec>::build(
+                &providers.$name,
+                &Context::default(),
+            );
             Arc::new(provider.expect("a valid configuration").with_body_limit(limit))
         }
     };
 }
 
-pub(super) use {capped, configure};
+/// A provider's own tests' `build` (exactly as the server builds it, from its table) and
+/// `provider` (the same, for a configuration that must be valid).
+macro_rules! built {
+    ($name:ident, $config:ty) => {
+        fn build(config: $config) -> Result<Arc<dyn ImageProvider>, SetupError> {
+            let providers = ProvidersConfig { $name: config, ..ProvidersConfig::default() };
+            providers.build(stringify!($name), &Context::default())
+        }
+
+        fn provider(config: $config) -> Arc<dyn ImageProvider> {
+            build(config).expect("a valid provider configuration")
+        }
+    };
+}
+
+pub(super) use {built, capped, configure};
+
+/// A row's `attempts` for a stand-in that answers every request from its script.
+pub(crate) fn scripted_attempts<R: Clone + Send + Sync + 'static>(stand_in: &Spawned) -> usize {
+    stand_in.get::<standin::Scripted<R>>().hits()
+}
 
 pub(crate) fn request() -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width: 1024, height: 1024, seed: 7 }

@@ -6,9 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
-    http::{HeaderMap, Method, Uri, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use offstage::providers::{Context, ImageProvider, ProvidersConfig, endpoint::EndpointProvider};
@@ -29,7 +28,7 @@ pub(crate) const ROW: Row = Row {
     configure,
     capped,
     spawn,
-    attempts,
+    attempts: super::contract::scripted_attempts::<Answer>,
     typical_latency: Duration::from_secs(5),
     remote_url: "https://images.example.com",
     can_edit: false,
@@ -54,14 +53,7 @@ fn spawn(answers: Vec<Answer>) -> Option<Spawning> {
     })
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Recorded::new(&method, &uri, &headers, &body);
+async fn handle(State(shared): State<Arc<Shared>>, request: Recorded) -> Response {
     shared.log.push(request.clone());
     if !request.is("POST", "/generate") {
         return standin::json_error(404, json!({"error": "not found"}), None);
@@ -92,10 +84,6 @@ async fn handle(
         }
         Answer::QuotaExhausted | Answer::Refused => unreachable!("never scripted"),
     }
-}
-
-fn attempts(stand_in: &Spawned) -> usize {
-    stand_in.get::<Scripted<Answer>>().hits()
 }
 
 fn landscape_request(stand_in: &Spawned, row: &Row) {

@@ -29,7 +29,7 @@ pub(crate) const ROW: Row = Row {
     configure,
     capped,
     spawn,
-    attempts,
+    attempts: super::contract::scripted_attempts::<Reply>,
     typical_latency: Duration::from_secs(15),
     remote_url: "https://generativelanguage.googleapis.com",
     can_edit: true,
@@ -60,10 +60,6 @@ fn reply(answer: Answer) -> Option<Reply> {
     })
 }
 
-fn attempts(stand_in: &Spawned) -> usize {
-    stand_in.get::<Scripted<Reply>>().hits()
-}
-
 fn landscape_request(stand_in: &Spawned, row: &Row) {
     let request = &stand_in.get::<Scripted<Reply>>().requests()[0];
     assert_eq!(request.body["generationConfig"]["imageConfig"]["aspectRatio"], "3:2");
@@ -80,15 +76,7 @@ fn config(base_url: &str) -> GeminiConfig {
     }
 }
 
-/// The provider exactly as the server builds it.
-fn build(config: GeminiConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
-    let providers = ProvidersConfig { gemini: config, ..ProvidersConfig::default() };
-    providers.build("gemini", &Context::default())
-}
-
-fn provider(config: GeminiConfig) -> Arc<dyn ImageProvider> {
-    build(config).expect("a valid provider configuration")
-}
+super::contract::built!(gemini, GeminiConfig);
 
 fn request(width: u32, height: u32) -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width, height, seed: 7 }

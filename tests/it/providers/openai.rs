@@ -9,7 +9,7 @@ pub(crate) mod standin;
 use std::{sync::Arc, time::Duration};
 
 use offstage::providers::{
-    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig,
+    Context, ImageProvider, ImageRequest, ProviderError, ProviderSpec, ProvidersConfig,
     openai::{OpenAiConfig, OpenAiProvider},
 };
 
@@ -87,7 +87,7 @@ fn config(base_url: &str) -> OpenAiConfig {
 }
 
 fn provider(config: &OpenAiConfig) -> OpenAiProvider {
-    OpenAiProvider::new(config, &Context::default()).expect("a valid provider configuration")
+    OpenAiProvider::build(config, &Context::default()).expect("a valid provider configuration")
 }
 
 fn request(width: u32, height: u32) -> ImageRequest {

@@ -8,7 +8,7 @@ pub(crate) mod standin;
 use std::{sync::Arc, time::Duration};
 
 use offstage::providers::{
-    Context, ImageProvider, ImageRequest, ProviderError, ProvidersConfig, SetupError,
+    Context, ImageProvider, ImageRequest, ProviderError, ProviderSpec, ProvidersConfig, SetupError,
     replicate::{ReplicateConfig, ReplicateProvider},
 };
 use serde_json::json;
@@ -91,15 +91,7 @@ fn config(base_url: &str) -> ReplicateConfig {
     }
 }
 
-/// The provider exactly as the server builds it.
-fn build(config: ReplicateConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
-    let providers = ProvidersConfig { replicate: config, ..ProvidersConfig::default() };
-    providers.build("replicate", &Context::default())
-}
-
-fn provider(config: ReplicateConfig) -> Arc<dyn ImageProvider> {
-    build(config).expect("a valid provider configuration")
-}
+super::contract::built!(replicate, ReplicateConfig);
 
 fn request(width: u32, height: u32) -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width, height, seed: 0 }
@@ -295,7 +287,7 @@ async fn a_poll_url_on_another_origin_is_never_followed() {
 async fn an_oversized_output_file_is_refused() {
     let plan = Plan { file_bytes: Some(64 * 1024), ..Plan::default() };
     let stand_in = standin::spawn(vec![Reply::Prediction(plan)]).await;
-    let provider = ReplicateProvider::new(&config(&stand_in.base_url), &Context::default())
+    let provider = ReplicateProvider::build(&config(&stand_in.base_url), &Context::default())
         .expect("a valid configuration")
         .with_body_limit(16 * 1024);
     let error = provider.generate(&request(1024, 1024)).await.expect_err("over the cap");

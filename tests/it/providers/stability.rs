@@ -31,7 +31,7 @@ pub(crate) const ROW: Row = Row {
     configure,
     capped,
     spawn,
-    attempts,
+    attempts: super::contract::scripted_attempts::<Reply>,
     typical_latency: Duration::from_secs(10),
     remote_url: "https://api.stability.ai",
     can_edit: true,
@@ -63,10 +63,6 @@ fn reply(answer: Answer) -> Option<Reply> {
     })
 }
 
-fn attempts(stand_in: &Spawned) -> usize {
-    stand_in.get::<Scripted<Reply>>().hits()
-}
-
 fn landscape_request(stand_in: &Spawned, row: &Row) {
     let request = &stand_in.get::<Scripted<Reply>>().requests()[0];
     assert_eq!(request.field("aspect_ratio"), Some("3:2"));
@@ -83,15 +79,7 @@ fn config(base_url: &str) -> StabilityConfig {
     }
 }
 
-/// The provider exactly as the server builds it.
-fn build(config: StabilityConfig) -> Result<Arc<dyn ImageProvider>, SetupError> {
-    let providers = ProvidersConfig { stability: config, ..ProvidersConfig::default() };
-    providers.build("stability", &Context::default())
-}
-
-fn provider(config: StabilityConfig) -> Arc<dyn ImageProvider> {
-    build(config).expect("a valid provider configuration")
-}
+super::contract::built!(stability, StabilityConfig);
 
 fn request(width: u32, height: u32) -> ImageRequest {
     ImageRequest { prompt: "a lighthouse at dusk".to_owned(), width, height, seed: 0 }

@@ -12,6 +12,8 @@ use std::{
 
 use axum::{
     Router,
+    body::Bytes,
+    extract::{FromRequest, Request},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -173,6 +175,21 @@ pub(crate) struct Recorded {
     pub fields: Vec<(String, String)>,
     /// Multipart file parts in order.
     pub files: Vec<RecordedFile>,
+    /// The body as it came.
+    pub raw: Bytes,
+}
+
+/// A handler's whole request, recorded: what most stand-in routes take, beside their state.
+impl<S: Send + Sync> FromRequest<S> for Recorded {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _: &S) -> Result<Recorded, Response> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()).into_response())?;
+        Ok(Recorded::new(&parts.method, &parts.uri, &parts.headers, &body))
+    }
 }
 
 impl Recorded {
@@ -191,6 +208,7 @@ impl Recorded {
             body: serde_json::from_slice(body).unwrap_or(Value::Null),
             fields: Vec::new(),
             files: Vec::new(),
+            raw: Bytes::copy_from_slice(body),
         }
     }
 

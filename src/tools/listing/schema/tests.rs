@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::portable::tests::Folder;
 use super::*;
 use crate::images::ImageSize;
 
@@ -173,13 +174,6 @@ fn maps_tuples_ranges_defaults_and_formats() {
     assert_eq!(properties["rating"], json!({"type": "integer", "minimum": 1, "maximum": 10}));
     assert_eq!(properties["email"], json!({"type": "string", "format": "email"}));
     assert_eq!(properties["extra"], json!(true));
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[allow(dead_code)]
-struct Folder {
-    name: String,
-    children: Vec<Folder>,
 }
 
 #[derive(Deserialize, JsonSchema)]

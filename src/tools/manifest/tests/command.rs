@@ -3,16 +3,17 @@
 //! failures and oversized output stop the program (and what it started) promptly.
 
 use std::{
-    collections::BTreeMap,
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use serde_json::json;
 
 use super::*;
-use crate::tools::manifest::format::parse;
+use crate::tools::manifest::{
+    format::parse,
+    test_support::{call, cancel_soon, with_secrets},
+};
 
 /// A manifest named `demo` with `params` (TOML) and a `[command]` section.
 fn manifest(head: &str, params: &str, command: &str) -> Manifest {
@@ -22,18 +23,10 @@ fn manifest(head: &str, params: &str, command: &str) -> Manifest {
 }
 
 fn context(secrets: &[(&str, &str)]) -> ExecContext {
-    let secrets: BTreeMap<String, String> =
-        secrets.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
-    let mut ctx = ExecContext::new(reqwest::Client::new(), Arc::new(secrets));
+    let mut ctx = with_secrets(secrets);
     ctx.command_env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
     ctx.working_dir = Some(std::env::temp_dir());
     ctx
-}
-
-async fn call(manifest: &Manifest, args: Value, ctx: &ExecContext) -> Result<Value, BackendError> {
-    let Value::Object(args) = args else { panic!("arguments are an object") };
-    let args = manifest.check_arguments(&args).unwrap();
-    manifest.execute(&args, ctx).await
 }
 
 const TEXT_PARAM: &str = "[params.text]\ntype = \"string\"\nrequired = true";
@@ -122,11 +115,7 @@ async fn a_timeout_kills_the_program_and_what_it_started() {
 async fn cancellation_kills_the_program() {
     let sleep = manifest("timeout = \"10s\"", "", "program = \"/bin/sleep\"\nargs = [\"30\"]");
     let ctx = context(&[]);
-    let cancel = ctx.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cancel.cancel();
-    });
+    cancel_soon(&ctx);
     let started = Instant::now();
     let error = call(&sleep, json!({}), &ctx).await.unwrap_err();
     assert_eq!(error.code, "cancelled");

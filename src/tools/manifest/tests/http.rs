@@ -25,6 +25,7 @@ use serde_json::json;
 
 use super::*;
 use crate::tools::manifest::format::parse;
+use crate::tools::manifest::test_support::{call, cancel_soon, with_secrets};
 
 const OPEN_METEO: &str = "https://api.open-meteo.com";
 const BRAVE: &str = "https://api.search.brave.com";
@@ -149,18 +150,16 @@ fn web_search(origin: &str) -> Manifest {
 }
 
 fn context(secrets: &[(&str, &str)]) -> ExecContext {
-    let secrets: BTreeMap<String, String> =
-        secrets.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
-    let mut ctx = ExecContext::new(reqwest::Client::new(), Arc::new(secrets));
+    let mut ctx = with_secrets(secrets);
     // The stand-ins listen on loopback.
     ctx.allow_private = true;
     ctx
 }
 
-async fn call(manifest: &Manifest, args: Value, ctx: &ExecContext) -> Result<Value, BackendError> {
-    let Value::Object(args) = args else { panic!("arguments are an object") };
-    let args = manifest.check_arguments(&args).unwrap();
-    manifest.execute(&args, ctx).await
+/// How a keyed `web_search` for "x" at `origin` failed.
+async fn search_fails(origin: &str) -> BackendError {
+    let context = context(&[("BRAVE_SEARCH_API_KEY", KEY)]);
+    call(&web_search(origin), json!({"query": "x"}), &context).await.unwrap_err()
 }
 
 fn berlin() -> Value {
@@ -233,13 +232,7 @@ async fn client_errors_are_reported_and_not_retried() {
         (Duration::ZERO, brave_error(422, "VALIDATION", "Unable to validate request parameter(s)."))
     })
     .await;
-    let error = call(
-        &web_search(&origin),
-        json!({"query": "x"}),
-        &context(&[("BRAVE_SEARCH_API_KEY", KEY)]),
-    )
-    .await
-    .unwrap_err();
+    let error = search_fails(&origin).await;
     assert_eq!(
         error,
         BackendError {
@@ -261,13 +254,7 @@ async fn a_rejected_key_never_appears_in_the_error() {
         (Duration::ZERO, brave_error(401, "SUBSCRIPTION_TOKEN_INVALID", &detail))
     })
     .await;
-    let error = call(
-        &web_search(&origin),
-        json!({"query": "x"}),
-        &context(&[("BRAVE_SEARCH_API_KEY", KEY)]),
-    )
-    .await
-    .unwrap_err();
+    let error = search_fails(&origin).await;
     assert_eq!(
         error.message,
         "127.0.0.1 answered 401 Unauthorized: The provided subscription token *** is invalid."
@@ -337,13 +324,7 @@ async fn server_errors_are_retried() {
     let (stand_in, origin) =
         StandIn::start(|_| (Duration::ZERO, brave_error(500, "INTERNAL", "Something broke.")))
             .await;
-    let error = call(
-        &web_search(&origin),
-        json!({"query": "x"}),
-        &context(&[("BRAVE_SEARCH_API_KEY", KEY)]),
-    )
-    .await
-    .unwrap_err();
+    let error = search_fails(&origin).await;
     assert_eq!(error.message, "127.0.0.1 answered 500 Internal Server Error: Something broke.");
     assert!(error.retryable);
     assert_eq!(stand_in.hits(), 3, "web_search allows two retries");
@@ -439,11 +420,7 @@ async fn cancellation_aborts_the_request() {
     let (_stand_in, origin) =
         StandIn::start(|_| (Duration::from_secs(5), json_reply(200, forecast()))).await;
     let ctx = context(&[]);
-    let cancel = ctx.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cancel.cancel();
-    });
+    cancel_soon(&ctx);
     let started = Instant::now();
     let error = call(&weather(&origin), berlin(), &ctx).await.unwrap_err();
     assert_eq!(error.code, "cancelled");

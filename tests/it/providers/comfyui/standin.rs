@@ -16,9 +16,8 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
-    http::{HeaderMap, Method, StatusCode, Uri, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -161,30 +160,21 @@ async fn spawn_with(script: Vec<Reply>, key: Option<String>) -> StandIn {
     standin::spawn(state, Router::new().fallback(handle)).await
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Recorded::new(&method, &uri, &headers, &body);
-    let query = request.params.clone();
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
-    lock(&shared).requests.push(request);
-    if let Some(key) = &shared.key {
-        let sent = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        if sent != Some(format!("Bearer {key}").as_str()) {
-            return (StatusCode::UNAUTHORIZED, "401: Unauthorized").into_response();
-        }
+async fn handle(State(shared): State<Arc<Shared>>, request: Recorded) -> Response {
+    lock(&shared).requests.push(request.clone());
+    let Recorded { method, path, params: query, .. } = &request;
+    let json: Option<Value> = serde_json::from_slice(&request.raw).ok();
+    if let Some(key) = &shared.key
+        && request.header(header::AUTHORIZATION.as_str()) != Some(format!("Bearer {key}").as_str())
+    {
+        return (StatusCode::UNAUTHORIZED, "401: Unauthorized").into_response();
     }
-    let path = uri.path();
-    match (method.as_str(), path) {
+    match (method.as_str(), path.as_str()) {
         ("POST", "/prompt") => post_prompt(&shared, json).await,
         ("GET", "/queue") => get_queue(&shared),
         ("POST", "/queue") => post_queue(&shared, json),
         ("POST", "/interrupt") => post_interrupt(&shared, json),
-        ("GET", "/view") => view(&shared, &query),
+        ("GET", "/view") => view(&shared, query),
         ("GET", _) if path.starts_with("/history/") => history(&shared, &path["/history/".len()..]),
         _ => StatusCode::NOT_FOUND.into_response(),
     }

@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
-    http::{HeaderMap, Method, StatusCode, Uri},
+    http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
@@ -258,19 +257,11 @@ pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     standin::spawn(|_| Scripted::new(script), Router::new().fallback(handle)).await
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Recorded::new(&method, &uri, &headers, &body);
-    let json = request.body.clone();
-    shared.log.push(request);
-    let checked = check_route(&method, uri.path())
-        .and_then(|()| check_key(&headers))
-        .and_then(|()| validate(&body, &json));
+async fn handle(State(shared): State<Arc<Shared>>, request: Recorded) -> Response {
+    shared.log.push(request.clone());
+    let checked = check_route(&request.method, &request.path)
+        .and_then(|()| check_key(&request.headers))
+        .and_then(|()| validate(&request.raw, &request.body));
     let aspect_ratio = match checked {
         Ok(aspect_ratio) => aspect_ratio,
         Err(rejection) => return rejection.into_response(),

@@ -19,9 +19,8 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -151,18 +150,12 @@ pub(crate) async fn spawn(script: Vec<Reply>) -> StandIn {
     standin::spawn(|_| Scripted::new(script), app).await
 }
 
-async fn generations(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Recorded::new(&method, &uri, &headers, &body);
-    let json = request.body.clone();
-    shared.log.push(request);
-    let checked =
-        check_auth(&headers).and_then(|()| validate(&json)).and_then(|()| stream::validate(&json));
+async fn generations(State(shared): State<Arc<Shared>>, request: Recorded) -> Response {
+    shared.log.push(request.clone());
+    let json = request.body;
+    let checked = check_auth(&request.headers)
+        .and_then(|()| validate(&json))
+        .and_then(|()| stream::validate(&json));
     let streaming = match checked {
         Ok(streaming) => streaming,
         Err(rejection) => return rejection.into_response(),
@@ -224,15 +217,9 @@ async fn answer(shared: &Shared, reply: Reply, asked: &Value) -> Response {
 }
 
 /// OpenAI answers unknown routes with 404 `Invalid URL (METHOD /path)`.
-async fn unknown_route(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let message = format!("Invalid URL ({method} {})", uri.path());
-    shared.log.push(Recorded::new(&method, &uri, &headers, &body));
+async fn unknown_route(State(shared): State<Arc<Shared>>, request: Recorded) -> Response {
+    let message = format!("Invalid URL ({} {})", request.method, request.path);
+    shared.log.push(request);
     error(StatusCode::NOT_FOUND, &message, None, None)
 }
 

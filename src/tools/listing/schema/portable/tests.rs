@@ -170,16 +170,18 @@ fn lowering_is_idempotent_and_stays_in_the_subset() {
     }
 }
 
+// A recursive type, as a file browser's input would be (no doc comment: that would be its
+// schema's description).
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
-struct Folder {
+pub(crate) struct Folder {
     name: String,
     children: Vec<Folder>,
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code)]
-struct Browse {
+pub(crate) struct Browse {
     root: Option<Folder>,
 }
 

@@ -15,7 +15,7 @@
 //!    jobs taken over.
 //!
 //! `BENCH_SECONDS` sets the length of each throughput run (default 10); `BENCH_ONLY=side`,
-//! `push` or `stores` runs only that part; `BENCH_OFFSTAGE=<path>` measures another build of
+//! `sessions` (the idle-session memory alone), `push` or `stores` runs only that part; `BENCH_OFFSTAGE=<path>` measures another build of
 //! `offstage` (an earlier commit's) against the same baseline.
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::disallowed_methods, reason = "BENCH_SECONDS is the benchmark's own knob")]
@@ -306,6 +306,7 @@ async fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     match only.as_str() {
         "side" => return side_by_side::run(seconds).await,
+        "sessions" => return side_by_side::sessions().await,
         "push" => return push_under_load::run(seconds).await,
         "stores" => return stores::run(seconds).await,
         _ => {}

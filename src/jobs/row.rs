@@ -20,8 +20,24 @@ macro_rules! job_columns {
 }
 pub(super) use job_columns;
 
-/// The columns [`EventRow`] reads.
-pub(super) const EVENT_COLUMNS: &str = "id, job_id, owner, conversation, kind, payload, created_at";
+/// The columns [`EventRow`] reads, as a literal for `concat!`.
+macro_rules! event_columns {
+    () => {
+        "id, job_id, owner, conversation, kind, payload, created_at"
+    };
+}
+pub(super) use event_columns;
+
+/// [`event_columns`] as a constant, for queries built with `format!`.
+pub(super) const EVENT_COLUMNS: &str = event_columns!();
+
+/// The columns [`DeliveryRow`] reads, as a literal for `concat!`.
+macro_rules! delivery_columns {
+    () => {
+        "event_id, endpoint, status, attempts, last_status, last_error, delivered_at"
+    };
+}
+pub(super) use delivery_columns;
 
 #[derive(Debug, FromRow)]
 pub(super) struct JobRow {
@@ -173,7 +189,7 @@ pub(super) struct DeliveryRow {
     delivered_at: Option<i64>,
 }
 
-/// Where a delivery of `job`'s events stands, from a row of [`DeliveryRow`]'s columns.
+/// Where a delivery of `job`'s events stands, from a row of [`delivery_columns`].
 pub(super) fn to_delivery<'r, R: Row>(row: &'r R, job: &JobId) -> Result<DeliveryState, StoreError>
 where
     DeliveryRow: FromRow<'r, R>,

@@ -11,21 +11,27 @@ macro_rules! statements {
         use $crate::jobs::{
             Job, JobId, Micros, Outcome,
             events::StoredEvent,
-            row::{job_columns, limit, outcome_columns, to_delivery, to_event, to_job},
+            row::{
+                delivery_columns, event_columns, job_columns, limit, outcome_columns, to_delivery,
+                to_event, to_job,
+            },
             store::{DeliveryOutcome, DeliveryState, EventFilter, Lease, StoreError},
         };
 
         type Pool = sqlx::Pool<$db>;
-        /// An update answering the job's row, for the store to run with its event.
+        /// A statement answering at most one job's row; an update among them is run by the
+        /// store with its event.
         pub(super) type Update<'q> =
             sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
 
+        /// The job `query` answers, if any.
+        async fn one_job(query: Update<'_>, pool: &Pool) -> Result<Option<Job>, StoreError> {
+            query.fetch_optional(pool).await?.as_ref().map(to_job).transpose()
+        }
+
         pub(super) async fn get(pool: &Pool, id: &JobId) -> Result<Option<Job>, StoreError> {
-            let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await?;
-            row.as_ref().map(to_job).transpose()
+            let query = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+            one_job(sqlx::query(query).bind(id.as_str()), pool).await
         }
 
         pub(super) async fn start_attempt(
@@ -33,16 +39,12 @@ macro_rules! statements {
             id: &JobId,
             now: Micros,
         ) -> Result<Option<Job>, StoreError> {
-            let row = sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "UPDATE jobs SET attempts = attempts + 1, started_at = COALESCE(started_at, $1), \
                  updated_at = $1 WHERE id = $2 AND status = 'working' RETURNING ",
                 job_columns!()
-            ))
-            .bind(now.0)
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await?;
-            row.as_ref().map(to_job).transpose()
+            ));
+            one_job(query.bind(now.0).bind(id.as_str()), pool).await
         }
 
         /// Moves a `working` job to `outcome`.
@@ -109,18 +111,13 @@ macro_rules! statements {
             dedupe_key: &str,
             since: Micros,
         ) -> Result<Option<Job>, StoreError> {
-            let row = sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "SELECT ",
                 job_columns!(),
                 " FROM jobs WHERE dedupe_key = $1 AND owner = $2 AND created_at >= $3 \
                   AND status IN ('working', 'completed') ORDER BY created_at DESC LIMIT 1"
-            ))
-            .bind(dedupe_key)
-            .bind(owner)
-            .bind(since.0)
-            .fetch_optional(pool)
-            .await?;
-            row.as_ref().map(to_job).transpose()
+            ));
+            one_job(query.bind(dedupe_key).bind(owner).bind(since.0), pool).await
         }
 
         pub(super) async fn mark_announced(
@@ -128,13 +125,11 @@ macro_rules! statements {
             id: &JobId,
             now: Micros,
         ) -> Result<(), StoreError> {
-            sqlx::query(
-                "UPDATE jobs SET announced_at = $1 WHERE id = $2 AND announced_at IS NULL",
-            )
-            .bind(now.0)
-            .bind(id.as_str())
-            .execute(pool)
-            .await?;
+            sqlx::query("UPDATE jobs SET announced_at = $1 WHERE id = $2 AND announced_at IS NULL")
+                .bind(now.0)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?;
             Ok(())
         }
 
@@ -146,12 +141,13 @@ macro_rules! statements {
             limit_to: usize,
         ) -> Result<Vec<StoredEvent>, StoreError> {
             // The casts give PostgreSQL the parameters' type when they are NULL.
-            let rows = sqlx::query(
-                "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
-                 WHERE owner = $1 AND id > $2 \
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE owner = $1 AND id > $2 \
                  AND (CAST($3 AS TEXT) IS NULL OR conversation = $3) \
-                 AND (CAST($4 AS TEXT) IS NULL OR job_id = $4) ORDER BY id LIMIT $5",
-            )
+                 AND (CAST($4 AS TEXT) IS NULL OR job_id = $4) ORDER BY id LIMIT $5"
+            ))
             .bind(owner)
             .bind(after)
             .bind(filter.conversation.as_deref())
@@ -168,10 +164,11 @@ macro_rules! statements {
             before: i64,
             limit_to: usize,
         ) -> Result<Vec<StoredEvent>, StoreError> {
-            let rows = sqlx::query(
-                "SELECT id, job_id, owner, conversation, kind, payload, created_at FROM events \
-                 WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3",
-            )
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3"
+            ))
             .bind(after)
             .bind(before)
             .bind(limit(limit_to))
@@ -221,10 +218,11 @@ macro_rules! statements {
             pool: &Pool,
             job: &JobId,
         ) -> Result<Vec<DeliveryState>, StoreError> {
-            let rows = sqlx::query(
-                "SELECT event_id, endpoint, status, attempts, last_status, last_error, \
-                 delivered_at FROM deliveries WHERE job_id = $1 ORDER BY created_at, endpoint",
-            )
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM deliveries WHERE job_id = $1 ORDER BY created_at, endpoint"
+            ))
             .bind(job.as_str())
             .fetch_all(pool)
             .await?;

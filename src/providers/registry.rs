@@ -1,6 +1,6 @@
 //! What the one list of providers (the `registry!` call in `providers/mod.rs`) turns into.
 //! Each line names a provider's module, which is also its `[providers.<name>]` table, and its
-//! [`ProviderSpec`](super::ProviderSpec); from it come the module itself, the settings struct
+//! provider type, which implements [`ProviderSpec`](super::ProviderSpec); from it come the module itself, the settings struct
 //! configuration reads, the names `provider` and `fallback` accept, the environment variables
 //! merged in, what `auto` picks, and the checks and construction of whatever is routed to.
 //!
